@@ -1,0 +1,1 @@
+"""The search: controllers, rewards, trials, the Ray runner, experiment config, CLI, export."""

@@ -1,0 +1,202 @@
+"""The ``nas`` command line.
+
+Every command parses its input fully before doing work. Bad input (an unknown space, a
+malformed arch string, a bad ``--param``) prints one line ``error: ...`` naming the field,
+what was given and what is allowed, and exits with status 2; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+import yaml
+
+log = logging.getLogger(__name__)
+
+
+class UserError(click.ClickException):
+    """Bad input: one line, exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:  # noqa: D401 - click API
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--param: expected KEY=VALUE (e.g. resolution=32), got {pair!r}")
+        if key in out:
+            raise UserError(f"--param: {key!r} given twice")
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            out[key] = raw
+    return out
+
+
+def _space(name: str, params: tuple[str, ...]):
+    import search_spaces
+
+    return search_spaces.get(name, **_parse_params(params))
+
+
+def _fmt_count(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.version_option(package_name="edgetpu-nas", prog_name="nas")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
+    """Hardware-aware neural architecture search for Keras and the Coral Edge TPU."""
+    ctx.obj = {"debug": debug}
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+# ------------------------------------------------------------------------------- spaces
+
+
+@cli.group()
+def spaces() -> None:
+    """Search spaces: list, show, sample; reference networks."""
+
+
+PARAM_OPTION = click.option(
+    "-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
+    help="Space constructor argument, repeatable (e.g. -p resolution=32 -p width=0.25).")
+
+
+@spaces.command("list")
+def spaces_list() -> None:
+    """Registered spaces with their default size."""
+    import search_spaces
+
+    for name, cls in search_spaces.registered().items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        click.echo(f"{name:<22} size {cls().size:.2e}  {doc}")
+
+
+@spaces.command("show")
+@click.argument("name")
+@PARAM_OPTION
+def spaces_show(name: str, params: tuple[str, ...]) -> None:
+    """Decisions, choices and size of space NAME (a registered name or module:Class)."""
+    click.echo(_space(name, params).describe())
+
+
+@spaces.command("sample")
+@click.argument("name")
+@PARAM_OPTION
+@click.option("--n", "n", type=click.IntRange(1, 100_000), default=5, show_default=True,
+              help="How many archs.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--classes", type=click.IntRange(1), default=None,
+              help="Classes for params/MACs (default: the space's, else 1000).")
+@click.option("--format", "fmt", type=click.Choice(["table", "strings", "jsonl"]), default="table",
+              show_default=True)
+def spaces_sample(name: str, params: tuple[str, ...], n: int, seed: int, classes: int | None, fmt: str) -> None:
+    """Sample N archs from space NAME: arch strings with parameters and MACs."""
+    import numpy as np
+
+    import search_spaces
+
+    space = _space(name, params)
+    rng = np.random.default_rng(seed)
+    if fmt == "table":
+        click.echo(f"{'#':>3}  {'params':>8}  {'MACs':>8}  arch")
+    for i in range(n):
+        arch = space.sample(rng)
+        p = search_spaces.count_params(arch, num_classes=classes)
+        m = search_spaces.count_macs(arch, num_classes=classes)
+        if fmt == "strings":
+            click.echo(arch.to_string())
+        elif fmt == "jsonl":
+            click.echo(json.dumps({"arch": arch.to_string(), "params": p, "macs": m}))
+        else:
+            click.echo(f"{i:>3}  {_fmt_count(p):>8}  {_fmt_count(m):>8}  {arch.to_string()}")
+
+
+@spaces.command("references")
+@click.option("--classes", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--strings", is_flag=True, help="Print the arch strings too.")
+def spaces_references(classes: int, strings: bool) -> None:
+    """Reference networks (as archs of the grammar) with parameters and MACs."""
+    import search_spaces
+    from search_spaces.references import NOTES
+
+    click.echo(f"{'name':<24} {'res':>4} {'params':>10} {'MACs':>9}  note")
+    for name in search_spaces.reference_names():
+        arch = search_spaces.reference(name)
+        p = search_spaces.count_params(arch, num_classes=classes)
+        m = search_spaces.count_macs(arch, num_classes=classes)
+        click.echo(f"{name:<24} {arch.resolution:>4} {p:>10,} {_fmt_count(m):>9}  {NOTES[name]}")
+        if strings:
+            click.echo(f"    {arch.to_string()}")
+
+
+@cli.group()
+def arch() -> None:
+    """Inspect arch strings."""
+
+
+@arch.command("show")
+@click.argument("arch_string")
+@click.option("--classes", type=click.IntRange(1), default=None)
+@click.option("--layers", is_flag=True, help="Print the per-layer plan.")
+def arch_show(arch_string: str, classes: int | None, layers: bool) -> None:
+    """Validate ARCH_STRING and print its stages, parameters and MACs."""
+    import search_spaces
+
+    a = search_spaces.Arch.from_string(arch_string)
+    click.echo(a.to_string())
+    click.echo(f"resolution {a.resolution}  stages {len(a.stages)}  layers {a.depth}  "
+               f"params {search_spaces.count_params(a, num_classes=classes):,}  "
+               f"MACs {search_spaces.count_macs(a, num_classes=classes):,}")
+    if layers:
+        for ly in search_spaces.plan(a, num_classes=classes):
+            click.echo(f"  {ly.name:<28} {ly.op:<18} {str(ly.output_shape):<16} "
+                       f"params {ly.params:>9,}  MACs {ly.macs:>12,}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``nas`` console script; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="nas", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.UsageError as e:
+        # One line instead of click's usage block; the hint says where the full help is.
+        cmd = e.ctx.command_path if e.ctx else "nas"
+        click.echo(f"error: {e.format_message()} (see '{cmd} --help')", err=True)
+        return 2
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except ValueError as e:
+        # Library validation errors are user input errors by convention (see design.md).
+        if debug:
+            raise
+        click.echo(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
