@@ -1,0 +1,46 @@
+"""The TFLite interpreter: LiteRT (``ai_edge_litert``), else the legacy ``tflite_runtime``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class RuntimeNotFound(RuntimeError):
+    """No TFLite interpreter package is installed."""
+
+
+def interpreter_module():
+    """The module that provides ``Interpreter`` and ``load_delegate``, and its name.
+
+    LiteRT is the maintained runtime (``tf.lite.Interpreter`` is deprecated in TF 2.21);
+    ``tflite_runtime`` (last release 2.14) is what older Coral images ship.
+    """
+    try:
+        from ai_edge_litert import interpreter as mod
+
+        return mod, "ai_edge_litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime import interpreter as mod  # type: ignore[import-not-found]
+
+        return mod, "tflite_runtime"
+    except ImportError:
+        raise RuntimeNotFound("no TFLite interpreter: install it with 'pip install ai-edge-litert'") from None
+
+
+def make_interpreter(model: bytes | str | Path, *, num_threads: int | None = None, delegates=None):
+    """An allocated interpreter for ``.tflite`` bytes or a path."""
+    mod, _ = interpreter_module()
+    kw = {"num_threads": num_threads} if num_threads else {}
+    if delegates:
+        kw["experimental_delegates"] = list(delegates)
+    if isinstance(model, (bytes, bytearray)):
+        it = mod.Interpreter(model_content=bytes(model), **kw)
+    else:
+        it = mod.Interpreter(model_path=str(model), **kw)
+    it.allocate_tensors()
+    return it

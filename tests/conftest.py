@@ -1,0 +1,23 @@
+"""Shared test fixtures: quiet TensorFlow, the repo's examples importable, tiny proxy spaces."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+if str(EXAMPLES) not in sys.path:
+    sys.path.insert(0, str(EXAMPLES))
+
+# Constructor arguments that make each space's models tiny (32 px proxy scale). A space
+# registered later must be added here, or the contract suite fails and says so.
+PROXY_KWARGS = {
+    "mnasnet": {"resolution": 32, "width": 0.25, "depth": 0.5, "num_classes": 10},
+    "efficientnet_edgetpu": {"resolution": 32, "width": 0.25, "depth": 0.5, "num_classes": 10},
+    "my_spaces:TinySpace": {},
+}
