@@ -32,12 +32,20 @@ def interpreter_module():
         raise RuntimeNotFound("no TFLite interpreter: install it with 'pip install ai-edge-litert'") from None
 
 
-def make_interpreter(model: bytes | str | Path, *, num_threads: int | None = None, delegates=None):
-    """An allocated interpreter for ``.tflite`` bytes or a path."""
+def make_interpreter(model: bytes | str | Path, *, num_threads: int | None = None, delegates=None,
+                     default_delegates: bool = True):
+    """An allocated interpreter for ``.tflite`` bytes or a path.
+
+    ``default_delegates=False`` turns off the XNNPACK CPU delegate and runs the builtin
+    kernels: XNNPACK refuses some int8 models (quantization scales out of its range) and
+    LiteRT 2.3 then aborts the process instead of raising.
+    """
     mod, _ = interpreter_module()
     kw = {"num_threads": num_threads} if num_threads else {}
     if delegates:
         kw["experimental_delegates"] = list(delegates)
+    if not default_delegates:
+        kw["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     if isinstance(model, (bytes, bytearray)):
         it = mod.Interpreter(model_content=bytes(model), **kw)
     else:

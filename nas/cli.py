@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -17,6 +18,9 @@ import click
 import yaml
 
 log = logging.getLogger(__name__)
+
+# TensorFlow's C++ start-up chatter would bury the one-line results and errors.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 class UserError(click.ClickException):
@@ -170,6 +174,124 @@ def arch_show(arch_string: str, classes: int | None, layers: bool) -> None:
                        f"params {ly.params:>9,}  MACs {ly.macs:>12,}")
 
 
+# ------------------------------------------------------------------------------ latency
+
+
+@cli.group()
+def latency() -> None:
+    """Latency: measure, analyze, list Edge TPU devices."""
+
+
+TARGET_HELP = ("PATH_OR_ARCH is a .keras or .tflite file, a reference name (nas spaces references) "
+               "or an arch string.")
+
+
+def _target(path_or_arch: str, input_size: int | None, classes: int | None):
+    from latency_models import Target
+
+    shape = (input_size, input_size, 3) if input_size else None
+    t = Target(path_or_arch, input_shape=shape, num_classes=classes)
+    if input_size and t.arch is None:
+        raise UserError(f"--input-size: applies to archs and reference names, not to the file {path_or_arch!r} "
+                        "(its input shape is fixed)")
+    return t
+
+
+def _source_options(source: str, threads, runs, warmup, stable, device) -> dict[str, Any]:
+    given = {"--threads": threads, "--device": device}
+    applies = {"--threads": ("tflite-cpu",), "--device": ("edgetpu",)}
+    opts: dict[str, Any] = {}
+    for flag, value in given.items():
+        if value is None:
+            continue
+        if source not in applies[flag]:
+            raise UserError(f"{flag}: applies to source {' or '.join(applies[flag])}, not {source!r}")
+        opts[flag.lstrip("-")] = value
+    if runs is not None:
+        opts["n_runs"] = runs
+    if warmup is not None:
+        opts["warmup"] = warmup
+    if stable:
+        opts["stable"] = True
+    return opts
+
+
+@latency.command("measure", epilog=TARGET_HELP)
+@click.argument("path_or_arch")
+@click.option("--source", default="tflite-cpu", show_default=True, help="Latency source (see --list-sources).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads (tflite-cpu; default 1).")
+@click.option("--device", default=None, help="Edge TPU device: '', usb, usb:N, pci, pci:N (edgetpu).")
+@click.option("--runs", type=click.IntRange(1), default=None, help="Timed invokes (default: the source's).")
+@click.option("--warmup", type=click.IntRange(0), default=None, help="Untimed warm-up invokes.")
+@click.option("--stable", is_flag=True, help="Repeat rounds until the median is stable (noisy machines).")
+@click.option("--input-size", type=click.IntRange(8, 4096), default=None,
+              help="Square input resolution for archs and references.")
+@click.option("--classes", type=click.IntRange(1), default=None, help="Classes for archs (default 1000).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def latency_measure(path_or_arch, source, threads, device, runs, warmup, stable, input_size, classes, as_json):
+    """Measure the latency of PATH_OR_ARCH with a latency source."""
+    from latency_models import get_source
+
+    src = get_source(source, **_source_options(source, threads, runs, warmup, stable, device))
+    if hasattr(src, "check"):
+        src.check()  # missing hardware is reported before any conversion
+    target = _target(path_or_arch, input_size, classes)
+    result = src.measure(target)
+    if as_json:
+        click.echo(json.dumps({"target": target.label, **result.to_dict()}, default=str))
+        return
+    click.echo(f"{target.label}")
+    click.echo(f"latency_ms {result.latency_ms:.3f}  p90_ms {result.p90_ms if result.p90_ms is None else round(result.p90_ms, 3)}"
+               f"  n_runs {result.n_runs}  source {result.source_version}")
+    for k in ("on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu"):
+        if getattr(result, k) is not None:
+            click.echo(f"{k} {getattr(result, k):,}")
+
+
+@latency.command("analyze", epilog=TARGET_HELP)
+@click.argument("path_or_arch")
+@click.option("--input-size", type=click.IntRange(8, 4096), default=None,
+              help="Square input resolution for archs and references.")
+@click.option("--classes", type=click.IntRange(1), default=None, help="Classes for archs (default 1000).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (with the op table).")
+def latency_analyze(path_or_arch, input_size, classes, as_json):
+    """Static analysis: op table, MACs, parameters, activation peak, Edge TPU compatibility."""
+    analysis = _target(path_or_arch, input_size, classes).analysis()
+    if as_json:
+        click.echo(json.dumps(analysis.to_dict(), default=str))
+    else:
+        click.echo(analysis.format_table())
+
+
+@latency.command("devices")
+@click.option("--json", "as_json", is_flag=True)
+def latency_devices(as_json: bool) -> None:
+    """Edge TPUs on this host (or none, and why), and the compiler and runtime found."""
+    from latency_models import edgetpu
+
+    devices, reason = edgetpu.list_devices()
+    env = edgetpu.environment_report()
+    if as_json:
+        click.echo(json.dumps({"devices": devices, "reason": reason, "environment": env}, default=str))
+        return
+    if devices:
+        for d in devices:
+            click.echo(f"{d.get('device', '?'):<8} {d.get('type', '?'):<4} {d.get('path', '')}")
+    else:
+        click.echo(f"no Edge TPU found: {reason}")
+    for k, v in env.items():
+        click.echo(f"{k}: {v}")
+
+
+@latency.command("sources")
+def latency_sources() -> None:
+    """Registered latency sources."""
+    from latency_models import source_names
+
+    for name in source_names():
+        click.echo(name)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nas`` console script; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -195,6 +317,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         click.echo(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
         return 2
+    except Exception as e:  # noqa: BLE001 - the one place that turns errors into exit codes
+        if debug:
+            raise
+        from latency_models.base import LatencyError, MissingHardware
+        from latency_models.convert import ConversionError
+
+        if isinstance(e, MissingHardware):
+            click.echo(f"error: {e}", err=True)
+            return 2
+        if isinstance(e, (LatencyError, ConversionError)):
+            click.echo(f"failed: {str(e).splitlines()[0]}", err=True)
+            return 1
+        raise
     return 0
 
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 from .arch import Arch
 from .builtin import EfficientNetEdgeTPUSpace, MnasNetSpace
-from .scaling import round_repeats
+from .scaling import round_repeats, scale
 
 
 def _edgetpu(width: float, depth: float, resolution: int, dropout: float) -> Arch:
@@ -83,15 +83,23 @@ def reference_names() -> list[str]:
     return list(REFERENCES)
 
 
-def reference(name: str, *, num_classes: int | None = None) -> Arch:
-    """A reference network as an :class:`Arch` at its native resolution.
+def reference(name: str, *, width: float = 1.0, depth: float = 1.0, resolution: int | None = None,
+              num_classes: int | None = None) -> Arch:
+    """A reference network as an :class:`Arch`, at its native size unless scaled.
+
+    ``width``/``depth``/``resolution`` compound-scale it (:func:`search_spaces.scaling.scale`),
+    e.g. to compare with searched models at proxy size.
 
     >>> reference("efficientnet_edgetpu_s").stages[0].to_string()
     'fused_mbconv-r1-k3-s1-e4-i24-o24-relu-noskip'
+    >>> reference("mobilenet_v2", width=0.25, resolution=32).stem.filters
+    8
     """
     if name not in REFERENCES:
         hint = difflib.get_close_matches(str(name), REFERENCES, n=1)
         raise ValueError(f"reference: unknown name {name!r}; allowed: {', '.join(REFERENCES)}"
                          + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     arch = REFERENCES[name]()
+    if width != 1 or depth != 1 or resolution is not None:
+        arch = scale(arch, width, depth, resolution)
     return arch.replace(num_classes=num_classes) if num_classes is not None else arch

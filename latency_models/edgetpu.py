@@ -1,0 +1,574 @@
+"""The ``edgetpu`` latency source: time a model on a real Coral Edge TPU.
+
+How it works
+------------
+:meth:`EdgeTPUSource.measure` runs four steps, each of which can fail on its own terms:
+
+1. **Convert**: the target's full-integer ``.tflite`` (:meth:`Target.tflite`) is written to
+   the work directory as ``<key>.tflite``.
+2. **Compile**: ``edgetpu_compiler -s -o WORK_DIR -t TIMEOUT <key>.tflite`` (see
+   :func:`latency_models.edgetpu_compiler.run_compiler`) writes ``<key>_edgetpu.tflite`` and
+   prints the memory report: parameters cached in on-chip SRAM, parameters streamed from host
+   memory on every inference, and how many ops run on the Edge TPU versus the CPU. A failed
+   compile (e.g. "large activation tensors") is a :class:`LatencyError`, i.e. a failed trial.
+3. **Load**: the Edge TPU delegate is loaded from the runtime library ``libedgetpu`` --
+   through Google's ``pycoral`` when it is installed (Coral's own images), else through the
+   TFLite interpreter's ``load_delegate(library, {"device": device})`` (LiteRT or
+   ``tflite_runtime``, see :mod:`latency_models.runtime`).
+4. **Time**: Coral's benchmark convention. The interpreter is created once; ``warmup``
+   untimed invokes come first (the first invoke copies the cached parameters into SRAM and
+   is several times slower); then ``n_runs`` timed invokes, reported as median and p90
+   (:mod:`latency_models.timing`). ``stable=True`` repeats rounds until the median settles.
+
+Missing pieces (compiler, interpreter, runtime library, device) are :class:`MissingHardware`:
+one line naming what is missing and how to get it. :meth:`EdgeTPUSource.check` finds them
+before any work, so a CLI can fail fast; :meth:`measure` calls it first. Nothing here is
+imported or probed at module import time.
+
+Installing on a host (x86-64 Debian/Ubuntu for the compiler; the runtime also on ARM64,
+macOS and Windows), from Coral's own repositories -- not from Debian or PyPI::
+
+    echo "deb https://packages.cloud.google.com/apt coral-edgetpu-stable main" \\
+        | sudo tee /etc/apt/sources.list.d/coral-edgetpu.list
+    curl https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo apt-key add -
+    sudo apt-get update
+    sudo apt-get install edgetpu-compiler libedgetpu1-std   # or libedgetpu1-max (faster, hotter)
+    # PCIe/M.2 cards also need the driver: sudo apt-get install gasket-dkms
+    # pycoral is optional; the package called "pycoral" on PyPI is an unrelated project.
+
+On macOS and Windows the runtime comes from the ``edgetpu_runtime`` archive at
+https://coral.ai/software/#edgetpu-runtime (``install.sh`` / ``install.bat``); the compiler
+exists only for Linux x86-64, so compile there (or in a Linux container) and copy the
+``_edgetpu.tflite`` files if needed.
+
+Device strings (libedgetpu's ``device`` option): ``""`` any Edge TPU, ``":N"`` the N-th of
+any type, ``"usb"``/``"usb:N"`` USB Accelerators, ``"pci"``/``"pci:N"`` PCIe/M.2 cards.
+:func:`list_devices` and :func:`environment_report` say what this host has.
+
+Without any of this, the ``edgetpu-model`` latency predictor estimates Edge TPU latency
+from the arch alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import glob
+import importlib
+import importlib.metadata
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .base import LatencyError, LatencyResult, LatencySource, MissingHardware
+from .edgetpu_compiler import EdgeTPUCompilerNotFound, run_compiler
+from .runtime import RuntimeNotFound, interpreter_module, make_interpreter
+from .timing import summarize, time_invokes, time_stable
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEVICE_FORMS",
+    "EdgeTPUSource",
+    "default_library",
+    "environment_report",
+    "list_devices",
+    "validate_device",
+]
+
+#: What the ``device`` option accepts, as told in error messages.
+DEVICE_FORMS = "'' (any Edge TPU), ':N' (the N-th of any type), 'usb', 'usb:N', 'pci', 'pci:N' (N = 0, 1, 2, ...)"
+# Canonical indices only ("usb:01" is rejected): results record the device string, so one
+# device should have one spelling.
+_DEVICE_RE = re.compile(r"(?:(?P<type>usb|pci)(?::(?P<index>0|[1-9]\d*))?|:(?P<any_index>0|[1-9]\d*))?")
+
+# USB ids of the Coral USB Accelerator: before the runtime uploads its firmware it shows up
+# as Global Unichip 1a6e:089a, afterwards as Google 18d1:9302.
+USB_IDS = {("1a6e", "089a"): "unprogrammed", ("18d1", "9302"): "ready"}
+# Where the Linux scan looks; module constants so tests can point them at a fake tree.
+_DEV_GLOB = "/dev/apex_*"
+_USB_SYSFS = "/sys/bus/usb/devices"
+
+# Every MissingHardware message ends with this, so a user without a Coral knows the way on.
+_WITHOUT_HARDWARE = "the 'edgetpu-model' latency predictor works without hardware"
+
+
+def default_library(platform: str | None = None) -> str:
+    """The file name of the Edge TPU runtime library on ``platform`` (default: this one)."""
+    platform = sys.platform if platform is None else platform
+    if platform == "darwin":
+        return "libedgetpu.1.dylib"
+    if platform in ("win32", "cygwin"):
+        return "edgetpu.dll"
+    return "libedgetpu.so.1"
+
+
+def validate_device(device: Any) -> str:
+    """Return ``device`` if it is a Coral device string, else raise a one-line ValueError."""
+    if not isinstance(device, str) or _DEVICE_RE.fullmatch(device) is None:
+        raise ValueError(f"edgetpu option device: got {device!r}; allowed: {DEVICE_FORMS}")
+    return device
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    # dlerror()/runtime texts may span lines; MissingHardware messages must stay on one.
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+# ------------------------------------------------------------------------- environment
+
+
+def _pycoral_edgetpu():
+    """Google's ``pycoral.utils.edgetpu`` if installed, else None (never from PyPI, see below)."""
+    return _import_pycoral()
+
+
+@functools.lru_cache(maxsize=1)
+def _import_pycoral():
+    # Cached: a failed import is retried from scratch each time, and describe() asks per result.
+    try:
+        mod = importlib.import_module("pycoral.utils.edgetpu")
+    except Exception as e:  # noqa: BLE001 - any failure to import means "not usable here"
+        # The PyPI project named "pycoral" is unrelated; it either lacks this module or
+        # fails to import it, and either way we must fall back to load_delegate.
+        logger.debug("pycoral not usable: %s", e)
+        return None
+    if not (hasattr(mod, "make_interpreter") and hasattr(mod, "list_edge_tpus")):
+        logger.debug("pycoral.utils.edgetpu lacks make_interpreter/list_edge_tpus: not Google's pycoral")
+        return None
+    return mod
+
+
+def _probe_library(library: str) -> tuple[bool, str]:
+    """(found, detail): can ``library`` be loaded the way the delegate loader will load it?
+
+    Both "library missing" and "no device" reach us as the same ``ValueError("Failed to load
+    delegate from libedgetpu.so.1")`` from the runtime, so this probe is what tells them apart.
+    It dlopen()s the library with the same search rules as ``load_delegate`` (ctypes), which
+    also catches a library that exists but cannot load (e.g. libusb missing). On success the
+    detail is libedgetpu's own version string when it exports one.
+    """
+    try:
+        lib = ctypes.CDLL(library)
+    except OSError as e:
+        return False, _one_line(str(e)) or f"cannot load {library}"
+    version = ""
+    try:
+        fn = lib.edgetpu_version  # exported by libedgetpu's C API (edgetpu_c.h)
+        fn.restype, fn.argtypes = ctypes.c_char_p, []
+        raw = fn() or b""
+        text = raw.decode(errors="replace")
+        # "BuildLabel(...), RuntimeVersion(14)": the runtime version is what models depend on.
+        m = re.search(r"RuntimeVersion\((\d+)\)", text)
+        version = f"RuntimeVersion({m.group(1)})" if m else _one_line(text, 80)
+    except AttributeError:
+        pass
+    return True, version
+
+
+def _dist_version(*names: str) -> str:
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "?"
+
+
+def _runtime_description() -> str:
+    """Which Python runtime will load the delegate, with its version (never raises)."""
+    if _pycoral_edgetpu() is not None:
+        return f"pycoral-{_dist_version('pycoral')}+tflite_runtime-{_dist_version('tflite-runtime', 'tflite_runtime')}"
+    try:
+        _, name = interpreter_module()
+    except RuntimeNotFound:
+        return "none"
+    dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}.get(name, name)
+    return f"{name}-{_dist_version(dist)}"
+
+
+def _find_devices() -> tuple[list[dict[str, str]], str, bool]:
+    """(devices, reason when none, authoritative): authoritative means an empty list can be
+    trusted to mean "no device" (pycoral asked libedgetpu, or Linux sysfs was readable)."""
+    coral = _pycoral_edgetpu()
+    if coral is not None:
+        try:
+            found = list(coral.list_edge_tpus())
+        except Exception as e:  # noqa: BLE001 - a broken runtime must not crash a listing
+            return [], f"pycoral.list_edge_tpus() failed: {_one_line(str(e))}", False
+        devices, counts = [], {"usb": 0, "pci": 0}
+        for d in found:
+            kind = str(d.get("type", "")).lower()
+            entry = {"type": kind, "path": str(d.get("path", ""))}
+            if kind in counts:
+                entry["device"] = f"{kind}:{counts[kind]}"
+                counts[kind] += 1
+            devices.append(entry)
+        reason = "" if devices else "no Edge TPU found by libedgetpu (via pycoral.list_edge_tpus())"
+        return devices, reason, True
+
+    if not sys.platform.startswith("linux"):
+        return [], (f"cannot list Edge TPUs on {sys.platform} without Google's pycoral; "
+                    "the runtime still finds one when the delegate loads"), False
+
+    devices = [{"type": "pci", "path": p, "device": f"pci:{i}"}
+               for i, p in enumerate(sorted(glob.glob(_DEV_GLOB)))]
+    usb_root = Path(_USB_SYSFS)
+    if not usb_root.is_dir():
+        # Containers often lack /sys/bus/usb; a USB Accelerator may still be reachable.
+        reason = "" if devices else (f"no PCIe Edge TPU ({_DEV_GLOB}) and USB devices cannot be listed "
+                                     f"({_USB_SYSFS} is absent)")
+        return devices, reason, bool(devices)
+    n_usb = 0
+    for dev in sorted(usb_root.iterdir()):
+        try:
+            ids = ((dev / "idVendor").read_text().strip().lower(), (dev / "idProduct").read_text().strip().lower())
+        except OSError:
+            continue  # interfaces and hubs without id files
+        state = USB_IDS.get(ids)
+        if state is not None:
+            devices.append({"type": "usb", "path": str(dev), "device": f"usb:{n_usb}",
+                            "usb_id": ":".join(ids), "state": state})
+            n_usb += 1
+    reason = "" if devices else (f"no PCIe Edge TPU ({_DEV_GLOB}) and no Coral USB device "
+                                 f"(1a6e:089a or 18d1:9302) in {_USB_SYSFS}")
+    return devices, reason, True
+
+
+def list_devices() -> tuple[list[dict[str, str]], str]:
+    """The Edge TPUs on this host and, when there are none, a one-line reason.
+
+    Each device is a dict with ``type`` ("usb" or "pci"), ``path`` and ``device`` (the device
+    string that selects it, e.g. ``"usb:0"``); the sysfs scan adds ``usb_id`` and ``state``
+    ("unprogrammed" before the runtime first uploads the USB firmware, "ready" after).
+    With Google's pycoral this asks libedgetpu itself; otherwise it scans ``/dev/apex_*`` and
+    USB sysfs (Linux only), numbering devices of each type in path order, which is how
+    libedgetpu usually numbers them but not guaranteed.
+    """
+    devices, reason, _ = _find_devices()
+    return devices, reason
+
+
+def environment_report(compiler: str = "edgetpu_compiler", library: str | None = None) -> dict[str, Any]:
+    """What this host has for the ``edgetpu`` source: compiler, runtime, library, devices."""
+    library = library or default_library()
+    lib_found, lib_detail = _probe_library(library)
+    devices, reason, _ = _find_devices()
+    compiler_path = shutil.which(compiler)
+    runtime = _runtime_description()
+    return {
+        "platform": sys.platform,
+        "compiler": {"name": compiler, "path": compiler_path, "found": compiler_path is not None},
+        # detail: libedgetpu's version when found, the loader's error when not.
+        "library": {"name": library, "found": lib_found, "detail": lib_detail},
+        "runtime": runtime,
+        "pycoral": _pycoral_edgetpu() is not None,
+        "devices": devices,
+        "reason": reason,
+        "ready": compiler_path is not None and lib_found and runtime != "none" and bool(devices),
+    }
+
+
+def _device_available(devices: list[dict[str, str]], device: str) -> bool:
+    m = _DEVICE_RE.fullmatch(device)
+    kind, index, any_index = m["type"], m["index"], m["any_index"]
+    if any_index is not None:
+        return len(devices) > int(any_index)
+    pool = [d for d in devices if kind is None or d.get("type") == kind]
+    return len(pool) > (int(index) if index is not None else 0)
+
+
+# ------------------------------------------------------------------------------ messages
+
+
+def _listing(devices: list[dict[str, str]], reason: str) -> str:
+    """What the device listing said, for a no-device message: its reason or what it saw."""
+    if not devices:
+        return reason
+    return "listed: " + ", ".join(d.get("device") or d.get("type", "?") for d in devices)
+
+
+def _compiler_missing(compiler: str) -> str:
+    return (f"Edge TPU compiler {compiler!r} not found on PATH: install the package edgetpu-compiler from "
+            "Coral's apt repository (x86-64 Debian/Ubuntu only, https://coral.ai/docs/edgetpu/compiler/); "
+            + _WITHOUT_HARDWARE)
+
+
+def _library_missing(library: str, detail: str) -> str:
+    if sys.platform.startswith("linux"):
+        how = ("install the package libedgetpu1-std (or libedgetpu1-max, maximum clock) from Coral's apt "
+               "repository (https://coral.ai/docs/accelerator/get-started/)")
+    else:
+        how = ("install the edgetpu_runtime archive from https://coral.ai/software/#edgetpu-runtime "
+               "(on Linux: the package libedgetpu1-std or libedgetpu1-max from Coral's apt repository)")
+    return f"Edge TPU runtime library {library!r} is missing ({detail}): {how}; {_WITHOUT_HARDWARE}"
+
+
+def _no_device(device: str, reason: str) -> str:
+    asked = f"device {device!r}" if device else "device '' (any)"
+    why = f" ({reason})" if reason else ""
+    return (f"no Edge TPU device found for {asked}{why}: plug in a Coral USB Accelerator or install a PCIe card "
+            "with its driver (gasket-dkms), and check it is not in use by another process; " + _WITHOUT_HARDWARE)
+
+
+def _interpreter_missing() -> str:
+    return ("no TFLite interpreter to load the Edge TPU delegate: install it with 'pip install ai-edge-litert'; "
+            + _WITHOUT_HARDWARE)
+
+
+# -------------------------------------------------------------------------------- source
+
+
+class EdgeTPUSource(LatencySource):
+    """Latency measured on a Coral Edge TPU (compiler report included). See the module doc.
+
+    Options: ``device`` (Coral device string), ``n_runs`` timed invokes, ``warmup`` untimed
+    invokes before them, ``stable`` (repeat rounds until the median settles),
+    ``compiler`` (name or path of ``edgetpu_compiler``), ``library`` (runtime library;
+    default by platform), ``compile_timeout_s`` (None omits ``-t``, for compilers before 16),
+    ``work_dir`` (keep the ``.tflite``/``_edgetpu.tflite`` files there; default: a temporary
+    directory removed after each measurement).
+
+    Construction only validates options, so a source can be built (and shipped to a Ray node
+    with the device) on a host without hardware; call :meth:`check` to fail fast.
+    """
+
+    name = "edgetpu"
+    version = "1"
+    measured = True
+
+    def __init__(self, device: str = "", n_runs: int = 100, warmup: int = 1, stable: bool = False,
+                 compiler: str = "edgetpu_compiler", library: str | None = None,
+                 compile_timeout_s: int | None = 180, work_dir: str | os.PathLike[str] | None = None):
+        self.device = validate_device(device)
+        self.n_runs = self._int_option("n_runs", n_runs, 1)
+        self.warmup = self._int_option("warmup", warmup, 0)
+        if not isinstance(stable, bool):
+            raise ValueError(f"edgetpu option stable: got {stable!r}; allowed: true or false")
+        self.stable = stable
+        if not isinstance(compiler, str) or not compiler.strip():
+            raise ValueError(f"edgetpu option compiler: got {compiler!r}; "
+                             "allowed: the name or path of edgetpu_compiler")
+        self.compiler = compiler
+        if library is not None and (not isinstance(library, str) or not library.strip()):
+            raise ValueError(f"edgetpu option library: got {library!r}; allowed: a library file name or path, "
+                             f"or null for the platform default ({default_library()})")
+        self.library = library or default_library()
+        self.compile_timeout_s = (None if compile_timeout_s is None
+                                  else self._int_option("compile_timeout_s", compile_timeout_s, 1))
+        if work_dir is not None and not isinstance(work_dir, (str, os.PathLike)):
+            raise ValueError(f"edgetpu option work_dir: got {work_dir!r}; allowed: a directory path or null")
+        self.work_dir = Path(work_dir) if work_dir is not None else None
+        # Learned along the way and reported by describe(); plain strings so the source pickles.
+        self._compiler_version: str | None = None
+        self._library_version: str | None = None
+        self._checked = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A source pickled to another host (a Ray node with the device) must check that host.
+        return {**self.__dict__, "_checked": False}
+
+    @staticmethod
+    def _int_option(what: str, value: Any, lo: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            raise ValueError(f"edgetpu option {what}: got {value!r}; allowed: an integer >= {lo}")
+        return value
+
+    def describe(self) -> str:
+        parts = [f"edgetpu/{self.version}"]
+        if self._compiler_version:
+            parts.append(f"compiler={self._compiler_version}")
+        parts.append(f"runtime={_runtime_description()}")
+        if self._library_version:
+            parts.append(f"libedgetpu={self._library_version}")
+        parts.append(f"device={self.device or 'any'}")
+        return " ".join(parts)
+
+    # ---------------------------------------------------------------------- checks
+
+    def check(self) -> None:
+        """Raise :class:`MissingHardware` (one line) if the compiler, a TFLite interpreter, the
+        runtime library or a matching device is missing; does no conversion or compile.
+
+        The device is only ruled out when the listing can be trusted (pycoral, or Linux with
+        USB sysfs); elsewhere the delegate load decides. A passing check is remembered.
+        """
+        if self._checked:
+            return
+        if shutil.which(self.compiler) is None:
+            raise MissingHardware(_compiler_missing(self.compiler))
+        if _pycoral_edgetpu() is None:
+            try:
+                interpreter_module()
+            except RuntimeNotFound:
+                raise MissingHardware(_interpreter_missing()) from None
+        found, detail = _probe_library(self.library)
+        if not found:
+            raise MissingHardware(_library_missing(self.library, detail))
+        self._library_version = detail or None
+        devices, reason, authoritative = _find_devices()
+        if authoritative and not _device_available(devices, self.device):
+            raise MissingHardware(_no_device(self.device, _listing(devices, reason)))
+        logger.debug("edgetpu check passed: library %s (%s), devices %s", self.library, detail, devices)
+        self._checked = True
+
+    # ---------------------------------------------------------------------- measure
+
+    def measure(self, target) -> LatencyResult:
+        self.check()
+        with self._work_dir() as work:
+            model_path = work / f"{target.key}.tflite"
+            model_path.write_bytes(self._tflite_bytes(target))
+            report = self._compile(model_path, work, target)
+            compiled = self._compiled_path(report, model_path, work)
+            stats, runtime = self._time(compiled, target)
+        model = report.model
+        unmapped = [{"operator": r.operator, "count": r.count, "status": r.status} for r in model.unmapped_ops]
+        details = {
+            "compiler_version": report.compiler_version,
+            "compile_ms": report.compile_ms,
+            "n_subgraphs": model.n_subgraphs,
+            "unmapped_ops": unmapped,
+            "on_chip_remaining_bytes": model.on_chip_remaining_bytes,
+            "device": self.device,
+            "runtime": runtime,
+            "warmup": self.warmup,
+            "timing_rounds": stats.rounds,
+        }
+        if self.work_dir is not None:
+            details["compiled_model"] = str(compiled)
+        logger.info("%s: %.3f ms median (p90 %.3f ms, %d runs) on Edge TPU %s", target.label, stats.median_ms,
+                    stats.p90_ms, stats.n_runs, self.device or "any")
+        return self.result(latency_ms=stats.median_ms, p90_ms=stats.p90_ms, spread=stats.spread,
+                           n_runs=stats.n_runs, on_chip_bytes=model.on_chip_bytes,
+                           off_chip_bytes=model.off_chip_bytes, ops_on_tpu=model.n_ops_on_tpu,
+                           ops_on_cpu=model.n_ops_on_cpu, details=details)
+
+    def _work_dir(self):
+        if self.work_dir is not None:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            return contextlib.nullcontext(self.work_dir)
+        # ignore_cleanup_errors: on Windows a just-closed model file can still be locked.
+        tmp = tempfile.TemporaryDirectory(prefix="edgetpu-", ignore_cleanup_errors=True)
+        return _TempPath(tmp)
+
+    @staticmethod
+    def _tflite_bytes(target) -> bytes:
+        from .convert import ConversionError
+
+        try:
+            return target.tflite()
+        except ConversionError as e:
+            # A model the converter rejects is a failed trial, like a failed compile.
+            raise LatencyError(f"{target.label}: {e}") from e
+
+    def _compile(self, model_path: Path, work: Path, target):
+        try:
+            report = run_compiler(model_path, work, timeout_s=self.compile_timeout_s, compiler=self.compiler)
+        except EdgeTPUCompilerNotFound as e:
+            raise MissingHardware(_compiler_missing(self.compiler)) from e
+        except ValueError as e:  # exit 0 but no report: not the compiler we expect
+            raise LatencyError(f"{self.compiler} output not understood for {target.label}: {e}") from e
+        if not report.success:
+            raise LatencyError(f"{self.compiler} could not compile {target.label}: {report.failure_reason}")
+        self._compiler_version = report.compiler_version or self._compiler_version
+        for warning in report.warnings:
+            logger.info("%s: %s", target.label, warning)
+        return report
+
+    @staticmethod
+    def _compiled_path(report, model_path: Path, work: Path) -> Path:
+        # The report names the output file; the compiler's fixed rule is the fall-back.
+        candidates = [work / Path(report.model.output_model).name, work / f"{model_path.stem}_edgetpu.tflite"]
+        for path in candidates:
+            if path.is_file():
+                return path
+        raise LatencyError(f"compiler reported success but wrote no {candidates[0].name} in {work}")
+
+    def _interpreter(self, compiled: Path):
+        """(allocated interpreter, delegate, runtime name); the delegate must outlive the interpreter."""
+        coral = _pycoral_edgetpu()
+        if coral is not None and self.library == default_library():
+            # pycoral's tflite_runtime is the one built for the installed libedgetpu: prefer it.
+            try:
+                it = coral.make_interpreter(str(compiled), device=self.device or None)
+            except (OSError, ValueError) as e:
+                raise self._delegate_failure(e) from e
+            try:
+                it.allocate_tensors()  # pycoral returns it unallocated; this is where the TPU prepares
+            except (ValueError, RuntimeError) as e:
+                raise self._interpreter_failure(e) from e
+            return it, None, "pycoral"
+        try:
+            mod, name = interpreter_module()
+        except RuntimeNotFound:
+            raise MissingHardware(_interpreter_missing()) from None
+        try:
+            delegate = mod.load_delegate(self.library, {"device": self.device})
+        except (OSError, ValueError) as e:
+            raise self._delegate_failure(e) from e
+        try:
+            # A None delegate only comes from test doubles: the same steps then run on the CPU.
+            it = make_interpreter(compiled, delegates=[delegate] if delegate is not None else None)
+        except (ValueError, RuntimeError) as e:
+            raise self._interpreter_failure(e) from e
+        return it, delegate, name
+
+    def _delegate_failure(self, error: Exception) -> MissingHardware:
+        """The delegate did not load: is the library missing, or the device?
+
+        The runtime raises the same ``ValueError("Failed to load delegate from
+        libedgetpu.so.1")`` for both (LiteRT raises the dlopen OSError for a missing library,
+        older runtimes wrap it), so the message cannot tell them apart; whether the library
+        itself loads (:func:`_probe_library`) does.
+        """
+        found, detail = _probe_library(self.library)
+        if not found:
+            return MissingHardware(_library_missing(self.library, detail))
+        logger.debug("delegate load failed with the library present: %s", _one_line(str(error)))
+        devices, reason, _ = _find_devices()
+        return MissingHardware(_no_device(self.device, _listing(devices, reason)))
+
+    @staticmethod
+    def _interpreter_failure(error: Exception) -> Exception:
+        text = _one_line(str(error))
+        if "newer than this runtime version" in text:
+            # Fatal for every model this compiler makes, not just this one.
+            return MissingHardware(
+                f"the Edge TPU runtime library is older than the compiler ({text}): upgrade libedgetpu1-std "
+                f"(or libedgetpu1-max) from Coral's apt repository; {_WITHOUT_HARDWARE}")
+        return LatencyError(f"Edge TPU interpreter failed: {text}")
+
+    def _time(self, compiled: Path, target):
+        interpreter, delegate, runtime = self._interpreter(compiled)
+        try:
+            if self.stable:
+                stats = time_stable(interpreter, self.n_runs, self.warmup)
+            else:
+                stats = summarize(time_invokes(interpreter, self.n_runs, self.warmup))
+        except RuntimeError as e:  # e.g. the USB link dropped mid-run: this trial fails
+            raise LatencyError(f"Edge TPU invoke failed for {target.label}: {_one_line(str(e))}") from e
+        finally:
+            # Release the model file and the device before the work directory goes away.
+            del interpreter, delegate
+        return stats, runtime
+
+
+class _TempPath:
+    """A TemporaryDirectory context that yields a Path (it yields a str by itself)."""
+
+    def __init__(self, tmp: tempfile.TemporaryDirectory):
+        self._tmp = tmp
+
+    def __enter__(self) -> Path:
+        return Path(self._tmp.__enter__())
+
+    def __exit__(self, *exc) -> None:
+        self._tmp.__exit__(*exc)
