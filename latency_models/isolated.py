@@ -61,7 +61,7 @@ def _with_fallback(request: dict, timeout_s: float, what: str, retries: int) -> 
     for xnnpack in plan:
         out = _run_worker({**request, "xnnpack": xnnpack}, timeout_s, what)
         if "died" not in out:
-            return {**out, "xnnpack": xnnpack}
+            return {"xnnpack": xnnpack, **out}
         last = out["died"]
     raise LatencyError(f"the {what} process failed {len(plan)} times; last error: {last}")
 
@@ -100,10 +100,22 @@ def invoke_isolated(model: bytes, inputs: np.ndarray, *, retries: int = 1, timeo
             return z["outputs"], info
 
 
-def _invoke(req: dict) -> None:
+def _load(req: dict, **kw):
+    """The interpreter, and whether XNNPACK runs it: a model XNNPACK refuses with an error
+    (rather than a crash) is loaded again with the builtin kernels."""
     from .runtime import make_interpreter
 
-    it = make_interpreter(req["model_path"], default_delegates=req["xnnpack"])
+    if req["xnnpack"]:
+        try:
+            return make_interpreter(req["model_path"], **kw), True
+        except RuntimeError as e:
+            if "XNNPACK" not in str(e):
+                raise
+    return make_interpreter(req["model_path"], default_delegates=False, **kw), False
+
+
+def _invoke(req: dict) -> None:
+    it, xnnpack = _load(req)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     xs = np.load(req["inputs_path"])
     ys = []
@@ -117,7 +129,7 @@ def _invoke(req: dict) -> None:
         return {"dtype": np.dtype(d["dtype"]).name, "shape": [int(v) for v in d["shape"]],
                 "quantization": [float(d["quantization"][0]), int(d["quantization"][1])]}
 
-    print(json.dumps({"input": detail(inp), "output": detail(out),
+    print(json.dumps({"xnnpack": xnnpack, "input": detail(inp), "output": detail(out),
                       "tensor_dtypes": sorted({np.dtype(t["dtype"]).name for t in it.get_tensor_details()})}))
 
 
@@ -125,7 +137,7 @@ def _serve() -> None:
     req = json.loads(sys.stdin.read())
     if req.get("mode") == "invoke":
         return _invoke(req)
-    from .runtime import interpreter_module, make_interpreter
+    from .runtime import interpreter_module
 
     try:
         delegates = None
@@ -133,8 +145,7 @@ def _serve() -> None:
             mod, _ = interpreter_module()
             d = req["delegate"]
             delegates = [mod.load_delegate(d["library"], d.get("options") or {})]
-        it = make_interpreter(req["model_path"], num_threads=req["threads"], delegates=delegates,
-                              default_delegates=req["xnnpack"])
+        it, xnnpack = _load(req, num_threads=req["threads"], delegates=delegates)
     except (ValueError, OSError, RuntimeError) as e:
         print(json.dumps({"error": f"cannot load the model: {str(e).splitlines()[0] if str(e) else e!r}"}))
         return
@@ -142,7 +153,7 @@ def _serve() -> None:
         st = time_stable(it, req["n_runs"], req["warmup"], tolerance=req["tolerance"], max_rounds=req["max_rounds"])
     else:
         st = summarize(np.asarray(time_invokes(it, req["n_runs"], req["warmup"])))
-    print(json.dumps({"median_ms": st.median_ms, "p90_ms": st.p90_ms, "p10_ms": st.p10_ms,
+    print(json.dumps({"xnnpack": xnnpack, "median_ms": st.median_ms, "p90_ms": st.p90_ms, "p10_ms": st.p10_ms,
                       "n_runs": st.n_runs, "rounds": st.rounds}))
 
 

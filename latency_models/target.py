@@ -24,6 +24,24 @@ def _is_keras_model(obj: Any) -> bool:
                for c in type(obj).__mro__)
 
 
+def condition_for_latency(model) -> None:
+    """Make an untrained model's int8 quantization non-degenerate, without changing its ops.
+
+    Timing does not depend on weight values, but quantization does: in an untrained model a
+    squeeze-excite reduce conv (1x1 spatial, a handful of channels) can be negative for the
+    calibration image, so its ReLU output is all zeros and gets a scale near 1e-8. XNNPACK
+    then refuses the model ("failed to create XNNPACK runtime") and the measurement would
+    time the slow builtin kernels instead. Its inputs are pooled post-activation values
+    (mostly non-negative), so non-negative kernels keep it alive, as it is in a trained net.
+    """
+    import numpy as np
+
+    for layer in model.layers:
+        if type(layer).__name__ == "Conv2D" and layer.use_bias and layer.kernel.shape[:2] == (1, 1) \
+                and layer.name.endswith("se_reduce"):
+            layer.kernel.assign(np.abs(layer.kernel.numpy()))
+
+
 class Target:
     """One thing to measure.
 
@@ -116,12 +134,18 @@ class Target:
     # ------------------------------------------------------------------------ artefacts
 
     def keras_model(self):
-        """The Keras model (built from the arch or loaded from ``.keras``); None for ``.tflite``."""
+        """The Keras model (built from the arch or loaded from ``.keras``); None for ``.tflite``.
+
+        An arch measured for latency only (no calibration data) is built with fixed seeds
+        and conditioned (:func:`condition_for_latency`), so its int8 file is reproducible.
+        """
         if self._model is None:
             if self.arch is not None:
                 from search_spaces import build_model
 
-                self._model = build_model(self.arch, self.input_shape, self.num_classes)
+                self._model = build_model(self.arch, self.input_shape, self.num_classes, seed=0)
+                if self.representative is None:
+                    condition_for_latency(self._model)
             elif self.kind == "keras" and self.path is not None:
                 import keras
 

@@ -283,6 +283,48 @@ def latency_devices(as_json: bool) -> None:
         click.echo(f"{k}: {v}")
 
 
+def _floats(text: str, what: str, kind=float) -> tuple:
+    try:
+        values = tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise UserError(f"{what}: expected at least one value, got {text!r}")
+    return values
+
+
+@latency.command("profile")
+@click.option("--space", "spaces", multiple=True, required=True,
+              help="Space to sample (name or module:Class); repeat for several.")
+@click.option("--source", default="tflite-cpu", show_default=True)
+@click.option("--n", "n", type=click.IntRange(1), required=True, help="How many archs in the profile.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Profile CSV (resumed if it exists).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads (tflite-cpu; default 1).")
+@click.option("--device", default=None, help="Edge TPU device (edgetpu).")
+@click.option("--runs", type=click.IntRange(1), default=None, help="Timed invokes per arch.")
+@click.option("--stable", is_flag=True, help="Repeat rounds until each median is stable.")
+@click.option("--resolutions", default="32,48,64,80,96", show_default=True)
+@click.option("--widths", default="0.25,0.35,0.5,0.75", show_default=True)
+@click.option("--depths", default="0.5,0.75,1.0", show_default=True)
+@click.option("--classes", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-progress", is_flag=True)
+def latency_profile(spaces, source, n, output, threads, device, runs, stable, resolutions, widths, depths,
+                    classes, seed, no_progress):
+    """Sample archs (stratified) and measure them into a profile CSV, resumably."""
+    from latency_models import get_source
+    from latency_models.profile import ProfilePlan, profile
+
+    plan = ProfilePlan(tuple(spaces), _floats(resolutions, "--resolutions", int), _floats(widths, "--widths"),
+                       _floats(depths, "--depths"), classes, seed)
+    src = get_source(source, **_source_options(source, threads, runs, None, stable, device))
+    if hasattr(src, "check"):
+        src.check()
+    rows = profile(plan, src, n, output, progress=not no_progress)
+    failed = sum(r["status"] != "ok" for r in rows)
+    click.echo(f"measured {len(rows)} archs into {output} ({failed} failed)")
+
+
 @latency.command("sources")
 def latency_sources() -> None:
     """Registered latency sources."""

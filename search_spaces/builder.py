@@ -9,6 +9,7 @@ without this package.
 from __future__ import annotations
 
 import logging
+import zlib
 
 from .arch import Arch
 from .plan import plan, resolve_io
@@ -24,12 +25,22 @@ KERAS_ACTIVATION = {"relu": "relu", "relu6": "relu6", "swish": "silu", "hard_swi
                     "sigmoid": "sigmoid", "softmax": "softmax", None: None}
 
 
-def build_model(arch: Arch, input_shape=None, num_classes: int | None = None, *, name: str | None = None):
+def _layer_seed(seed: int | None, layer_name: str) -> int | None:
+    # One seed per layer, from the build seed and the layer's name: layers never share
+    # initial weights, and the same (arch, seed) always builds the same weights.
+    if seed is None:
+        return None
+    return (seed * 1_000_003 + zlib.crc32(layer_name.encode())) % (2**31 - 1)
+
+
+def build_model(arch: Arch, input_shape=None, num_classes: int | None = None, *, name: str | None = None,
+                seed: int | None = None):
     """Build ``arch`` as a functional ``keras.Model``.
 
     ``input_shape`` defaults to ``(arch.resolution, arch.resolution, 3)``; ``num_classes``
     defaults to ``arch.num_classes``, else 1000. The output is a softmax over the classes.
-    Inputs are expected scaled to [0, 1] (the data pipeline does that).
+    Inputs are expected scaled to [0, 1] (the data pipeline does that). ``seed`` makes the
+    initial weights reproducible (each layer gets its own seed derived from it).
 
     >>> import search_spaces as s
     >>> m = s.build_model(s.reference("mobilenet_v2"), num_classes=1000)   # doctest: +SKIP
@@ -41,8 +52,13 @@ def build_model(arch: Arch, input_shape=None, num_classes: int | None = None, *,
 
     input_shape, classes = resolve_io(arch, input_shape, num_classes)
     # EfficientNet's initializers: He-style fan-out for convs, a scaled uniform for the classifier.
-    conv_init = keras.initializers.VarianceScaling(2.0, "fan_out", "truncated_normal")
-    dense_init = keras.initializers.VarianceScaling(1.0 / 3.0, "fan_out", "uniform")
+    # A fresh instance per layer: a shared unseeded instance gives same-shaped layers identical weights.
+    def conv_init(layer_name):
+        return keras.initializers.VarianceScaling(2.0, "fan_out", "truncated_normal",
+                                                  seed=_layer_seed(seed, layer_name))
+
+    def dense_init(layer_name):
+        return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_out", "uniform", seed=_layer_seed(seed, layer_name))
 
     tensors = {}
     for ly in plan(arch, input_shape, classes):
@@ -52,10 +68,10 @@ def build_model(arch: Arch, input_shape=None, num_classes: int | None = None, *,
             out = keras.Input(shape=ly.output_shape, name=ly.name)
         elif ly.op == "conv2d":
             out = layers.Conv2D(ly.filters, ly.kernel, strides=ly.stride, padding="same", use_bias=ly.use_bias,
-                                activation=act, kernel_initializer=conv_init, name=ly.name)(xs[0])
+                                activation=act, kernel_initializer=conv_init(ly.name), name=ly.name)(xs[0])
         elif ly.op == "depthwise_conv2d":
             out = layers.DepthwiseConv2D(ly.kernel, strides=ly.stride, padding="same", use_bias=ly.use_bias,
-                                         depthwise_initializer=conv_init, name=ly.name)(xs[0])
+                                         depthwise_initializer=conv_init(ly.name), name=ly.name)(xs[0])
         elif ly.op == "batch_norm":
             out = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=ly.name)(xs[0])
         elif ly.op == "activation":
@@ -65,7 +81,7 @@ def build_model(arch: Arch, input_shape=None, num_classes: int | None = None, *,
         elif ly.op == "dropout":
             out = layers.Dropout(ly.rate, name=ly.name)(xs[0])
         elif ly.op == "dense":
-            out = layers.Dense(ly.filters, activation=act, kernel_initializer=dense_init, name=ly.name)(xs[0])
+            out = layers.Dense(ly.filters, activation=act, kernel_initializer=dense_init(ly.name), name=ly.name)(xs[0])
         elif ly.op == "add":
             out = layers.Add(name=ly.name)(xs)
         elif ly.op == "multiply":
