@@ -118,6 +118,7 @@ class LatencySource:
 _SOURCES: dict[str, Any] = {
     "tflite-cpu": "latency_models.tflite_cpu:TFLiteCPUSource",
     "edgetpu": "latency_models.edgetpu:EdgeTPUSource",
+    "edgetpu-model": "latency_models.edgetpu_model:EdgeTPUModelSource",
 }
 
 

@@ -34,7 +34,8 @@ from .target import Target
 log = logging.getLogger(__name__)
 
 COLUMNS = ("row", "space", "space_config", "arch", "num_classes", "source", "source_version", "latency_ms",
-           "p90_ms", "spread", "n_runs", "xnnpack", "params", "macs", "convert_s", "measure_s", "status", "error")
+           "p90_ms", "spread", "n_runs", "xnnpack", "params", "macs", "on_chip_bytes", "off_chip_bytes",
+           "ops_on_tpu", "ops_on_cpu", "convert_s", "measure_s", "status", "error")
 
 # Proxy scales cycled through by default: 32-96 px, narrow to base width.
 DEFAULT_RESOLUTIONS = (32, 48, 64, 80, 96)
@@ -179,5 +180,7 @@ def _measure_row(i: int, name: str, cfg: dict, arch: Arch, num_classes: int, sou
         return row
     row.update(latency_ms=round(r.latency_ms, 5), p90_ms="" if r.p90_ms is None else round(r.p90_ms, 5),
                spread="" if r.spread is None else round(r.spread, 5), n_runs=r.n_runs,
-               xnnpack=r.details.get("xnnpack", ""), convert_s=round(t1 - t0, 3), measure_s=round(t2 - t1, 3))
+               xnnpack=r.details.get("xnnpack", ""), convert_s=round(t1 - t0, 3), measure_s=round(t2 - t1, 3),
+               **{k: "" if getattr(r, k) is None else getattr(r, k)
+                  for k in ("on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu")})
     return row

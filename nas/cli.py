@@ -248,6 +248,51 @@ def latency_measure(path_or_arch, source, threads, device, runs, warmup, stable,
             click.echo(f"{k} {getattr(result, k):,}")
 
 
+@latency.command("predict", epilog=TARGET_HELP)
+@click.argument("path_or_arch")
+@click.option("--source", default="edgetpu-model", show_default=True,
+              help="A predictor: edgetpu-model, tflite-cpu-model, or a predictor file from 'nas latency fit'.")
+@click.option("--link", type=click.Choice(["usb3", "usb2", "pcie"]), default=None,
+              help="Host link of the Edge TPU (edgetpu-model; default usb3).")
+@click.option("--input-size", type=click.IntRange(8, 4096), default=None,
+              help="Square input resolution for archs and references.")
+@click.option("--classes", type=click.IntRange(1), default=None, help="Classes for archs (default 1000).")
+@click.option("--breakdown", is_flag=True, help="Per-layer table (latency, on/off-chip bytes, device).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def latency_predict(path_or_arch, source, link, input_size, classes, breakdown, as_json):
+    """Predict the latency of PATH_OR_ARCH without hardware (microseconds per arch)."""
+    from latency_models import get_source
+    from latency_models.base import LatencySource
+
+    options = {}
+    if link is not None:
+        if source != "edgetpu-model":
+            raise UserError(f"--link: applies to source edgetpu-model, not {source!r}")
+        options["link"] = link
+    src = get_source(source, **options)
+    if getattr(src, "measured", False):
+        raise UserError(f"--source: {source!r} measures on hardware; use 'nas latency measure' for it, "
+                        "or a predictor (edgetpu-model, tflite-cpu-model, a fitted predictor file)")
+    assert isinstance(src, LatencySource)
+    target = _target(path_or_arch, input_size, classes)
+    result = src.measure(target)
+    if as_json:
+        click.echo(json.dumps({"target": target.label, **result.to_dict(with_layers=breakdown)}, default=str))
+        return
+    click.echo(target.label)
+    click.echo(f"latency_ms {result.latency_ms:.3f}  source {result.source_version}")
+    for k in ("on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu"):
+        if getattr(result, k) is not None:
+            click.echo(f"{k} {getattr(result, k):,}")
+    for k, v in result.details.items():
+        click.echo(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}")
+    if breakdown and result.layers:
+        click.echo(f"\n{'#':>4}  {'layer':<40} {'op':<18} {'ms':>8} {'on-chip B':>11} {'off-chip B':>11} device")
+        for i, ly in enumerate(result.layers):
+            click.echo(f"{i:>4}  {ly.name[:40]:<40} {ly.op:<18} {ly.latency_ms:>8.4f} {ly.on_chip_bytes:>11,} "
+                       f"{ly.off_chip_bytes:>11,} {ly.device}")
+
+
 @latency.command("analyze", epilog=TARGET_HELP)
 @click.argument("path_or_arch")
 @click.option("--input-size", type=click.IntRange(8, 4096), default=None,

@@ -1,0 +1,356 @@
+"""``edgetpu-model``: an on-chip-memory-aware Edge TPU latency model, fitted to measurements.
+
+It predicts what a Coral Edge TPU would measure, from the TFLite-level op table of
+:mod:`latency_models.analysis` (so it works for archs without a TF graph, and for any Keras
+model or ``.tflite``). Its structure follows how the hardware works
+(shared/data/edgetpu/README.md); its constants are fitted to measurements.
+
+Per op on the Edge TPU
+    compute = effective MACs / peak rate. Regular convs and fully connected layers run on
+    the systolic array, whose output channels come in tiles of ``channel_tile`` (a 32-channel
+    conv pays for 64: the conv7x7 sweep, all 32 channels, runs at half the 4 TOPS peak);
+    depthwise convs and fully connected layers reuse little and get their own efficiency;
+    element-wise ops (ADD, MUL, LOGISTIC, MEAN, ...) move bytes at ``elementwise_bytes_per_s``.
+    Every op also costs ``op_overhead_s``.
+
+Parameter cache planner
+    The compiler caches parameters in on-chip SRAM (8 MiB) less what activations need
+    (``activation_reserve`` times the peak live activation bytes, between ``min_reserve`` and
+    ``max_reserve``).
+    Compiled parameters are larger than the int8 ones: output channels are padded to the
+    tile (the conv7x7 sweep's 50-layer stack, 2.35 MiB of int8 weights, caches 4.71 MiB).
+    Layers are placed in execution order until the cache is full; the rest are *streamed*
+    from the host on every inference, at their int8 size (the sweep's streamed MiB match the
+    int8 size of the layers that did not fit).
+
+Streaming and the link
+    Streamed bytes cross the host link (USB 3 by default; USB 2 or PCIe) while the array
+    computes, so an op costs max(compute, stream) (the sweep's 250-layer stack streams
+    9.45 MiB yet runs at the same per-layer pace as the cached 50-layer one: it is
+    compute-bound; ResNet-50 is the opposite). Input and output tensors cross the link once
+    per inference, plus a fixed ``inference_overhead_s``.
+
+CPU fall-back
+    From the first op the Edge TPU cannot run, everything runs on the host CPU (one Edge
+    TPU partition): ``cpu_macs_per_s`` and ``cpu_bytes_per_s``, plus the activation crossing
+    the link. No public measurement covers this, so these two are priors, refittable from a
+    device profile.
+
+Fitting: :func:`fit` minimises squared log errors of latency (and of on/off-chip bytes where
+known) by bounded least squares, with weak priors that keep every constant physical. The
+shipped constants (``data/edgetpu_model.json``) are fitted to the public measurements in
+``data/edgetpu_measurements.csv`` by ``benchmarks/edgetpu_model.py``; ``nas latency fit`` on a
+profile measured with ``--source edgetpu`` refits them to a user's own device.
+
+>>> from latency_models import get_source
+>>> r = get_source("edgetpu-model")("efficientnet_edgetpu_s")       # doctest: +SKIP
+>>> r.latency_ms, r.on_chip_bytes, r.off_chip_bytes                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .base import LatencyResult, LatencySource, LayerLatency
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+MODEL_VERSION = "edgetpu-model/1"
+DATA = Path(__file__).with_name("data")
+DEFAULT_CONSTANTS_FILE = DATA / "edgetpu_model.json"
+
+# Nominal usable bandwidth of the links relative to USB 3, for links never measured:
+# USB 2 (480 Mb/s) and PCIe Gen2 x1 (5 GT/s, 8b/10b).
+LINK_RATIO = {"usb3": 1.0, "usb2": 0.1, "pcie": 1.25}
+
+MATRIX_OPS = ("CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED")
+COMPUTE_OPS = MATRIX_OPS + ("DEPTHWISE_CONV_2D",)
+
+
+@dataclass(frozen=True)
+class Constants:
+    """The model's constants; fitted ones first. Units are in the names."""
+
+    peak_macs_per_s: float = 2.0e12
+    depthwise_efficiency: float = 0.15
+    fc_efficiency: float = 0.05
+    op_overhead_s: float = 1.0e-5
+    inference_overhead_s: float = 3.0e-4
+    link_bytes_per_s: float = 3.2e8  # USB 3
+    activation_reserve: float = 3.0
+    elementwise_bytes_per_s: float = 2.0e9
+    # Not fitted (structure, or no public data to fit them):
+    sram_bytes: int = 8 * MIB
+    min_reserve_bytes: int = 160 * 1024
+    # Big activations are tiled through the SRAM, not held whole, so the reserve is capped. The
+    # cap is the reserve of the newest real report we have: compiler 16 on a 224-px detector
+    # (yolov5s, compiler_logs/v16_*) left 6.08 MiB for parameters, i.e. reserved 1.92 MiB.
+    # (Compiler 1.0 reserved 3.0 MiB in the conv7x7 sweep; current compilers are the target.)
+    max_reserve_bytes: int = 2 * MIB
+    channel_tile: int = 64
+    cpu_macs_per_s: float = 2.0e10
+    cpu_bytes_per_s: float = 2.0e9
+
+    @classmethod
+    def fitted_names(cls) -> tuple[str, ...]:
+        return ("peak_macs_per_s", "depthwise_efficiency", "fc_efficiency", "op_overhead_s",
+                "inference_overhead_s", "link_bytes_per_s", "activation_reserve", "elementwise_bytes_per_s")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    latency_ms: float
+    on_chip_bytes: int
+    off_chip_bytes: int
+    compute_ms: float
+    stream_ms: float
+    cpu_ms: float
+    io_ms: float
+    layers: tuple[LayerLatency, ...]
+    ops_on_tpu: int
+    ops_on_cpu: int
+
+
+def _pad(c: int, tile: int) -> int:
+    return -(-c // tile) * tile
+
+
+def _op_arrays(analysis) -> dict[str, np.ndarray]:
+    """Per-op numbers the model needs, as arrays (computed once per analysis)."""
+    ops = analysis.ops
+    n = len(ops)
+    kind = np.zeros(n, dtype=np.int8)  # 0 elementwise, 1 matrix, 2 depthwise, 3 fully connected
+    macs = np.zeros(n)
+    cout = np.ones(n)
+    param = np.zeros(n)
+    moved = np.zeros(n)
+    cpu = np.zeros(n, dtype=bool)
+    for i, op in enumerate(ops):
+        out_c = op.output_shape[-1] if op.output_shape else 1
+        if op.op_type == "FULLY_CONNECTED":
+            kind[i] = 3
+        elif op.op_type in MATRIX_OPS:
+            kind[i] = 1
+        elif op.op_type == "DEPTHWISE_CONV_2D":
+            kind[i] = 2
+        macs[i] = op.macs
+        cout[i] = max(1, out_c)
+        param[i] = op.param_bytes
+        moved[i] = op.activation_bytes + sum(math.prod(s) for s in op.input_shapes)
+        cpu[i] = op.device == "cpu"
+    return {"kind": kind, "macs": macs, "cout": cout, "param": param, "moved": moved, "cpu": cpu,
+            "in_bytes": np.array([float(math.prod(analysis.input_shape))]),
+            "out_bytes": np.array([float(ops[-1].activation_bytes if ops else 0)]),
+            "peak_act": np.array([float(analysis.peak_activation_bytes)])}
+
+
+def predict_arrays(a: dict[str, np.ndarray], c: Constants, link: str = "usb3", *, with_layers: bool = False,
+                   names: Sequence[str] = (), op_types: Sequence[str] = ()) -> Prediction:
+    """The model itself, on the per-op arrays of one network."""
+    if link not in LINK_RATIO:
+        raise ValueError(f"link: unknown {link!r}; allowed: {', '.join(LINK_RATIO)}")
+    bw = c.link_bytes_per_s * LINK_RATIO[link]
+    kind, macs, cout, param, cpu = a["kind"], a["macs"], a["cout"], a["param"], a["cpu"]
+    pad = np.ceil(cout / c.channel_tile) * c.channel_tile
+    fill = cout / pad  # share of the array's output tile doing useful work
+    eff = np.where(kind == 1, fill, np.where(kind == 2, c.depthwise_efficiency * fill,
+                                             np.where(kind == 3, c.fc_efficiency * fill, 1.0)))
+    compute = np.where(kind > 0, macs / (c.peak_macs_per_s * np.maximum(eff, 1e-6)),
+                       a["moved"] / c.elementwise_bytes_per_s) + c.op_overhead_s
+
+    # Parameter cache planner: compiled size padded to the tile, placed in execution order.
+    compiled = np.where(param > 0, param / fill, 0.0)
+    reserve = min(c.max_reserve_bytes, max(c.min_reserve_bytes, c.activation_reserve * float(a["peak_act"][0])))
+    capacity = c.sram_bytes - reserve
+    tpu = ~cpu
+    cum = np.cumsum(np.where(tpu, compiled, 0.0))
+    cached = tpu & (cum <= capacity)
+    streamed = tpu & ~cached & (param > 0)
+    stream_s = np.where(streamed, param / bw, 0.0)
+    tpu_time = np.where(tpu, np.maximum(compute, stream_s), 0.0)
+
+    cpu_time = np.where(cpu, np.where(kind > 0, macs / c.cpu_macs_per_s, 0.0) + a["moved"] / c.cpu_bytes_per_s, 0.0)
+    n_cpu = int(cpu.sum())
+    boundary = 0.0
+    if n_cpu:
+        first = int(np.argmax(cpu))
+        # The activation entering the CPU part crosses the link back to the host.
+        boundary = (a["moved"][first] / 2) / bw
+    io = (float(a["in_bytes"][0]) + float(a["out_bytes"][0])) / bw + c.inference_overhead_s
+    total = float(tpu_time.sum() + cpu_time.sum()) + boundary + io
+    layers: tuple[LayerLatency, ...] = ()
+    if with_layers:
+        layers = tuple(
+            LayerLatency(name=names[i] if i < len(names) else str(i), op=op_types[i] if i < len(op_types) else "",
+                         latency_ms=float((tpu_time[i] + cpu_time[i]) * 1e3),
+                         on_chip_bytes=int(compiled[i]) if cached[i] else 0,
+                         off_chip_bytes=int(param[i]) if streamed[i] else 0, device="cpu" if cpu[i] else "tpu")
+            for i in range(len(kind)))
+    return Prediction(latency_ms=total * 1e3, on_chip_bytes=int(compiled[cached].sum()),
+                      off_chip_bytes=int(param[streamed].sum()), compute_ms=float(compute[tpu].sum() * 1e3),
+                      stream_ms=float(stream_s.sum() * 1e3), cpu_ms=float(cpu_time.sum() * 1e3), io_ms=io * 1e3,
+                      layers=layers, ops_on_tpu=int(tpu.sum()), ops_on_cpu=n_cpu)
+
+
+# --------------------------------------------------------------------------- constants file
+
+
+@dataclass(frozen=True)
+class FittedModel:
+    """Constants plus provenance: what they were fitted on and how well they fit."""
+
+    constants: Constants
+    version: str = MODEL_VERSION
+    fitted_on: str = "priors"
+    fit: dict[str, Any] | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"format": "edgetpu-model", "version": self.version,
+                           "constants": asdict(self.constants), "fitted_on": self.fitted_on, "fit": self.fit},
+                          indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "constants file") -> "FittedModel":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        if not isinstance(d, dict) or d.get("format") != "edgetpu-model":
+            raise ValueError(f"{where}: not an edgetpu-model constants file (format {d.get('format')!r})"
+                             if isinstance(d, dict) else f"{where}: not an edgetpu-model constants file")
+        if d.get("version") != MODEL_VERSION:
+            raise ValueError(f"{where}: version {d.get('version')!r} is not supported; this toolkit reads "
+                             f"{MODEL_VERSION!r}")
+        known = {f.name for f in fields(Constants)}
+        consts = d.get("constants") or {}
+        unknown = sorted(set(consts) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown constants {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        for k, v in consts.items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{where}: constant {k} must be a positive number, got {v!r}")
+        return cls(Constants(**consts), d["version"], str(d.get("fitted_on", "")), d.get("fit"))
+
+
+@lru_cache(maxsize=8)
+def load_constants(path: str | None = None) -> FittedModel:
+    p = Path(path) if path else DEFAULT_CONSTANTS_FILE
+    if not p.is_file():
+        if path:
+            raise ValueError(f"edgetpu-model constants: file {str(p)!r} does not exist")
+        log.warning("no fitted constants shipped at %s; using priors", p)
+        return FittedModel(Constants())
+    return FittedModel.from_json(p.read_text(), where=str(p))
+
+
+# ------------------------------------------------------------------------------ the source
+
+
+class EdgeTPUModelSource(LatencySource):
+    """Predicted Edge TPU latency, on/off-chip bytes and a per-layer breakdown, in microseconds.
+
+    Options: ``link`` (``usb3``, ``usb2``, ``pcie``) and ``constants`` (a JSON file from
+    ``nas latency fit``; default: the shipped fit to public measurements).
+    """
+
+    name = "edgetpu-model"
+    version = MODEL_VERSION
+
+    def __init__(self, link: str = "usb3", constants: str | None = None):
+        if link not in LINK_RATIO:
+            raise ValueError(f"edgetpu-model link: unknown {link!r}; allowed: {', '.join(LINK_RATIO)}")
+        self.link = link
+        self.model = load_constants(constants)
+
+    def describe(self) -> str:
+        return f"{self.model.version} link={self.link} fitted_on={self.model.fitted_on}"
+
+    def predict_analysis(self, analysis, *, with_layers: bool = True) -> Prediction:
+        return predict_arrays(_op_arrays(analysis), self.model.constants, self.link, with_layers=with_layers,
+                              names=[o.name for o in analysis.ops], op_types=[o.op_type for o in analysis.ops])
+
+    def measure(self, target) -> LatencyResult:
+        analysis = target.analysis()
+        p = self.predict_analysis(analysis)
+        return self.result(latency_ms=p.latency_ms, on_chip_bytes=p.on_chip_bytes, off_chip_bytes=p.off_chip_bytes,
+                           ops_on_tpu=p.ops_on_tpu, ops_on_cpu=p.ops_on_cpu, layers=p.layers,
+                           details={"compute_ms": p.compute_ms, "stream_ms": p.stream_ms, "cpu_ms": p.cpu_ms,
+                                    "io_ms": p.io_ms, "link": self.link})
+
+
+# ------------------------------------------------------------------------------- fitting
+
+
+@dataclass(frozen=True)
+class CalibrationRow:
+    """One measured network: its analysis, latency, and memory split when known."""
+
+    name: str
+    analysis: Any
+    latency_ms: float
+    on_chip_bytes: float | None = None
+    off_chip_bytes: float | None = None
+    link: str = "usb3"
+
+
+def _residuals(theta, names, base, arrays, rows, prior, prior_weight):
+    c = replace(base, **{n: float(math.exp(t)) for n, t in zip(names, theta)})
+    res = []
+    for a, r in zip(arrays, rows):
+        p = predict_arrays(a, c, r.link)
+        res.append(math.log(p.latency_ms) - math.log(r.latency_ms))
+        # Memory split, where the compiler reported it; 1 MiB keeps log() sane near zero.
+        if r.on_chip_bytes is not None:
+            res.append(0.5 * (math.log(p.on_chip_bytes + MIB) - math.log(r.on_chip_bytes + MIB)))
+        if r.off_chip_bytes is not None:
+            res.append(0.5 * (math.log(p.off_chip_bytes + MIB) - math.log(r.off_chip_bytes + MIB)))
+    res.extend(prior_weight * (theta - prior))
+    return np.array(res)
+
+
+# Physical bounds of the fitted constants (the Edge TPU's 4 TOPS = 2e12 MAC/s peak; USB 3's
+# 5 Gb/s line rate; a reserve between none and the whole SRAM).
+BOUNDS = {
+    "peak_macs_per_s": (5e11, 2.2e12), "depthwise_efficiency": (0.01, 1.0), "fc_efficiency": (0.005, 1.0),
+    "op_overhead_s": (1e-7, 2e-4), "inference_overhead_s": (1e-5, 3e-3), "link_bytes_per_s": (5e7, 6.25e8),
+    "activation_reserve": (0.5, 12.0), "elementwise_bytes_per_s": (1e8, 2e10),
+}
+
+
+def fit(rows: Sequence[CalibrationRow], base: Constants | None = None, *,
+        names: Sequence[str] | None = None, prior_weight: float = 0.05) -> tuple[Constants, dict[str, Any]]:
+    """Fit the constants to measured rows; returns them and a fit report (errors per row)."""
+    from scipy.optimize import least_squares
+
+    if not rows:
+        raise ValueError("edgetpu-model fit: no calibration rows")
+    base = base or Constants()
+    names = tuple(names or Constants.fitted_names())
+    arrays = [_op_arrays(r.analysis) for r in rows]
+    x0 = np.array([math.log(getattr(base, n)) for n in names])
+    lo = np.array([math.log(BOUNDS[n][0]) for n in names])
+    hi = np.array([math.log(BOUNDS[n][1]) for n in names])
+    x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
+    sol = least_squares(_residuals, x0, bounds=(lo, hi), args=(names, base, arrays, rows, x0.copy(), prior_weight))
+    c = replace(base, **{n: float(math.exp(t)) for n, t in zip(names, sol.x)})
+    report = []
+    for a, r in zip(arrays, rows):
+        p = predict_arrays(a, c, r.link)
+        report.append({"name": r.name, "measured_ms": r.latency_ms, "predicted_ms": round(p.latency_ms, 4),
+                       "error": round(p.latency_ms / r.latency_ms - 1, 4), "on_chip_mib": round(p.on_chip_bytes / MIB, 3),
+                       "off_chip_mib": round(p.off_chip_bytes / MIB, 3),
+                       "measured_on_chip_mib": None if r.on_chip_bytes is None else round(r.on_chip_bytes / MIB, 3),
+                       "measured_off_chip_mib": None if r.off_chip_bytes is None else round(r.off_chip_bytes / MIB, 3)})
+    errs = np.abs([row["error"] for row in report])
+    summary = {"rows": report, "median_abs_error": float(np.median(errs)), "max_abs_error": float(errs.max()),
+               "fitted": list(names)}
+    return c, summary

@@ -1,0 +1,155 @@
+"""The edgetpu-model predictor: calibration, monotonicity, the cache cliff, constants files."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+import search_spaces as s
+from latency_models import get_source
+from latency_models import edgetpu_model as em
+from latency_models.analysis import analyze_arch
+
+
+@pytest.fixture(scope="module")
+def src():
+    return get_source("edgetpu-model")
+
+
+def predict(src, arch, link="usb3"):
+    return em.predict_arrays(em._op_arrays(analyze_arch(arch)), src.model.constants, link)
+
+
+def test_shipped_constants_are_fitted_and_versioned(src):
+    assert src.model.fitted_on.startswith("public measurements")
+    assert src.model.fit["median_abs_error"] <= 0.20
+    assert src.describe().startswith(em.MODEL_VERSION)
+
+
+@pytest.mark.slow
+def test_shipped_constants_reproduce_the_calibration_rows(src):
+    from latency_models.edgetpu_calibration import calibration_rows
+
+    rows, skipped = calibration_rows()
+    assert len(rows) >= 10 and all("inception" in name for name in skipped)
+    errors = []
+    for r in rows:
+        p = src.predict_analysis(r.analysis, with_layers=False)
+        errors.append(abs(p.latency_ms / r.latency_ms - 1))
+        if r.off_chip_bytes is not None and r.off_chip_bytes > 0:
+            assert p.off_chip_bytes > 0, r.name  # streaming where the compiler said so
+    assert statistics.median(errors) <= 0.20 and max(errors) <= 0.35
+
+
+def test_monotone_in_macs_and_parameter_bytes(src):
+    by_res = [predict(src, s.reference("efficientnet_edgetpu_s", resolution=r)).latency_ms for r in range(32, 321, 16)]
+    assert by_res == sorted(by_res)
+    by_width = [predict(src, s.reference("efficientnet_edgetpu_s", width=w)) for w in (0.25, 0.5, 1.0, 1.5, 2.0, 3.0)]
+    assert [p.latency_ms for p in by_width] == sorted(p.latency_ms for p in by_width)
+    assert [p.off_chip_bytes for p in by_width] == sorted(p.off_chip_bytes for p in by_width)
+
+
+def test_the_cache_cliff(src):
+    fits = predict(src, s.reference("efficientnet_edgetpu_s"))
+    assert fits.off_chip_bytes == 0 and fits.stream_ms == 0
+    big = predict(src, s.reference("efficientnet_edgetpu_s", width=3.0))
+    assert big.off_chip_bytes > 10 * em.MIB and big.stream_ms > big.compute_ms  # streaming-dominated
+    # Past the cache, each extra parameter byte costs several times more than below it.
+    def slope(w0, w1):
+        a0, a1 = (s.reference("efficientnet_edgetpu_s", width=w) for w in (w0, w1))
+        p0, p1 = predict(src, a0), predict(src, a1)
+        dbytes = analyze_arch(a1).total_param_bytes - analyze_arch(a0).total_param_bytes
+        return (p1.latency_ms - p0.latency_ms) / dbytes, p0, p1
+
+    below, q0, q1 = slope(0.5, 0.75)
+    above, r0, r1 = slope(1.5, 1.75)
+    assert q1.off_chip_bytes == 0 and r0.off_chip_bytes > 0
+    assert above > 3 * below
+
+
+def test_links_and_cpu_fallback(src):
+    big = s.reference("efficientnet_edgetpu_s", width=2.0)
+    lat = {link: predict(src, big, link).latency_ms for link in ("usb2", "usb3", "pcie")}
+    assert lat["usb2"] > lat["usb3"] > lat["pcie"]
+    hs = s.Arch.from_string("v1-res96:stem-k3-s2-o16-relu:mbconv-r2-k3-s2-e4-o24-relu,"
+                            "mbconv-r2-k3-s2-e4-o32-hard_swish:head-o128-relu")
+    p = predict(src, hs)
+    assert p.ops_on_cpu > 0 and p.cpu_ms > 0
+    relu = predict(src, hs.replace(stages=(hs.stages[0], hs.stages[1].__class__(**{**hs.stages[1].__dict__,
+                                                                                   "activation": "relu"}))))
+    assert relu.ops_on_cpu == 0 and p.latency_ms > relu.latency_ms
+
+
+def test_source_result_and_breakdown(src):
+    r = src(s.reference("mobilenet_v2", resolution=96))
+    assert r.source == "edgetpu-model" and r.n_runs == 0 and r.p90_ms is None
+    assert r.off_chip_bytes == 0 and r.on_chip_bytes > 0 and r.ops_on_cpu == 0
+    assert len(r.layers) == r.ops_on_tpu and sum(ly.on_chip_bytes for ly in r.layers) == r.on_chip_bytes
+    assert sum(ly.latency_ms for ly in r.layers) < r.latency_ms  # the rest is per-inference io
+    with pytest.raises(ValueError, match="link: unknown 'usb4'"):
+        get_source("edgetpu-model", link="usb4")
+
+
+def test_predicting_an_arch_builds_no_graph():
+    code = ("import sys; from latency_models import get_source; import search_spaces as s; "
+            "r = get_source('edgetpu-model')(s.reference('efficientnet_edgetpu_s')); "
+            "print(r.latency_ms > 0, [m for m in ('tensorflow', 'keras') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True []"
+
+
+def test_fit_recovers_known_constants():
+    truth = replace(em.Constants(), peak_macs_per_s=1.5e12, depthwise_efficiency=0.25, link_bytes_per_s=3.0e8,
+                    inference_overhead_s=8e-4)
+    archs = [s.reference(n, width=w, resolution=r) for n in ("efficientnet_edgetpu_s", "mobilenet_v2", "mnasnet_a1")
+             for w in (0.5, 1.0, 1.6) for r in (96, 224)]
+    rows = [em.CalibrationRow(a.to_string()[:30], analyze_arch(a),
+                              em.predict_arrays(em._op_arrays(analyze_arch(a)), truth).latency_ms) for a in archs]
+    fitted, report = em.fit(rows, names=("peak_macs_per_s", "depthwise_efficiency", "link_bytes_per_s",
+                                         "inference_overhead_s"), prior_weight=0.0)
+    assert report["max_abs_error"] < 0.01
+    assert fitted.peak_macs_per_s == pytest.approx(1.5e12, rel=0.05)
+    assert fitted.link_bytes_per_s == pytest.approx(3.0e8, rel=0.05)
+
+
+def test_constants_files_round_trip_and_are_strict(tmp_path):
+    model = em.FittedModel(em.Constants(), fitted_on="test")
+    again = em.FittedModel.from_json(model.to_json())
+    assert again.constants == model.constants and again.fitted_on == "test"
+    bad_version = json.loads(model.to_json()) | {"version": "edgetpu-model/99"}
+    with pytest.raises(ValueError, match="version 'edgetpu-model/99' is not supported; this toolkit reads"):
+        em.FittedModel.from_json(json.dumps(bad_version))
+    with pytest.raises(ValueError, match="not valid JSON"):
+        em.FittedModel.from_json("{nope")
+    unknown = json.loads(model.to_json())
+    unknown["constants"]["warp_factor"] = 9
+    with pytest.raises(ValueError, match="unknown constants warp_factor"):
+        em.FittedModel.from_json(json.dumps(unknown))
+    negative = json.loads(model.to_json())
+    negative["constants"]["peak_macs_per_s"] = -1
+    with pytest.raises(ValueError, match="constant peak_macs_per_s must be a positive number"):
+        em.FittedModel.from_json(json.dumps(negative))
+    with pytest.raises(ValueError, match="does not exist"):
+        get_source("edgetpu-model", constants=str(tmp_path / "none.json"))
+    p = tmp_path / "mine.json"
+    p.write_text(replace(model, constants=replace(model.constants, link_bytes_per_s=1e8)).to_json())
+    slow = get_source("edgetpu-model", constants=str(p))(s.reference("efficientnet_edgetpu_s", width=2.0))
+    assert slow.latency_ms > get_source("edgetpu-model")(s.reference("efficientnet_edgetpu_s", width=2.0)).latency_ms
+
+
+def test_cli_predict(capsys):
+    from nas.cli import main
+
+    assert main(["latency", "predict", "efficientnet_edgetpu_s", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["off_chip_bytes"] == 0 and 1 < d["latency_ms"] < 20
+    assert main(["latency", "predict", "mobilenet_v2", "--link", "usb2", "--breakdown"]) == 0
+    out = capsys.readouterr().out
+    assert "block16a_project_conv" in out or "block7a_project_conv" in out
+    assert main(["latency", "predict", "mobilenet_v2", "--source", "tflite-cpu"]) == 2
+    assert "measures on hardware" in capsys.readouterr().err
