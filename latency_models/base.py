@@ -119,6 +119,7 @@ _SOURCES: dict[str, Any] = {
     "tflite-cpu": "latency_models.tflite_cpu:TFLiteCPUSource",
     "edgetpu": "latency_models.edgetpu:EdgeTPUSource",
     "edgetpu-model": "latency_models.edgetpu_model:EdgeTPUModelSource",
+    "tflite-cpu-model": "latency_models.learned:LearnedSource",
 }
 
 
@@ -143,12 +144,36 @@ def _resolve(name: str) -> type[LatencySource]:
     return entry
 
 
+def _predictor_path(name: str):
+    """("learned" | "edgetpu-model", path) when ``name`` is a fitted predictor on disk."""
+    from pathlib import Path
+
+    p = Path(name)
+    if p.is_dir():
+        if (p / "predictor.json").is_file():
+            return "learned", p
+        if (p / "edgetpu_model.json").is_file():
+            return "edgetpu-model", p / "edgetpu_model.json"
+    elif p.is_file() and p.suffix == ".json":
+        return ("edgetpu-model" if '"edgetpu-model"' in p.read_text()[:200] else "learned"), p
+    return None
+
+
 def get_source(name: str, **options: Any) -> LatencySource:
-    """A latency source instance by registered name or ``module:Class`` path."""
+    """A latency source by registered name, ``module:Class`` path, or predictor directory."""
     if not isinstance(name, str):
         raise ValueError(f"latency source: expected a name, got {type(name).__name__}")
     if name in _SOURCES:
         cls = _resolve(name)
+    elif _predictor_path(name) is not None:
+        kind, path = _predictor_path(name)
+        if options:
+            raise ValueError(f"latency source {name!r}: a predictor file takes no options, got {sorted(options)}")
+        if kind == "edgetpu-model":
+            return _resolve("edgetpu-model")(constants=str(path))
+        from .learned import LearnedSource
+
+        return LearnedSource(str(path))
     elif ":" in name:
         module, _, attr = name.partition(":")
         try:

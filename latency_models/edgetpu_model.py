@@ -15,8 +15,8 @@ Per op on the Edge TPU
 
 Parameter cache planner
     The compiler caches parameters in on-chip SRAM (8 MiB) less what activations need
-    (``activation_reserve`` times the peak live activation bytes, between ``min_reserve`` and
-    ``max_reserve``).
+    (``activation_reserve`` times the largest input + output bytes of one op, between
+    ``min_reserve`` and ``max_reserve``).
     Compiled parameters are larger than the int8 ones: output channels are padded to the
     tile (the conv7x7 sweep's 50-layer stack, 2.35 MiB of int8 weights, caches 4.71 MiB).
     Layers are placed in execution order until the cache is full; the rest are *streamed*
@@ -124,18 +124,15 @@ def _pad(c: int, tile: int) -> int:
     return -(-c // tile) * tile
 
 
-def _op_arrays(analysis) -> dict[str, np.ndarray]:
-    """Per-op numbers the model needs, as arrays (computed once per analysis)."""
-    ops = analysis.ops
+def ops_arrays(ops) -> dict[str, np.ndarray]:
+    """Per-op numbers the model needs, as arrays: kind (0 element-wise, 1 matrix, 2 depthwise,
+    3 fully connected), MACs, output channels, int8 parameter bytes, bytes moved (inputs +
+    output) and whether the Edge TPU rejects the op."""
     n = len(ops)
-    kind = np.zeros(n, dtype=np.int8)  # 0 elementwise, 1 matrix, 2 depthwise, 3 fully connected
-    macs = np.zeros(n)
-    cout = np.ones(n)
-    param = np.zeros(n)
-    moved = np.zeros(n)
-    cpu = np.zeros(n, dtype=bool)
+    kind = np.zeros(n, dtype=np.int8)
+    macs, cout, param, moved = np.zeros(n), np.ones(n), np.zeros(n), np.zeros(n)
+    unsupported = np.zeros(n, dtype=bool)
     for i, op in enumerate(ops):
-        out_c = op.output_shape[-1] if op.output_shape else 1
         if op.op_type == "FULLY_CONNECTED":
             kind[i] = 3
         elif op.op_type in MATRIX_OPS:
@@ -143,14 +140,20 @@ def _op_arrays(analysis) -> dict[str, np.ndarray]:
         elif op.op_type == "DEPTHWISE_CONV_2D":
             kind[i] = 2
         macs[i] = op.macs
-        cout[i] = max(1, out_c)
+        cout[i] = max(1, op.output_shape[-1] if op.output_shape else 1)
         param[i] = op.param_bytes
         moved[i] = op.activation_bytes + sum(math.prod(s) for s in op.input_shapes)
-        cpu[i] = op.device == "cpu"
-    return {"kind": kind, "macs": macs, "cout": cout, "param": param, "moved": moved, "cpu": cpu,
-            "in_bytes": np.array([float(math.prod(analysis.input_shape))]),
-            "out_bytes": np.array([float(ops[-1].activation_bytes if ops else 0)]),
-            "peak_act": np.array([float(analysis.peak_activation_bytes)])}
+        unsupported[i] = not op.edgetpu_supported
+    return {"kind": kind, "macs": macs, "cout": cout, "param": param, "moved": moved, "unsupported": unsupported}
+
+
+def _op_arrays(analysis) -> dict[str, np.ndarray]:
+    a = ops_arrays(analysis.ops)
+    # One Edge TPU partition: from the first unsupported op on, everything runs on the CPU.
+    a["cpu"] = np.logical_or.accumulate(a["unsupported"]) if len(a["unsupported"]) else a["unsupported"]
+    a["in_bytes"] = np.array([float(math.prod(analysis.input_shape))])
+    a["out_bytes"] = np.array([float(analysis.ops[-1].activation_bytes if analysis.ops else 0)])
+    return a
 
 
 def predict_arrays(a: dict[str, np.ndarray], c: Constants, link: str = "usb3", *, with_layers: bool = False,
@@ -169,7 +172,8 @@ def predict_arrays(a: dict[str, np.ndarray], c: Constants, link: str = "usb3", *
 
     # Parameter cache planner: compiled size padded to the tile, placed in execution order.
     compiled = np.where(param > 0, param / fill, 0.0)
-    reserve = min(c.max_reserve_bytes, max(c.min_reserve_bytes, c.activation_reserve * float(a["peak_act"][0])))
+    # The activation working set: the largest input + output of any one op.
+    reserve = min(c.max_reserve_bytes, max(c.min_reserve_bytes, c.activation_reserve * float(a["moved"].max(initial=0))))
     capacity = c.sram_bytes - reserve
     tpu = ~cpu
     cum = np.cumsum(np.where(tpu, compiled, 0.0))

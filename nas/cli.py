@@ -370,6 +370,80 @@ def latency_profile(spaces, source, n, output, threads, device, runs, stable, re
     click.echo(f"measured {len(rows)} archs into {output} ({failed} failed)")
 
 
+@latency.command("fit")
+@click.argument("profile_csv", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Predictor directory to write (must not exist).")
+@click.option("--kinds", default="additive,gbt,mlp", show_default=True,
+              help="Model kinds to try (learned predictors); the best on held-out rows is kept.")
+@click.option("--holdout", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def latency_fit(profile_csv, output, kinds, holdout, seed):
+    """Fit a predictor to a profile: learned models, or edgetpu-model constants for an edgetpu profile."""
+    from pathlib import Path
+
+    from latency_models.profile import read_profile
+
+    out = Path(output)
+    if out.exists():
+        raise UserError(f"--output: {output!r} already exists; choose a new directory")
+    rows = read_profile(profile_csv)
+    sources = {r.get("source", "") for r in rows if r.get("status") == "ok"}
+    if sources == {"edgetpu"}:
+        _fit_edgetpu(rows, out)
+        return
+    if len(sources) > 1:
+        raise UserError(f"{profile_csv}: rows from several sources ({', '.join(sorted(sources))}); "
+                        "fit one source at a time")
+    from latency_models.learned import fit_predictor
+
+    predictor, scores = fit_predictor(rows, kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
+                                      holdout=holdout, seed=seed)
+    predictor.save(out)
+    click.echo(f"{'kind':<10} {'spearman':>9} {'MAPE':>7} {'within10%':>10}   (held-out rows: {predictor.meta['n_test']})")
+    for k, sc in scores.items():
+        mark = "  <- kept" if k == predictor.kind else ""
+        click.echo(f"{k:<10} {sc['spearman']:>9.4f} {sc['mape']:>7.2%} {sc['within_10pct']:>10.1%}{mark}")
+    click.echo(f"wrote {out}")
+
+
+def _fit_edgetpu(rows, out) -> None:
+    from search_spaces import Arch
+
+    from latency_models import edgetpu_model as em
+    from latency_models.analysis import analyze_arch
+
+    ok = [r for r in rows if r.get("status") == "ok"]
+    cal = [em.CalibrationRow(r["arch"][:40], analyze_arch(Arch.from_string(r["arch"]), None, int(r["num_classes"])),
+                             float(r["latency_ms"]),
+                             float(r["on_chip_bytes"]) if r.get("on_chip_bytes") not in ("", None) else None,
+                             float(r["off_chip_bytes"]) if r.get("off_chip_bytes") not in ("", None) else None)
+           for r in ok]
+    consts, report = em.fit(cal, em.load_constants().constants)
+    out.mkdir(parents=True)
+    model = em.FittedModel(consts, fitted_on=f"edgetpu profile ({len(cal)} rows)", fit=report)
+    (out / "edgetpu_model.json").write_text(model.to_json() + "\n")
+    click.echo(f"edgetpu-model refitted on {len(cal)} measured archs: median |error| "
+               f"{report['median_abs_error']:.1%}, max {report['max_abs_error']:.1%}; wrote {out}")
+
+
+@latency.command("eval")
+@click.argument("predictor")
+@click.argument("profile_csv", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def latency_eval(predictor, profile_csv, as_json):
+    """Score PREDICTOR on a profile: Spearman, MAPE, share within +-10% (held-out rows)."""
+    from latency_models.learned import Predictor, evaluate
+    from latency_models.profile import read_profile
+
+    result = evaluate(Predictor.load(predictor), read_profile(profile_csv))
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{result['rows']}: n={result['n']}  spearman {result['spearman']:.4f}  MAPE {result['mape']:.2%}  "
+               f"within 10% {result['within_10pct']:.1%}  within 5% {result['within_5pct']:.1%}")
+
+
 @latency.command("sources")
 def latency_sources() -> None:
     """Registered latency sources."""

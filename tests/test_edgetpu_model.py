@@ -153,3 +153,22 @@ def test_cli_predict(capsys):
     assert "block16a_project_conv" in out or "block7a_project_conv" in out
     assert main(["latency", "predict", "mobilenet_v2", "--source", "tflite-cpu"]) == 2
     assert "measures on hardware" in capsys.readouterr().err
+
+
+def test_batched_predictions_equal_the_exact_path(src):
+    from latency_models.fast import predict_batch
+
+    archs = [s.get(n, **kw).sample(i) for n, kw in [("efficientnet_edgetpu", {"resolution": 64, "width": 0.5}),
+                                                     ("mnasnet", {"resolution": 96, "width": 0.35}),
+                                                     ("efficientnet_edgetpu", {}), ("mnasnet", {})] for i in range(6)]
+    archs += [s.reference(n) for n in s.reference_names()]
+    archs.append(s.Arch.from_string("v1-res96:stem-k3-s2-o16-relu:mbconv-r2-k3-s2-e4-o24-relu,"
+                                    "mbconv-r2-k3-s2-e4-o32-hard_swish:head-o128-relu"))  # CPU fall-back
+    fast = predict_batch([a.to_string() for a in archs], link="usb2")
+    usb2 = get_source("edgetpu-model", link="usb2")
+    for i, a in enumerate(archs):
+        r = usb2(a)
+        assert fast["latency_ms"][i] == pytest.approx(r.latency_ms, rel=1e-9)
+        assert (fast["on_chip_bytes"][i], fast["off_chip_bytes"][i]) == (r.on_chip_bytes, r.off_chip_bytes)
+    with pytest.raises(ValueError, match="link: unknown 'wifi'"):
+        predict_batch(archs[:1], link="wifi")
