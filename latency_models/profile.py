@@ -88,6 +88,15 @@ class ProfilePlan:
             return search_spaces.get(name), {}
 
 
+def read_profiles(paths) -> list[dict[str, str]]:
+    """Rows of several profile CSVs (shards), one row per row index (later files win)."""
+    by_row: dict[tuple, dict] = {}
+    for p in paths:
+        for r in read_profile(p):
+            by_row[(r.get("row"), r["arch"])] = r
+    return [by_row[k] for k in sorted(by_row, key=lambda k: (int(k[0]) if str(k[0]).isdigit() else 0, k[1]))]
+
+
 def read_profile(path: str | Path) -> list[dict[str, str]]:
     """Rows of a profile CSV; a torn last line (killed mid-write) is dropped with a warning."""
     path = Path(path)
@@ -107,12 +116,17 @@ def read_profile(path: str | Path) -> list[dict[str, str]]:
 
 
 def profile(plan: ProfilePlan, source: LatencySource, n: int, out: str | Path, *, progress: bool = True,
-            resume: bool = True) -> list[dict[str, Any]]:
+            resume: bool = True, shard: tuple[int, int] = (0, 1)) -> list[dict[str, Any]]:
     """Measure the first ``n`` archs of ``plan`` with ``source`` into the CSV ``out``.
 
     Rows already in ``out`` (same row index) are skipped, so a killed run continues.
     Failed measurements are recorded with status ``failed`` and their error.
+    ``shard=(k, m)`` measures only rows ``i`` with ``i % m == k``: m processes (or machines)
+    share one profile, each writing its own file; ``nas latency fit`` takes them all.
     """
+    k, m = shard
+    if not (isinstance(k, int) and isinstance(m, int) and m >= 1 and 0 <= k < m):
+        raise ValueError(f"shard: expected K/M with 0 <= K < M, got {k}/{m}")
     out = Path(out)
     done: set[int] = set()
     if out.exists():
@@ -125,12 +139,13 @@ def profile(plan: ProfilePlan, source: LatencySource, n: int, out: str | Path, *
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         _rewrite(out, [])
-    todo = [(i, name, cfg, arch) for i, name, cfg, arch in itertools.islice(plan.rows(), n) if i not in done]
+    mine = [(i, name, cfg, arch) for i, name, cfg, arch in itertools.islice(plan.rows(), n) if i % m == k]
+    todo = [row for row in mine if row[0] not in done]
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=n, initial=n - len(todo), unit="arch", desc=f"profile {source.name}")
+        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="arch", desc=f"profile {source.name}")
     written = []
     with out.open("a", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)

@@ -348,30 +348,43 @@ def _floats(text: str, what: str, kind=float) -> tuple:
 @click.option("--device", default=None, help="Edge TPU device (edgetpu).")
 @click.option("--runs", type=click.IntRange(1), default=None, help="Timed invokes per arch.")
 @click.option("--stable", is_flag=True, help="Repeat rounds until each median is stable.")
+@click.option("--repeats", type=click.IntRange(1, 100), default=None,
+              help="Independent timing processes per arch, fastest kept (tflite-cpu).")
 @click.option("--resolutions", default="32,48,64,80,96", show_default=True)
 @click.option("--widths", default="0.25,0.35,0.5,0.75", show_default=True)
 @click.option("--depths", default="0.5,0.75,1.0", show_default=True)
 @click.option("--classes", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--shard", default="0/1", show_default=True,
+              help="K/M: measure only rows i with i %% M == K (M processes or machines, one file each).")
 @click.option("--no-progress", is_flag=True)
-def latency_profile(spaces, source, n, output, threads, device, runs, stable, resolutions, widths, depths,
-                    classes, seed, no_progress):
+def latency_profile(spaces, source, n, output, threads, device, runs, stable, repeats, resolutions, widths, depths,
+                    classes, seed, shard, no_progress):
     """Sample archs (stratified) and measure them into a profile CSV, resumably."""
     from latency_models import get_source
     from latency_models.profile import ProfilePlan, profile
 
     plan = ProfilePlan(tuple(spaces), _floats(resolutions, "--resolutions", int), _floats(widths, "--widths"),
                        _floats(depths, "--depths"), classes, seed)
-    src = get_source(source, **_source_options(source, threads, runs, None, stable, device))
+    opts = _source_options(source, threads, runs, None, stable, device)
+    if repeats is not None:
+        if source != "tflite-cpu":
+            raise UserError(f"--repeats: applies to source tflite-cpu, not {source!r}")
+        opts["repeats"] = repeats
+    src = get_source(source, **opts)
     if hasattr(src, "check"):
         src.check()
-    rows = profile(plan, src, n, output, progress=not no_progress)
+    try:
+        k, m = (int(v) for v in shard.split("/"))
+    except ValueError:
+        raise UserError(f"--shard: expected K/M such as 0/2, got {shard!r}") from None
+    rows = profile(plan, src, n, output, progress=not no_progress, shard=(k, m))
     failed = sum(r["status"] != "ok" for r in rows)
     click.echo(f"measured {len(rows)} archs into {output} ({failed} failed)")
 
 
 @latency.command("fit")
-@click.argument("profile_csv", type=click.Path(dir_okay=False))
+@click.argument("profile_csv", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Predictor directory to write (must not exist).")
 @click.option("--kinds", default="additive,gbt,mlp", show_default=True,
@@ -379,21 +392,22 @@ def latency_profile(spaces, source, n, output, threads, device, runs, stable, re
 @click.option("--holdout", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def latency_fit(profile_csv, output, kinds, holdout, seed):
-    """Fit a predictor to a profile: learned models, or edgetpu-model constants for an edgetpu profile."""
+    """Fit a predictor to a profile (one or more CSV shards): learned models, or the
+    edgetpu-model constants for a profile measured with --source edgetpu."""
     from pathlib import Path
 
-    from latency_models.profile import read_profile
+    from latency_models.profile import read_profiles
 
     out = Path(output)
     if out.exists():
         raise UserError(f"--output: {output!r} already exists; choose a new directory")
-    rows = read_profile(profile_csv)
+    rows = read_profiles(profile_csv)
     sources = {r.get("source", "") for r in rows if r.get("status") == "ok"}
     if sources == {"edgetpu"}:
         _fit_edgetpu(rows, out)
         return
     if len(sources) > 1:
-        raise UserError(f"{profile_csv}: rows from several sources ({', '.join(sorted(sources))}); "
+        raise UserError(f"{', '.join(profile_csv)}: rows from several sources ({', '.join(sorted(sources))}); "
                         "fit one source at a time")
     from latency_models.learned import fit_predictor
 
@@ -429,14 +443,14 @@ def _fit_edgetpu(rows, out) -> None:
 
 @latency.command("eval")
 @click.argument("predictor")
-@click.argument("profile_csv", type=click.Path(dir_okay=False))
+@click.argument("profile_csv", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
 def latency_eval(predictor, profile_csv, as_json):
     """Score PREDICTOR on a profile: Spearman, MAPE, share within +-10% (held-out rows)."""
     from latency_models.learned import Predictor, evaluate
-    from latency_models.profile import read_profile
+    from latency_models.profile import read_profiles
 
-    result = evaluate(Predictor.load(predictor), read_profile(profile_csv))
+    result = evaluate(Predictor.load(predictor), read_profiles(profile_csv))
     if as_json:
         click.echo(json.dumps(result))
         return

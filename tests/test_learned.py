@@ -160,3 +160,61 @@ def test_cli_fit_eval_predict(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     src = get_source(str(tmp_path / "pred"))
     assert src.predictor.kind == "additive"
+
+
+def test_shards_split_the_rows_and_merge(tmp_path):
+    from latency_models.profile import read_profiles
+
+    class Fake:
+        name, measured = "fake", False
+
+        def describe(self):
+            return "fake/1"
+
+        def measure(self, target):
+            from latency_models import LatencyResult
+
+            return LatencyResult(latency_ms=1.0, source="fake", source_version="1")
+
+    plan = ProfilePlan(("mnasnet",), resolutions=(32,), widths=(0.25,), depths=(0.5,))
+    for k in (0, 1, 2):
+        profile(plan, Fake(), 8, tmp_path / f"s{k}.csv", progress=False, shard=(k, 3))
+    parts = [read_profile(tmp_path / f"s{k}.csv") for k in (0, 1, 2)]
+    assert [int(r["row"]) for r in parts[1]] == [1, 4, 7]
+    merged = read_profiles([tmp_path / f"s{k}.csv" for k in (0, 1, 2)] + [tmp_path / "s0.csv"])
+    assert [int(r["row"]) for r in merged] == list(range(8))
+    with pytest.raises(ValueError, match="shard: expected K/M"):
+        profile(plan, Fake(), 8, tmp_path / "x.csv", progress=False, shard=(3, 3))
+
+
+def test_an_edgetpu_profile_refits_the_edgetpu_model(tmp_path, capsys):
+    """What `nas latency profile --source edgetpu` + `nas latency fit` does on a Coral host,
+    with the device simulated by the model itself under different constants."""
+    from dataclasses import replace
+
+    from latency_models import edgetpu_model as em
+    from latency_models.analysis import analyze_arch
+    from nas.cli import main
+
+    device = replace(em.load_constants().constants, link_bytes_per_s=2.0e8, inference_overhead_s=9e-4)
+    plan = ProfilePlan(("efficientnet_edgetpu",), resolutions=(96, 160), widths=(0.5, 1.0, 1.5), depths=(1.0,))
+    rows = []
+    for i, name, cfg, arch in plan.rows():
+        if i == 40:
+            break
+        p = em.predict_arrays(em._op_arrays(analyze_arch(arch, None, 10)), device)
+        rows.append({"row": i, "space": name, "arch": arch.to_string(), "num_classes": 10, "source": "edgetpu",
+                     "source_version": "edgetpu/1", "latency_ms": p.latency_ms, "on_chip_bytes": p.on_chip_bytes,
+                     "off_chip_bytes": p.off_chip_bytes, "status": "ok"})
+    csv_path = tmp_path / "tpu.csv"
+    with csv_path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    assert main(["latency", "fit", str(csv_path), "-o", str(tmp_path / "mine")]) == 0
+    assert "edgetpu-model refitted on 40 measured archs" in capsys.readouterr().out
+    mine = get_source(str(tmp_path / "mine"))
+    assert mine.name == "edgetpu-model"
+    assert mine.model.constants.link_bytes_per_s == pytest.approx(2.0e8, rel=0.1)
+    arch = s.Arch.from_string(rows[7]["arch"])
+    assert mine(arch, num_classes=10).latency_ms == pytest.approx(rows[7]["latency_ms"], rel=0.05)
