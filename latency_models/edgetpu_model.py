@@ -149,60 +149,88 @@ def ops_arrays(ops) -> dict[str, np.ndarray]:
 
 def _op_arrays(analysis) -> dict[str, np.ndarray]:
     a = ops_arrays(analysis.ops)
-    # One Edge TPU partition: from the first unsupported op on, everything runs on the CPU.
-    a["cpu"] = np.logical_or.accumulate(a["unsupported"]) if len(a["unsupported"]) else a["unsupported"]
     a["in_bytes"] = np.array([float(math.prod(analysis.input_shape))])
     a["out_bytes"] = np.array([float(analysis.ops[-1].activation_bytes if analysis.ops else 0)])
     return a
 
 
-def predict_arrays(a: dict[str, np.ndarray], c: Constants, link: str = "usb3", *, with_layers: bool = False,
-                   names: Sequence[str] = (), op_types: Sequence[str] = ()) -> Prediction:
-    """The model itself, on the per-op arrays of one network."""
+def evaluate_ops(a: dict[str, np.ndarray], n_ops: Sequence[int], io_bytes: np.ndarray, c: Constants,
+                 link: str = "usb3") -> dict[str, np.ndarray]:
+    """The model, vectorised over the concatenated ops of several networks.
+
+    ``a`` holds :func:`ops_arrays` of all networks back to back, ``n_ops`` how many ops each
+    has, ``io_bytes`` each one's input + output bytes. Returns per-op arrays (``tpu_s``,
+    ``cpu_s``, ``compute_s``, ``stream_s``, ``compiled``, ``cached``, ``streamed``, ``cpu``)
+    and per-network totals (``latency_s``, ``on_chip``, ``off_chip``, ``compute_total_s``,
+    ``stream_total_s``, ``cpu_total_s``, ``io_s``, ``n_cpu``).
+    """
     if link not in LINK_RATIO:
         raise ValueError(f"link: unknown {link!r}; allowed: {', '.join(LINK_RATIO)}")
+    n_ops = np.asarray(n_ops, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(n_ops)[:-1]]).astype(np.int64)
+    net = np.repeat(np.arange(len(n_ops)), n_ops)
     bw = c.link_bytes_per_s * LINK_RATIO[link]
-    kind, macs, cout, param, cpu = a["kind"], a["macs"], a["cout"], a["param"], a["cpu"]
+    kind, macs, cout, param, moved = a["kind"], a["macs"], a["cout"], a["param"], a["moved"]
+
+    def per_net(cum):  # a cumulative sum restarted at each network's first op
+        return cum - np.repeat(np.concatenate([[0], cum])[starts], n_ops)
+
+    # One Edge TPU partition per network: from its first unsupported op on, everything is CPU.
+    cpu = per_net(np.cumsum(a["unsupported"].astype(np.int64))) > 0
+    tpu = ~cpu
     pad = np.ceil(cout / c.channel_tile) * c.channel_tile
     fill = cout / pad  # share of the array's output tile doing useful work
     eff = np.where(kind == 1, fill, np.where(kind == 2, c.depthwise_efficiency * fill,
                                              np.where(kind == 3, c.fc_efficiency * fill, 1.0)))
     compute = np.where(kind > 0, macs / (c.peak_macs_per_s * np.maximum(eff, 1e-6)),
-                       a["moved"] / c.elementwise_bytes_per_s) + c.op_overhead_s
+                       moved / c.elementwise_bytes_per_s) + c.op_overhead_s
 
-    # Parameter cache planner: compiled size padded to the tile, placed in execution order.
-    compiled = np.where(param > 0, param / fill, 0.0)
-    # The activation working set: the largest input + output of any one op.
-    reserve = min(c.max_reserve_bytes, max(c.min_reserve_bytes, c.activation_reserve * float(a["moved"].max(initial=0))))
-    capacity = c.sram_bytes - reserve
-    tpu = ~cpu
-    cum = np.cumsum(np.where(tpu, compiled, 0.0))
-    cached = tpu & (cum <= capacity)
+    # Parameter cache planner: compiled size padded to the tile, placed in execution order
+    # until the SRAM less the activation reserve (from the largest input + output of one op)
+    # is full; the rest is streamed at its int8 size, overlapped with compute.
+    compiled = np.where((param > 0) & tpu, param / fill, 0.0)
+    reserve = np.clip(c.activation_reserve * np.maximum.reduceat(moved, starts), c.min_reserve_bytes,
+                      c.max_reserve_bytes)
+    cached = tpu & (per_net(np.cumsum(compiled)) <= (c.sram_bytes - reserve)[net])
     streamed = tpu & ~cached & (param > 0)
     stream_s = np.where(streamed, param / bw, 0.0)
-    tpu_time = np.where(tpu, np.maximum(compute, stream_s), 0.0)
+    tpu_s = np.where(tpu, np.maximum(compute, stream_s), 0.0)
+    cpu_s = np.where(cpu, np.where(kind > 0, macs / c.cpu_macs_per_s, 0.0) + moved / c.cpu_bytes_per_s, 0.0)
+    # The activation entering the CPU part crosses the link back to the host.
+    first_cpu = cpu & ~np.concatenate([[False], cpu[:-1]]) | (cpu & np.isin(np.arange(len(cpu)), starts))
+    cross_s = np.where(first_cpu, moved / 2 / bw, 0.0)
+    io_s = np.asarray(io_bytes, dtype=float) / bw + c.inference_overhead_s
 
-    cpu_time = np.where(cpu, np.where(kind > 0, macs / c.cpu_macs_per_s, 0.0) + a["moved"] / c.cpu_bytes_per_s, 0.0)
-    n_cpu = int(cpu.sum())
-    boundary = 0.0
-    if n_cpu:
-        first = int(np.argmax(cpu))
-        # The activation entering the CPU part crosses the link back to the host.
-        boundary = (a["moved"][first] / 2) / bw
-    io = (float(a["in_bytes"][0]) + float(a["out_bytes"][0])) / bw + c.inference_overhead_s
-    total = float(tpu_time.sum() + cpu_time.sum()) + boundary + io
+    def total(x):
+        return np.add.reduceat(x, starts) if len(x) else np.zeros(len(n_ops))
+
+    return {"tpu_s": tpu_s, "cpu_s": cpu_s, "compute_s": compute, "stream_s": stream_s, "compiled": compiled,
+            "cached": cached, "streamed": streamed, "cpu": cpu,
+            "latency_s": total(tpu_s + cpu_s + cross_s) + io_s, "on_chip": total(np.where(cached, compiled, 0.0)),
+            "off_chip": total(np.where(streamed, param, 0.0)), "compute_total_s": total(np.where(tpu, compute, 0.0)),
+            "stream_total_s": total(stream_s), "cpu_total_s": total(cpu_s), "io_s": io_s,
+            "n_cpu": total(cpu.astype(float))}
+
+
+def predict_arrays(a: dict[str, np.ndarray], c: Constants, link: str = "usb3", *, with_layers: bool = False,
+                   names: Sequence[str] = (), op_types: Sequence[str] = ()) -> Prediction:
+    """The model on the per-op arrays of one network (:func:`_op_arrays`)."""
+    n = len(a["kind"])
+    r = evaluate_ops(a, [n], a["in_bytes"] + a["out_bytes"], c, link)
     layers: tuple[LayerLatency, ...] = ()
     if with_layers:
         layers = tuple(
             LayerLatency(name=names[i] if i < len(names) else str(i), op=op_types[i] if i < len(op_types) else "",
-                         latency_ms=float((tpu_time[i] + cpu_time[i]) * 1e3),
-                         on_chip_bytes=int(compiled[i]) if cached[i] else 0,
-                         off_chip_bytes=int(param[i]) if streamed[i] else 0, device="cpu" if cpu[i] else "tpu")
-            for i in range(len(kind)))
-    return Prediction(latency_ms=total * 1e3, on_chip_bytes=int(compiled[cached].sum()),
-                      off_chip_bytes=int(param[streamed].sum()), compute_ms=float(compute[tpu].sum() * 1e3),
-                      stream_ms=float(stream_s.sum() * 1e3), cpu_ms=float(cpu_time.sum() * 1e3), io_ms=io * 1e3,
-                      layers=layers, ops_on_tpu=int(tpu.sum()), ops_on_cpu=n_cpu)
+                         latency_ms=float((r["tpu_s"][i] + r["cpu_s"][i]) * 1e3),
+                         on_chip_bytes=int(r["compiled"][i]) if r["cached"][i] else 0,
+                         off_chip_bytes=int(a["param"][i]) if r["streamed"][i] else 0,
+                         device="cpu" if r["cpu"][i] else "tpu")
+            for i in range(n))
+    n_cpu = int(r["n_cpu"][0])
+    return Prediction(latency_ms=float(r["latency_s"][0]) * 1e3, on_chip_bytes=int(r["on_chip"][0]),
+                      off_chip_bytes=int(r["off_chip"][0]), compute_ms=float(r["compute_total_s"][0]) * 1e3,
+                      stream_ms=float(r["stream_total_s"][0]) * 1e3, cpu_ms=float(r["cpu_total_s"][0]) * 1e3,
+                      io_ms=float(r["io_s"][0]) * 1e3, layers=layers, ops_on_tpu=n - n_cpu, ops_on_cpu=n_cpu)
 
 
 # --------------------------------------------------------------------------- constants file

@@ -6,7 +6,8 @@ the segment and the tensor entering it, so each segment is lowered once
 (:func:`latency_models.analysis.analyze_arch` on a one-stage arch, sliced by block name: the
 same lowering as the exact path, not a copy of it) and cached. The model itself then runs
 vectorised over all ops of the whole batch (segmented sums and a per-arch cumulative sum for
-the parameter-cache planner). ``tests/test_edgetpu_model.py`` checks it equals the exact path.
+the parameter-cache planner): :func:`latency_models.edgetpu_model.evaluate_ops`, the same
+function the exact path uses. ``tests/test_edgetpu_model.py`` checks the two agree.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from search_spaces import Arch, Block, Head, Stem
 from search_spaces.plan import resolve_io
 
 from .analysis import analyze_arch
-from .edgetpu_model import LINK_RATIO, Constants, load_constants, ops_arrays
+from .edgetpu_model import Constants, evaluate_ops, load_constants, ops_arrays
 
 _KEYS = ("kind", "macs", "cout", "param", "moved", "unsupported")
 
@@ -71,8 +72,6 @@ def arch_segments(arch: Arch, num_classes: int | None = None) -> tuple[list[dict
 def predict_batch(archs: Sequence[Arch | str], num_classes: int | None = None, *, link: str = "usb3",
                   constants: Constants | None = None) -> dict[str, np.ndarray]:
     """Predicted latency_ms, on_chip_bytes and off_chip_bytes of every arch (arrays)."""
-    if link not in LINK_RATIO:
-        raise ValueError(f"link: unknown {link!r}; allowed: {', '.join(LINK_RATIO)}")
     c = constants or load_constants().constants
     parts: dict[str, list] = {k: [] for k in _KEYS}
     n_ops, io = [], []
@@ -85,38 +84,6 @@ def predict_batch(archs: Sequence[Arch | str], num_classes: int | None = None, *
         n_ops.append(sum(len(seg["kind"]) for seg in segs))
         io.append(in_b + out_b)
     cat = {k: np.concatenate(v) for k, v in parts.items()}
-    starts = np.concatenate([[0], np.cumsum(n_ops)[:-1]]).astype(np.int64)
-    arch_of = np.repeat(np.arange(len(n_ops)), n_ops)
-    bw = c.link_bytes_per_s * LINK_RATIO[link]
-    kind, macs, cout, param, moved = cat["kind"], cat["macs"], cat["cout"], cat["param"], cat["moved"]
-
-    # One Edge TPU partition per arch: everything from its first unsupported op on is CPU.
-    unsup = cat["unsupported"].astype(np.int64)
-    cum_unsup = np.cumsum(unsup)
-    cpu = (cum_unsup - np.repeat(cum_unsup[starts] - unsup[starts], n_ops)) > 0
-    tpu = ~cpu
-
-    pad = np.ceil(cout / c.channel_tile) * c.channel_tile
-    fill = cout / pad
-    eff = np.where(kind == 1, fill, np.where(kind == 2, c.depthwise_efficiency * fill,
-                                             np.where(kind == 3, c.fc_efficiency * fill, 1.0)))
-    compute = np.where(kind > 0, macs / (c.peak_macs_per_s * np.maximum(eff, 1e-6)),
-                       moved / c.elementwise_bytes_per_s) + c.op_overhead_s
-    compiled = np.where((param > 0) & tpu, param / fill, 0.0)
-    reserve = np.minimum(c.max_reserve_bytes, np.maximum(c.min_reserve_bytes,
-                                                         c.activation_reserve * np.maximum.reduceat(moved, starts)))
-    capacity = c.sram_bytes - reserve
-    cum = np.cumsum(compiled)
-    within = cum - np.repeat(cum[starts] - compiled[starts], n_ops)
-    cached = tpu & (within <= capacity[arch_of])
-    streamed = tpu & ~cached & (param > 0)
-    stream_s = np.where(streamed, param / bw, 0.0)
-    tpu_time = np.where(tpu, np.maximum(compute, stream_s), 0.0)
-    cpu_time = np.where(cpu, np.where(kind > 0, macs / c.cpu_macs_per_s, 0.0) + moved / c.cpu_bytes_per_s, 0.0)
-    first_cpu = np.where(cpu & ~np.concatenate([[False], cpu[:-1]]) | (cpu & np.isin(np.arange(len(cpu)), starts)),
-                         moved / 2 / bw, 0.0)
-    total = (np.add.reduceat(tpu_time + cpu_time + first_cpu, starts) + np.asarray(io) / bw
-             + c.inference_overhead_s)
-    return {"latency_ms": total * 1e3,
-            "on_chip_bytes": np.add.reduceat(np.where(cached, compiled, 0.0), starts).astype(np.int64),
-            "off_chip_bytes": np.add.reduceat(np.where(streamed, param, 0.0), starts).astype(np.int64)}
+    r = evaluate_ops(cat, n_ops, np.asarray(io), c, link)
+    return {"latency_ms": r["latency_s"] * 1e3, "on_chip_bytes": r["on_chip"].astype(np.int64),
+            "off_chip_bytes": r["off_chip"].astype(np.int64)}

@@ -151,16 +151,9 @@ class _Planner:
         inp = x
         squeeze_to = max(1, int(ref_in * b.se_ratio)) if b.se_ratio else 0
         mid = max(1, int(round(ref_in * b.expansion)))
-        if b.type == "mbconv":
+        if b.type in ("mbconv", "ds"):  # ds is an mbconv without the expansion
             if b.expansion != 1:
                 x = self.conv_bn_act(x, f"{p}expand_", block, mid, 1, 1, b.activation)
-            x = self.dwconv(x, f"{p}dwconv", block, b.kernel, stride)
-            x = self.bn(x, f"{p}dw_bn", block)
-            x = self.act(x, f"{p}dw_act", block, b.activation)
-            if squeeze_to:
-                x = self.se(x, p, block, squeeze_to, b.activation)
-            x = self.conv_bn_act(x, f"{p}project_", block, b.filters, 1, 1, None)
-        elif b.type == "ds":
             x = self.dwconv(x, f"{p}dwconv", block, b.kernel, stride)
             x = self.bn(x, f"{p}dw_bn", block)
             x = self.act(x, f"{p}dw_act", block, b.activation)

@@ -21,3 +21,6 @@ PROXY_KWARGS = {
     "efficientnet_edgetpu": {"resolution": 32, "width": 0.25, "depth": 0.5, "num_classes": 10},
     "my_spaces:TinySpace": {},
 }
+
+# Real edgetpu_compiler outputs shipped beside the project (../shared); tests skip without it.
+COMPILER_LOGS = ROOT.parent / "shared" / "data" / "edgetpu" / "compiler_logs"

@@ -31,7 +31,7 @@ from latency_models.edgetpu_compiler import (
     run_compiler,
 )
 
-LOGS_DIR = Path(__file__).resolve().parents[2] / "shared/data/edgetpu/compiler_logs"
+from conftest import COMPILER_LOGS as LOGS_DIR  # noqa: E402
 V15 = "v15_all_mapped_small_spill.txt"
 V16 = "v16_cpu_ops_sram_full.txt"
 V1_LOG = "v1_operation_log_mobilenet_v2.log"

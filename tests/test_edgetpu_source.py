@@ -33,7 +33,7 @@ from latency_models.edgetpu import (
 from latency_models.runtime import RuntimeNotFound, interpreter_module
 from latency_models.target import Target
 
-LOGS_DIR = Path(__file__).resolve().parents[2] / "shared/data/edgetpu/compiler_logs"
+from conftest import COMPILER_LOGS as LOGS_DIR  # noqa: E402
 V15 = "v15_all_mapped_small_spill.txt"
 V15_MODEL = "tl_obj_experimental"  # the model name inside the v15 log, rewritten by the fake
 WITHOUT_HARDWARE = "the 'edgetpu-model' latency predictor works without hardware"
