@@ -281,3 +281,17 @@ def test_a_model_that_crashes_xnnpack_still_gets_a_latency(cache):
     blob = conv.to_int8_tflite(model, data, n_samples=4)
     r = get_source("tflite-cpu", n_runs=5)(blob)
     assert r.latency_ms > 0 and isinstance(r.details["xnnpack"], bool)
+
+
+def test_cli_analyze_and_devices(capsys):
+    from nas.cli import main
+
+    assert main(["latency", "analyze", "mobilenet_v2", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["total_macs"] == s.count_macs(s.reference("mobilenet_v2")) and d["first_cpu_op"] is None
+    hs = "v1-res64:stem-k3-s2-o16-relu:mbconv-r1-k3-s2-e4-o24-hard_swish:head-o64-relu"
+    assert main(["latency", "analyze", hs]) == 0
+    assert "HARD_SWISH" in capsys.readouterr().out
+    assert main(["latency", "devices", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["devices"] == [] and d["reason"] and "compiler" in d["environment"]
