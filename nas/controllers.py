@@ -1,0 +1,208 @@
+"""Controllers: propose archs, take feedback (ask/tell); state rebuilt by replaying history.
+
+A controller works on a :class:`~search_spaces.SearchSpace`'s decisions (choice indices)
+and never trains or measures anything itself: the runner owns the loop. Every controller is
+seeded and deterministic given its seed and the order of feedback. A result is any mapping
+with ``reward`` (a float; NaN, inf or None mean "no usable reward") and optionally
+``status``; failed or infeasible trials are counted but never learned from.
+
+Writing a controller::
+
+    from nas.controllers import Controller, register_controller
+
+    class Greedy(Controller):
+        '''Mutates the best arch so far, one decision at a time.'''
+        name = "greedy"
+
+        def propose(self):
+            if self.best is None:
+                return self.space.decode_indices(self.random_indices())
+            idx = self.space.indices(self.space.encode(self.best[0]))
+            d = int(self.rng.integers(len(idx)))
+            idx[d] = int(self.rng.integers(len(self.space.decision_list[d].choices)))
+            return self.space.decode_indices(idx)
+
+    register_controller(Greedy)
+"""
+
+from __future__ import annotations
+
+import collections
+import difflib
+import logging
+import math
+from typing import Any, ClassVar, Iterable, Mapping
+
+import numpy as np
+
+from search_spaces import Arch, SearchSpace
+
+log = logging.getLogger(__name__)
+
+
+def usable_reward(result: Mapping[str, Any] | None) -> float | None:
+    """The reward of a result if it may be learned from, else None."""
+    if not result or result.get("status", "ok") not in ("ok", None):
+        return None
+    r = result.get("reward")
+    if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r):
+        return None
+    return float(r)
+
+
+class Controller:
+    """Base class: seeded rng, the best usable result so far, feedback bookkeeping, replay."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, space: SearchSpace, seed: int = 0):
+        self.space = space
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.n_proposed = 0
+        self.n_feedback = 0
+        self.n_failed = 0
+        self.best: tuple[Arch, float] | None = None
+
+    # -- what a subclass implements -----------------------------------------------------------
+
+    def propose(self) -> Arch:
+        raise NotImplementedError
+
+    def learn(self, arch: Arch, reward: float) -> None:
+        """Called with usable rewards only."""
+
+    # -- the shared protocol ------------------------------------------------------------------
+
+    def ask(self) -> Arch:
+        arch = self.propose()
+        self.n_proposed += 1
+        return arch
+
+    def feedback(self, arch: Arch, result: Mapping[str, Any] | None) -> None:
+        self.n_feedback += 1
+        r = usable_reward(result)
+        if r is None:
+            self.n_failed += 1
+            self.on_failure(arch)
+            return
+        if self.best is None or r > self.best[1]:
+            self.best = (arch, r)
+        self.learn(arch, r)
+
+    def on_failure(self, arch: Arch) -> None:
+        """A failed or infeasible trial: nothing to learn (subclasses may release state)."""
+
+    def replay(self, history: Iterable[tuple[Arch, Mapping[str, Any] | None]]) -> None:
+        """Rebuild the state from [(arch, result)] in feedback order, as if proposed here.
+
+        Proposals are drawn again so the random stream ends where the original run's did;
+        the recorded arch (not the redrawn one) is what is fed back.
+        """
+        for arch, result in history:
+            self.ask()
+            self.feedback(arch, result)
+
+    def random_indices(self) -> list[int]:
+        return [int(self.rng.integers(len(d.choices))) for d in self.space.decision_list]
+
+    def summary(self) -> dict[str, Any]:
+        return {"controller": self.name, "proposed": self.n_proposed, "feedback": self.n_feedback,
+                "failed": self.n_failed, "best_reward": None if self.best is None else self.best[1]}
+
+
+class RandomSearch(Controller):
+    """Uniform random sampling of the space."""
+
+    name = "random"
+
+    def propose(self) -> Arch:
+        return self.space.decode_indices(self.random_indices())
+
+
+class RegularizedEvolution(Controller):
+    """Regularized (aging) evolution (Real et al. 2019).
+
+    The first ``population`` proposals are random; after that, a tournament of ``sample``
+    members drawn from the population picks a parent, and the child differs from it in
+    exactly one decision. Each usable result joins the population and the oldest member
+    leaves. Pending proposals are drawn from the population as it is when asked.
+    """
+
+    name = "evolution"
+
+    def __init__(self, space: SearchSpace, seed: int = 0, population: int = 20, sample: int = 5):
+        super().__init__(space, seed)
+        if not isinstance(population, int) or population < 2:
+            raise ValueError(f"controller.population: expected an integer >= 2, got {population!r}")
+        if not isinstance(sample, int) or not 1 <= sample <= population:
+            raise ValueError(f"controller.sample: expected an integer in [1, population={population}], got {sample!r}")
+        self.population_size, self.sample_size = population, sample
+        self.population: collections.deque[tuple[list[int], float]] = collections.deque()
+
+    def propose(self) -> Arch:
+        if len(self.population) < self.population_size:
+            return self.space.decode_indices(self.random_indices())
+        members = [self.population[int(i)] for i in self.rng.integers(len(self.population), size=self.sample_size)]
+        parent = max(members, key=lambda m: m[1])[0]
+        return self.space.decode_indices(self.mutate(parent))
+
+    def mutate(self, idx: list[int]) -> list[int]:
+        child = list(idx)
+        mutable = [i for i, d in enumerate(self.space.decision_list) if len(d.choices) > 1]
+        d = mutable[int(self.rng.integers(len(mutable)))]
+        n = len(self.space.decision_list[d].choices)
+        child[d] = (child[d] + 1 + int(self.rng.integers(n - 1))) % n  # always a different value
+        return child
+
+    def learn(self, arch: Arch, reward: float) -> None:
+        self.population.append((self.space.indices(self.space.encode(arch)), reward))
+        if len(self.population) > self.population_size:
+            self.population.popleft()
+
+
+# ------------------------------------------------------------------------------ registry
+
+_CONTROLLERS: dict[str, Any] = {
+    "random": RandomSearch,
+    "evolution": RegularizedEvolution,
+    "mnas": "nas.mnas_controller:MNASController",
+}
+
+
+def register_controller(cls: type[Controller]) -> type[Controller]:
+    if not (isinstance(cls, type) and issubclass(cls, Controller)) or not cls.name:
+        raise ValueError(f"register_controller: expected a named Controller subclass, got {cls!r}")
+    if cls.name in _CONTROLLERS and _CONTROLLERS[cls.name] is not cls:
+        raise ValueError(f"controller name {cls.name!r} is already registered")
+    _CONTROLLERS[cls.name] = cls
+    return cls
+
+
+def controller_names() -> list[str]:
+    return sorted(_CONTROLLERS)
+
+
+def get_controller(name: str, space: SearchSpace, seed: int = 0, **params: Any) -> Controller:
+    """A controller by name (``random``, ``evolution``, ``mnas``) or ``module:Class``."""
+    import importlib
+
+    entry = _CONTROLLERS.get(name)
+    if entry is None and ":" in str(name):
+        entry = name
+    if entry is None:
+        hint = difflib.get_close_matches(str(name), controller_names(), n=1)
+        raise ValueError(f"controller: unknown name {name!r}; allowed: {', '.join(controller_names())}"
+                         + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    if isinstance(entry, str):
+        module, _, attr = entry.partition(":")
+        try:
+            entry = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"controller {name!r}: cannot import it ({e})") from None
+    if not (isinstance(entry, type) and issubclass(entry, Controller)):
+        raise ValueError(f"controller {name!r}: {entry!r} is not a Controller subclass")
+    try:
+        return entry(space, seed=seed, **params)
+    except TypeError as e:
+        raise ValueError(f"controller {name!r}: bad parameters {params}: {e}") from None

@@ -1,0 +1,93 @@
+"""Rewards: accuracy and latency (and hard constraints) to one scalar.
+
+- MNAS (Tan et al. 2019): ``R = ACC * (LAT / T) ** w`` with ``w = alpha`` if ``LAT <= T`` else
+  ``beta``. Presets: ``soft`` (alpha = beta = -0.07, the paper's default: doubling latency
+  costs about 5% relative accuracy) and ``hard`` (alpha = 0, beta = -1).
+- TuNAS absolute (Bender et al. 2020): ``R = ACC + beta * |LAT / T - 1|`` (beta = -0.1).
+
+Hard constraints (off-chip bytes, parameters, all ops on the Edge TPU, latency) make a
+candidate infeasible: it gets no reward and a recorded reason, and the controller learns
+nothing from it.
+
+>>> cfg = RewardConfig(target_ms=2.0)                       # MNAS soft
+>>> round(reward(0.75, 4.0, cfg), 4)                        # twice the target
+0.7143
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+PRESETS = {"soft": (-0.07, -0.07), "hard": (0.0, -1.0)}
+KINDS = ("mnas", "tunas")
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Hard limits; None means unconstrained."""
+
+    max_off_chip_bytes: int | None = None
+    max_params: int | None = None
+    max_latency_ms: float | None = None
+    all_ops_on_tpu: bool = False
+
+    def violation(self, m: Mapping[str, Any]) -> str | None:
+        """The first violated constraint, as a reason to record, or None."""
+        def val(k):
+            v = m.get(k)
+            return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+        if self.max_off_chip_bytes is not None and val("off_chip_bytes") is not None \
+                and val("off_chip_bytes") > self.max_off_chip_bytes:
+            return f"off_chip_bytes {val('off_chip_bytes'):,} > max_off_chip_bytes {self.max_off_chip_bytes:,}"
+        if self.max_params is not None and val("params") is not None and val("params") > self.max_params:
+            return f"params {val('params'):,} > max_params {self.max_params:,}"
+        if self.max_latency_ms is not None and val("latency_ms") is not None \
+                and val("latency_ms") > self.max_latency_ms:
+            return f"latency_ms {val('latency_ms'):.3f} > max_latency_ms {self.max_latency_ms}"
+        if self.all_ops_on_tpu and (val("ops_on_cpu") or 0) > 0:
+            return f"ops_on_cpu {val('ops_on_cpu')} > 0 (all_ops_on_tpu)"
+        return None
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    kind: str = "mnas"
+    target_ms: float = 1.0
+    preset: str | None = "soft"
+    alpha: float | None = None
+    beta: float | None = None
+    constraints: Constraints = field(default_factory=Constraints)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"reward.kind: unknown {self.kind!r}; allowed: {', '.join(KINDS)}")
+        if not (isinstance(self.target_ms, (int, float)) and math.isfinite(self.target_ms) and self.target_ms > 0):
+            raise ValueError(f"reward.target_ms: expected a positive number of milliseconds, got {self.target_ms!r}")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"reward.preset: unknown {self.preset!r}; allowed: {', '.join(PRESETS)}")
+
+    @property
+    def exponents(self) -> tuple[float, float]:
+        """(alpha, beta): explicit values win over the preset."""
+        a, b = PRESETS[self.preset] if self.preset else (None, None)
+        if self.kind == "tunas":
+            a, b = None, -0.1
+        alpha = self.alpha if self.alpha is not None else a
+        beta = self.beta if self.beta is not None else b
+        if beta is None or (self.kind == "mnas" and alpha is None):
+            raise ValueError("reward: give a preset (soft, hard) or both alpha and beta")
+        return (alpha if alpha is not None else 0.0), beta
+
+
+def reward(accuracy: float, latency_ms: float, cfg: RewardConfig) -> float:
+    """The scalar reward; NaN when accuracy or latency is missing or not finite."""
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (accuracy, latency_ms)) or latency_ms <= 0:
+        return float("nan")
+    alpha, beta = cfg.exponents
+    ratio = latency_ms / cfg.target_ms
+    if cfg.kind == "tunas":
+        return accuracy + beta * abs(ratio - 1)
+    return accuracy * ratio ** (alpha if latency_ms <= cfg.target_ms else beta)

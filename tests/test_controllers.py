@@ -1,0 +1,184 @@
+"""Controllers on a synthetic objective with a known optimum; replay; bad results; rewards."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import search_spaces as s
+from nas.controllers import Controller, get_controller, register_controller, usable_reward
+from nas.reward import Constraints, RewardConfig, reward
+
+SPACE = s.get("efficientnet_edgetpu", resolution=32, width=0.25, depth=0.5)
+TARGET = np.random.default_rng(123).integers([len(d.choices) for d in SPACE.decision_list])
+
+
+def objective(arch) -> float:
+    """Share of decisions equal to a hidden target: optimum 1.0, random ~0.33."""
+    return float(np.mean(np.array(SPACE.indices(SPACE.encode(arch))) == TARGET))
+
+
+def run(name, trials, seed=0, **params):
+    c = get_controller(name, SPACE, seed=seed, **params)
+    rewards = []
+    for _ in range(trials):
+        arch = c.ask()
+        r = objective(arch)
+        c.feedback(arch, {"reward": r, "status": "ok"})
+        rewards.append(r)
+    return c, np.array(rewards)
+
+
+FAST_MNAS = {"learning_rate": 0.02, "batch_size": 8, "entropy_weight": 1e-4}
+
+
+@pytest.mark.parametrize("name,params", [("evolution", {"population": 20, "sample": 5}), ("mnas", FAST_MNAS)])
+def test_controllers_beat_random_on_a_known_optimum(name, params):
+    trials = 240
+    _, rand = run("random", trials)
+    c, got = run(name, trials, **params)
+    assert got[-60:].mean() > rand[-60:].mean() + 0.1, (name, got[-60:].mean(), rand[-60:].mean())
+    assert c.best[1] > rand.max()
+
+
+@pytest.mark.parametrize("name,params", [("random", {}), ("evolution", {"population": 6, "sample": 3}),
+                                         ("mnas", {"batch_size": 4})])
+def test_replay_reproduces_the_next_proposal(name, params):
+    c, _ = run(name, 13, seed=5, **params)
+    history = []
+    fresh = get_controller(name, SPACE, seed=5, **params)
+    probe = get_controller(name, SPACE, seed=5, **params)
+    for _ in range(13):  # the same run again, recorded
+        a = probe.ask()
+        history.append((a, {"reward": objective(a)}))
+        probe.feedback(a, history[-1][1])
+    fresh.replay(history)
+    assert fresh.ask() == c.ask()
+    assert fresh.summary()["feedback"] == 13
+
+
+@pytest.mark.parametrize("name", ["random", "evolution", "mnas"])
+def test_bad_results_are_counted_not_learned(name):
+    c = get_controller(name, SPACE, seed=1, **({"batch_size": 2} if name == "mnas" else
+                                               {"population": 3, "sample": 2} if name == "evolution" else {}))
+    bad = [{"reward": float("nan")}, {"reward": float("inf")}, {"reward": None}, None,
+           {"reward": 0.9, "status": "failed"}, {"reward": "high"}, {"reward": -float("inf")}]
+    for result in bad * 2:
+        c.feedback(c.ask(), result)
+    assert c.n_failed == len(bad) * 2 and c.best is None
+    for _ in range(6):
+        a = c.ask()
+        c.feedback(a, {"reward": objective(a)})
+    assert c.best is not None and math.isfinite(c.best[1])
+    if name == "mnas":
+        assert all(np.isfinite(v).all() for v in c.params.values())
+
+
+def test_same_seed_same_run_and_different_seeds_differ():
+    evo = get_controller("evolution", SPACE, seed=3)
+    a = [evo.ask().to_string() for _ in range(3)]
+    _, r1 = run("mnas", 20, seed=4, batch_size=4)
+    _, r2 = run("mnas", 20, seed=4, batch_size=4)
+    _, r3 = run("mnas", 20, seed=9, batch_size=4)
+    assert (r1 == r2).all() and not (r1 == r3).all() and len(set(a)) == 3
+
+
+def test_mutation_changes_exactly_one_decision():
+    c = get_controller("evolution", SPACE, seed=0, population=2, sample=1)
+    parent = c.random_indices()
+    for _ in range(50):
+        child = c.mutate(parent)
+        assert sum(p != q for p, q in zip(parent, child)) == 1
+
+
+def test_controller_registry_and_parameters():
+    with pytest.raises(ValueError, match="unknown name 'mnasx'.*did you mean 'mnas'"):
+        get_controller("mnasx", SPACE)
+    with pytest.raises(ValueError, match="controller.population: expected an integer >= 2"):
+        get_controller("evolution", SPACE, population=1)
+    with pytest.raises(ValueError, match="controller.algorithm: unknown 'a2c'"):
+        get_controller("mnas", SPACE, algorithm="a2c")
+    with pytest.raises(ValueError, match="bad parameters.*temperature"):
+        get_controller("random", SPACE, temperature=2)
+
+    class Mine(Controller):
+        name = "mine-test"
+
+        def propose(self):
+            return self.space.decode_indices([0] * len(self.space.decision_list))
+
+    register_controller(Mine)
+    assert get_controller("mine-test", SPACE).ask() == SPACE.decode_indices([0] * len(SPACE.decision_list))
+    with pytest.raises(ValueError, match="already registered"):
+        register_controller(type("Other", (Mine,), {}))
+
+
+def test_mnas_defaults_follow_the_paper():
+    c = get_controller("mnas", SPACE)
+    assert c.hidden == 100 and c.baseline_decay == 0.95 and c.algorithm == "ppo"
+    assert c.learning_rate == pytest.approx(3.5e-4) and c.entropy_weight == 1e-5
+    assert max(float(np.abs(v).max()) for v in c.params.values()) <= 0.1
+    c.ask()
+    assert 0 < c.summary()["entropy"] <= math.log(8)
+
+
+# ----------------------------------------------------------------------------------- rewards
+
+
+def test_mnas_reward():
+    soft = RewardConfig(target_ms=2.0)
+    assert reward(0.8, 2.0, soft) == pytest.approx(0.8)
+    assert reward(0.8, 4.0, soft) == pytest.approx(0.8 * 2 ** -0.07)
+    assert reward(0.8, 1.0, soft) == pytest.approx(0.8 * 0.5 ** -0.07)  # faster is rewarded too
+    hard = RewardConfig(target_ms=2.0, preset="hard")
+    assert reward(0.8, 1.0, hard) == pytest.approx(0.8) and reward(0.8, 4.0, hard) == pytest.approx(0.4)
+    custom = RewardConfig(target_ms=2.0, preset=None, alpha=-0.15, beta=-0.5)
+    assert reward(0.8, 4.0, custom) == pytest.approx(0.8 * 2 ** -0.5)
+    assert math.isnan(reward(float("nan"), 1.0, soft)) and math.isnan(reward(0.8, 0.0, soft))
+
+
+def test_tunas_reward_and_validation():
+    t = RewardConfig(kind="tunas", target_ms=2.0)
+    assert reward(0.8, 3.0, t) == pytest.approx(0.8 - 0.1 * 0.5)
+    assert reward(0.8, 1.0, t) == pytest.approx(0.8 - 0.1 * 0.5)
+    with pytest.raises(ValueError, match="reward.kind: unknown 'flops'"):
+        RewardConfig(kind="flops")
+    with pytest.raises(ValueError, match="reward.target_ms: expected a positive number"):
+        RewardConfig(target_ms=0)
+    with pytest.raises(ValueError, match="reward.preset: unknown 'medium'"):
+        RewardConfig(preset="medium")
+    with pytest.raises(ValueError, match="give a preset"):
+        reward(0.5, 1.0, RewardConfig(preset=None, alpha=None, beta=-0.1))
+
+
+def test_constraints_make_candidates_infeasible_with_a_reason():
+    c = Constraints(max_off_chip_bytes=0, max_params=1000, all_ops_on_tpu=True, max_latency_ms=5)
+    assert c.violation({"off_chip_bytes": 0, "params": 10, "ops_on_cpu": 0, "latency_ms": 1}) is None
+    assert c.violation({"off_chip_bytes": 4096}) == "off_chip_bytes 4,096 > max_off_chip_bytes 0"
+    assert "params 2,000 > max_params 1,000" == c.violation({"params": 2000})
+    assert "all_ops_on_tpu" in c.violation({"ops_on_cpu": 3})
+    assert "max_latency_ms 5" in c.violation({"latency_ms": 7.5})
+    assert usable_reward({"reward": 0.5, "status": "infeasible"}) is None
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "reinforce"])
+def test_policy_gradient_matches_finite_differences(algorithm):
+    small = s.get("my_spaces:TinySpace")
+    c = get_controller("mnas", small, seed=2, hidden=6, algorithm=algorithm, entropy_weight=0.05, init_range=0.5)
+    rng = np.random.default_rng(0)
+    actions = np.array([[int(rng.integers(len(d.choices))) for d in small.decision_list] for _ in range(4)])
+    old = c._forward(actions, batch=4)[1] + rng.normal(0, 0.1, 4)  # ratios away from 1: both PPO branches
+    adv = rng.normal(0, 1, 4)
+    _, grads = c.loss_gradients(actions, old, adv)
+    for key in ("W", "b", "start", "e0", "hw1", "hb4"):
+        p = c.params[key]
+        for idx in [tuple(rng.integers(p.shape)) for _ in range(4)]:
+            keep = p[idx]
+            p[idx] = keep + 1e-6
+            up = c.loss_gradients(actions, old, adv)[0]
+            p[idx] = keep - 1e-6
+            down = c.loss_gradients(actions, old, adv)[0]
+            p[idx] = keep
+            assert grads[key][idx] == pytest.approx((up - down) / 2e-6, rel=1e-4, abs=1e-8), (key, idx)
