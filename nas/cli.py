@@ -182,18 +182,48 @@ def latency() -> None:
     """Latency: measure, analyze, list Edge TPU devices."""
 
 
-TARGET_HELP = ("PATH_OR_ARCH is a .keras or .tflite file, a reference name (nas spaces references) "
-               "or an arch string.")
+TARGET_HELP = ("PATH_OR_ARCH is a .keras or .tflite file, a reference name (nas spaces references), an arch "
+               "string, or with --space 'sample' / 'sample:SEED' (a random member of the space).")
 
 
-def _target(path_or_arch: str, input_size: int | None, classes: int | None):
+def target_options(f):
+    """The options that say what PATH_OR_ARCH is built as (shared by measure/predict/analyze)."""
+    f = click.option("-p", "--param", "space_params", multiple=True, metavar="KEY=VALUE",
+                     help="Argument of --space, repeatable (e.g. -p resolution=64).")(f)
+    f = click.option("--space", default=None,
+                     help="Check the arch is a member of this space (name or module:Class); its classes apply.")(f)
+    f = click.option("--classes", type=click.IntRange(1), default=None, help="Classes for archs (default 1000).")(f)
+    f = click.option("--input-size", type=click.IntRange(8, 4096), default=None,
+                     help="Square input resolution for archs and references.")(f)
+    return f
+
+
+def _target(path_or_arch: str, input_size: int | None, classes: int | None, space: str | None = None,
+            space_params: tuple[str, ...] = ()):
     from latency_models import Target
 
+    if space_params and not space:
+        raise UserError("--param: applies to --space, which is not given")
+    sp = _space(space, space_params) if space else None
+    if path_or_arch == "sample" or path_or_arch.startswith("sample:"):
+        if sp is None:
+            raise UserError(f"{path_or_arch!r}: sampling needs --space NAME")
+        seed = path_or_arch.partition(":")[2] or "0"
+        if not seed.isdigit():
+            raise UserError(f"{path_or_arch!r}: expected sample or sample:SEED with an integer seed")
+        path_or_arch = sp.sample(int(seed)).to_string()
     shape = (input_size, input_size, 3) if input_size else None
+    if sp is not None and classes is None:
+        classes = getattr(sp, "num_classes", None)
     t = Target(path_or_arch, input_shape=shape, num_classes=classes)
     if input_size and t.arch is None:
         raise UserError(f"--input-size: applies to archs and reference names, not to the file {path_or_arch!r} "
                         "(its input shape is fixed)")
+    if sp is not None:
+        if t.arch is None:
+            raise UserError(f"--space: applies to archs, not to the file {path_or_arch!r}")
+        if not sp.contains(t.arch):
+            raise UserError(f"--space: the arch is not a member of {sp!r}")
     return t
 
 
@@ -224,18 +254,17 @@ def _source_options(source: str, threads, runs, warmup, stable, device) -> dict[
 @click.option("--runs", type=click.IntRange(1), default=None, help="Timed invokes (default: the source's).")
 @click.option("--warmup", type=click.IntRange(0), default=None, help="Untimed warm-up invokes.")
 @click.option("--stable", is_flag=True, help="Repeat rounds until the median is stable (noisy machines).")
-@click.option("--input-size", type=click.IntRange(8, 4096), default=None,
-              help="Square input resolution for archs and references.")
-@click.option("--classes", type=click.IntRange(1), default=None, help="Classes for archs (default 1000).")
+@target_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def latency_measure(path_or_arch, source, threads, device, runs, warmup, stable, input_size, classes, as_json):
+def latency_measure(path_or_arch, source, threads, device, runs, warmup, stable, input_size, classes, space,
+                    space_params, as_json):
     """Measure the latency of PATH_OR_ARCH with a latency source."""
     from latency_models import get_source
 
     src = get_source(source, **_source_options(source, threads, runs, warmup, stable, device))
     if hasattr(src, "check"):
         src.check()  # missing hardware is reported before any conversion
-    target = _target(path_or_arch, input_size, classes)
+    target = _target(path_or_arch, input_size, classes, space, space_params)
     result = src.measure(target)
     if as_json:
         click.echo(json.dumps({"target": target.label, **result.to_dict()}, default=str))
@@ -254,12 +283,10 @@ def latency_measure(path_or_arch, source, threads, device, runs, warmup, stable,
               help="A predictor: edgetpu-model, tflite-cpu-model, or a predictor file from 'nas latency fit'.")
 @click.option("--link", type=click.Choice(["usb3", "usb2", "pcie"]), default=None,
               help="Host link of the Edge TPU (edgetpu-model; default usb3).")
-@click.option("--input-size", type=click.IntRange(8, 4096), default=None,
-              help="Square input resolution for archs and references.")
-@click.option("--classes", type=click.IntRange(1), default=None, help="Classes for archs (default 1000).")
+@target_options
 @click.option("--breakdown", is_flag=True, help="Per-layer table (latency, on/off-chip bytes, device).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def latency_predict(path_or_arch, source, link, input_size, classes, breakdown, as_json):
+def latency_predict(path_or_arch, source, link, input_size, classes, space, space_params, breakdown, as_json):
     """Predict the latency of PATH_OR_ARCH without hardware (microseconds per arch)."""
     from latency_models import get_source
     from latency_models.base import LatencySource
@@ -274,7 +301,7 @@ def latency_predict(path_or_arch, source, link, input_size, classes, breakdown, 
         raise UserError(f"--source: {source!r} measures on hardware; use 'nas latency measure' for it, "
                         "or a predictor (edgetpu-model, tflite-cpu-model, a fitted predictor file)")
     assert isinstance(src, LatencySource)
-    target = _target(path_or_arch, input_size, classes)
+    target = _target(path_or_arch, input_size, classes, space, space_params)
     result = src.measure(target)
     if as_json:
         click.echo(json.dumps({"target": target.label, **result.to_dict(with_layers=breakdown)}, default=str))
@@ -295,13 +322,11 @@ def latency_predict(path_or_arch, source, link, input_size, classes, breakdown, 
 
 @latency.command("analyze", epilog=TARGET_HELP)
 @click.argument("path_or_arch")
-@click.option("--input-size", type=click.IntRange(8, 4096), default=None,
-              help="Square input resolution for archs and references.")
-@click.option("--classes", type=click.IntRange(1), default=None, help="Classes for archs (default 1000).")
+@target_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (with the op table).")
-def latency_analyze(path_or_arch, input_size, classes, as_json):
+def latency_analyze(path_or_arch, input_size, classes, space, space_params, as_json):
     """Static analysis: op table, MACs, parameters, activation peak, Edge TPU compatibility."""
-    analysis = _target(path_or_arch, input_size, classes).analysis()
+    analysis = _target(path_or_arch, input_size, classes, space, space_params).analysis()
     if as_json:
         click.echo(json.dumps(analysis.to_dict(), default=str))
     else:

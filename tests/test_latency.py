@@ -295,3 +295,22 @@ def test_cli_analyze_and_devices(capsys):
     assert main(["latency", "devices", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["devices"] == [] and d["reason"] and "compiler" in d["environment"]
+
+
+def test_cli_space_option(capsys):
+    from nas.cli import main
+
+    args = ["latency", "predict", "sample:2", "--space", "mnasnet", "-p", "resolution=64", "-p", "num_classes=10",
+            "--json"]
+    assert main(args) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["target"] == s.get("mnasnet", resolution=64, num_classes=10).sample(2).to_string()
+    assert main(["latency", "analyze", "mobilenet_v2", "--space", "mnasnet"]) == 0
+    capsys.readouterr()
+    for argv, message in [(["latency", "predict", "mobilenet_v2", "--space", "efficientnet_edgetpu"],
+                           "--space: the arch is not a member of EfficientNetEdgeTPUSpace"),
+                          (["latency", "predict", "sample"], "sampling needs --space NAME"),
+                          (["latency", "predict", "mobilenet_v2", "-p", "width=2"], "--param: applies to --space"),
+                          (["latency", "predict", "sample:x", "--space", "mnasnet"], "sample:SEED with an integer")]:
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
