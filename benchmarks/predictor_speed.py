@@ -2,9 +2,10 @@
 against one real tflite-cpu measurement (conversion included), side by side in one run.
 
 For each built-in space at proxy scale (64 px, width 0.5, depth 0.5) and at full size, it
-samples N archs and predicts them all in one batch: "cold" in a fresh worker process (every
-stage lowered for the first time), "warm" again in the same process (stages cached, as in
-a long search). Two worker processes share the batch, one per core.
+samples N archs and predicts them in one batch in fresh worker processes ("cold": every
+stage lowered for the first time), then N *other* archs in the same processes ("warm": the
+stages met before are cached, as in a long search). Two worker processes share each batch,
+one per core.
 
     python benchmarks/predictor_speed.py [--n 20000]
 """
@@ -30,9 +31,9 @@ def _work(args):
     space, kwargs, n, seed, which = args
     sp = s.get(space, **kwargs)
     rng = np.random.default_rng(seed)
-    archs = [sp.sample(rng) for _ in range(n)]
+    batches = [[sp.sample(rng) for _ in range(n)] for _ in range(2)]
     out = []
-    for _ in range(2):  # cold, then warm
+    for archs in batches:  # cold, then warm (new archs, cached stages)
         t = time.perf_counter()
         if which == "edgetpu-model":
             from latency_models.fast import predict_batch

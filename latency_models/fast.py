@@ -28,8 +28,10 @@ _KEYS = ("kind", "macs", "cout", "param", "moved", "unsupported")
 
 
 def _slice(arch: Arch, shape, classes: int, prefix: str) -> dict[str, np.ndarray]:
+    from .learned import features_of_ops
+
     ops = [op for op in analyze_arch(arch, shape, classes).ops if op.block.startswith(prefix)]
-    return ops_arrays(ops)
+    return ops_arrays(ops) | {"features": features_of_ops(ops)}
 
 
 @lru_cache(maxsize=65536)

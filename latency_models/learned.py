@@ -1,11 +1,11 @@
 """Learned latency predictors: fitted on a profile, stored as data, never as pickle.
 
 Features (:func:`features`) are computed from the TFLite-level op table of an arch
-(:func:`latency_models.analysis.analyze_arch`, no TF graph): for each op group (1x1, 3x3 and
-larger regular convs, depthwise by kernel, fully connected, element-wise kinds) the summed
-MACs, output bytes, input bytes, parameter bytes and op count, plus a channel-utilisation
-term for matrix ops (CPU kernels are vectorised over output channels, so thin layers cost
-more per MAC), plus totals.
+(:mod:`latency_models.analysis`, no TF graph; per stage, cached by :mod:`latency_models.fast`):
+for each op group (1x1, 3x3 and larger regular convs, depthwise by kernel, fully connected,
+element-wise kinds) the summed MACs, output bytes, input bytes, parameter bytes and op
+count, plus a channel-utilisation term for matrix ops (CPU kernels are vectorised over
+output channels, so thin layers cost more per MAC), plus totals.
 
 Three model kinds are fitted and the one with the lowest held-out error is kept:
 
@@ -30,7 +30,6 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -48,7 +47,10 @@ KINDS = ("additive", "gbt", "mlp")
 GROUPS = ("conv1x1", "conv3x3", "conv5x5+", "dw3x3", "dw5x5+", "fc", "add", "mul", "logistic", "mean",
           "softmax", "hard_swish", "other")
 PER_GROUP = ("macs", "out_bytes", "in_bytes", "param_bytes", "count", "thin_macs")
-TOTALS = ("total_macs", "total_param_bytes", "peak_activation_bytes", "input_bytes", "n_ops")
+TOTALS = ("total_macs", "total_param_bytes", "max_op_io_bytes", "input_bytes", "n_ops")
+# Every feature is a sum over ops except these two, so an arch's vector is the combination of
+# its segments' vectors (latency_models.fast caches those per stage).
+_MAX_COLUMN, _INPUT_COLUMN = len(GROUPS) * len(PER_GROUP) + 2, len(GROUPS) * len(PER_GROUP) + 3
 FEATURES = tuple(f"{g}.{k}" for g in GROUPS for k in PER_GROUP) + TOTALS
 
 
@@ -66,9 +68,10 @@ def _group(op) -> str:
 _INDEX = {name: i for i, name in enumerate(FEATURES)}
 
 
-def features_of_analysis(a) -> np.ndarray:
+def features_of_ops(ops, input_shape=None) -> np.ndarray:
+    """The feature vector of a sequence of ops (a whole network or one segment of it)."""
     x = np.zeros(len(FEATURES))
-    for op in a.ops:
+    for op in ops:
         g = _group(op)
         in_bytes = sum(math.prod(s) for s in op.input_shapes)
         cout = op.output_shape[-1] if op.output_shape else 1
@@ -79,26 +82,38 @@ def features_of_analysis(a) -> np.ndarray:
         x[_INDEX[f"{g}.count"]] += 1
         # Vector units are 16-32 lanes wide: a layer with few output channels wastes lanes.
         x[_INDEX[f"{g}.thin_macs"]] += op.macs * 16.0 / min(16.0, max(1.0, cout)) if op.macs else 0.0
-    x[_INDEX["total_macs"]] = a.total_macs
-    x[_INDEX["total_param_bytes"]] = a.total_param_bytes
-    x[_INDEX["peak_activation_bytes"]] = a.peak_activation_bytes
-    x[_INDEX["input_bytes"]] = math.prod(a.input_shape)
-    x[_INDEX["n_ops"]] = len(a.ops)
+        x[_INDEX["total_macs"]] += op.macs
+        x[_INDEX["total_param_bytes"]] += op.param_bytes
+        x[_MAX_COLUMN] = max(x[_MAX_COLUMN], op.activation_bytes + in_bytes)
+        x[_INDEX["n_ops"]] += 1
+    if input_shape is not None:
+        x[_INPUT_COLUMN] = math.prod(input_shape)
     return x
 
 
-@lru_cache(maxsize=65536)
-def _arch_features(arch, num_classes) -> np.ndarray:
-    from .analysis import analyze_arch
+def features_of_analysis(a) -> np.ndarray:
+    return features_of_ops(a.ops, a.input_shape)
 
-    return features_of_analysis(analyze_arch(arch, None, num_classes))
+
+def combine(segment_features: Sequence[np.ndarray], input_bytes: float) -> np.ndarray:
+    """An arch's features from its segments' (sums, but the max and the input size)."""
+    stack = np.vstack(segment_features)
+    x = stack.sum(axis=0)
+    x[_MAX_COLUMN] = stack[:, _MAX_COLUMN].max()
+    x[_INPUT_COLUMN] = input_bytes
+    return x
 
 
 def features(archs: Sequence, num_classes: int | None = None) -> np.ndarray:
-    """Feature matrix, one row per arch (Arch or arch string)."""
+    """Feature matrix, one row per arch (Arch or arch string); no TF graph, stages cached."""
     from search_spaces import Arch
 
-    rows = [_arch_features(a if isinstance(a, Arch) else Arch.from_string(a), num_classes) for a in archs]
+    from .fast import arch_segments
+
+    rows = []
+    for a in archs:
+        segs, in_bytes, _ = arch_segments(a if isinstance(a, Arch) else Arch.from_string(a), num_classes)
+        rows.append(combine([seg["features"] for seg in segs], in_bytes))
     return np.vstack(rows) if rows else np.zeros((0, len(FEATURES)))
 
 

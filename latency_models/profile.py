@@ -12,6 +12,7 @@ the CSV is appended one flushed line at a time (a torn last line is dropped on r
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import itertools
 import json
@@ -102,7 +103,12 @@ def read_profile(path: str | Path) -> list[dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"profile {str(path)!r}: no such file")
-    text = path.read_text()
+    try:
+        # A shipped profile is gzipped (latency_models/data/host_cpu_profile.csv.gz).
+        text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    except (OSError, UnicodeDecodeError, EOFError) as e:
+        raise ValueError(f"profile {str(path)!r}: cannot read it as {'gzip ' if path.suffix == '.gz' else ''}"
+                         f"CSV text ({e})") from None
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         log.warning("profile %s: dropping an unfinished last line", path)

@@ -471,11 +471,13 @@ def _fit_edgetpu(rows, out) -> None:
 @click.argument("profile_csv", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
 def latency_eval(predictor, profile_csv, as_json):
-    """Score PREDICTOR on a profile: Spearman, MAPE, share within +-10% (held-out rows)."""
-    from latency_models.learned import Predictor, evaluate
+    """Score PREDICTOR (a directory, or tflite-cpu-model) on a profile: Spearman, MAPE, share
+    within +-10% (on the held-out rows when it is the predictor's own training profile)."""
+    from latency_models.learned import SHIPPED, Predictor, evaluate
     from latency_models.profile import read_profiles
 
-    result = evaluate(Predictor.load(predictor), read_profiles(profile_csv))
+    path = SHIPPED if predictor == "tflite-cpu-model" else predictor
+    result = evaluate(Predictor.load(path), read_profiles(profile_csv))
     if as_json:
         click.echo(json.dumps(result))
         return
