@@ -23,7 +23,6 @@ Writing a source::
 from __future__ import annotations
 
 import difflib
-import importlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -139,8 +138,9 @@ def source_names() -> list[str]:
 def _resolve(name: str) -> type[LatencySource]:
     entry = _SOURCES[name]
     if isinstance(entry, str):
-        module, _, attr = entry.partition(":")
-        entry = getattr(importlib.import_module(module), attr)
+        from search_spaces.importing import import_object
+
+        entry = import_object(entry, "latency source")
     return entry
 
 
@@ -175,11 +175,9 @@ def get_source(name: str, **options: Any) -> LatencySource:
 
         return LearnedSource(str(path))
     elif ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"latency source {name!r}: cannot import it ({e})") from None
+        from search_spaces.importing import import_object
+
+        cls = import_object(name, "latency source")
         if not (isinstance(cls, type) and issubclass(cls, LatencySource)):
             raise ValueError(f"latency source {name!r}: {cls!r} is not a LatencySource subclass")
     else:

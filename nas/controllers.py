@@ -185,7 +185,7 @@ def controller_names() -> list[str]:
 
 def get_controller(name: str, space: SearchSpace, seed: int = 0, **params: Any) -> Controller:
     """A controller by name (``random``, ``evolution``, ``mnas``) or ``module:Class``."""
-    import importlib
+    from search_spaces.importing import import_object
 
     entry = _CONTROLLERS.get(name)
     if entry is None and ":" in str(name):
@@ -195,11 +195,7 @@ def get_controller(name: str, space: SearchSpace, seed: int = 0, **params: Any) 
         raise ValueError(f"controller: unknown name {name!r}; allowed: {', '.join(controller_names())}"
                          + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     if isinstance(entry, str):
-        module, _, attr = entry.partition(":")
-        try:
-            entry = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"controller {name!r}: cannot import it ({e})") from None
+        entry = import_object(entry, "controller")
     if not (isinstance(entry, type) and issubclass(entry, Controller)):
         raise ValueError(f"controller {name!r}: {entry!r} is not a Controller subclass")
     try:

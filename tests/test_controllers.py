@@ -182,3 +182,14 @@ def test_policy_gradient_matches_finite_differences(algorithm):
             down = c.loss_gradients(actions, old, adv)[0]
             p[idx] = keep
             assert grads[key][idx] == pytest.approx((up - down) / 2e-6, rel=1e-4, abs=1e-8), (key, idx)
+
+
+def test_import_paths_fail_clearly():
+    from latency_models import get_source
+
+    with pytest.raises(ValueError, match="controller 'nowhere:Ctrl': cannot import it"):
+        get_controller("nowhere:Ctrl", SPACE)
+    with pytest.raises(ValueError, match="is not a Controller subclass"):
+        get_controller("search_spaces:Arch", SPACE)
+    with pytest.raises(ValueError, match="latency source 'nowhere:Src': cannot import it"):
+        get_source("nowhere:Src")
