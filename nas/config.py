@@ -1,0 +1,157 @@
+"""Experiments: a YAML file parsed once, strictly, into frozen config objects.
+
+Unknown keys, wrong types and out-of-range values stop the run before any work, with one
+line naming the key path, the value given and what is allowed (pydantic does the checking;
+:func:`load_experiment` turns its report into that line). The schema is versioned.
+
+A minimal experiment::
+
+    version: 1
+    space: {name: efficientnet_edgetpu, resolution: 32, width: 0.25, depth: 0.5}
+    controller: {name: mnas}
+    reward: {target_ms: 2.0}
+    latency: {source: edgetpu-model}
+    data: {source: mnist5k}
+    budget: {trials: 12}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SCHEMA_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class SpaceConfig(_Strict):
+    name: str
+    resolution: int | None = Field(None, ge=8, le=4096)
+    width: float | None = Field(None, gt=0, le=8)
+    depth: float | None = Field(None, gt=0, le=8)
+    params: dict[str, Any] = Field(default_factory=dict, description="other constructor arguments")
+
+    def kwargs(self) -> dict[str, Any]:
+        out = {k: v for k, v in (("resolution", self.resolution), ("width", self.width), ("depth", self.depth))
+               if v is not None}
+        return {**self.params, **out}
+
+
+class ControllerConfig(_Strict):
+    name: Literal["mnas", "random", "evolution"] | str = "mnas"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConstraintsConfig(_Strict):
+    max_off_chip_bytes: int | None = Field(None, ge=0)
+    max_params: int | None = Field(None, ge=1)
+    max_latency_ms: float | None = Field(None, gt=0)
+    all_ops_on_tpu: bool = False
+
+
+class RewardSection(_Strict):
+    kind: Literal["mnas", "tunas"] = "mnas"
+    target_ms: float = Field(gt=0)
+    preset: Literal["soft", "hard"] | None = "soft"
+    alpha: float | None = None
+    beta: float | None = None
+    constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
+
+
+class LatencyConfig(_Strict):
+    source: str = "edgetpu-model"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataConfig(_Strict):
+    source: str = "mnist5k"
+    channels: Literal[1, 3] = 3
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    limit: int | None = Field(None, ge=20)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(3, ge=1, le=1000)
+    batch_size: int = Field(64, ge=1, le=8192)
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = Field(3e-3, gt=0, le=10)
+    schedule: Literal["constant", "cosine"] = "cosine"
+    augment: bool = False
+
+
+class BudgetConfig(_Strict):
+    trials: int = Field(ge=1, le=1_000_000)
+    concurrency: int = Field(1, ge=1, le=1024)
+    cpus_per_trial: float = Field(1.0, gt=0, le=256)
+    time_limit_s: float | None = Field(None, gt=0)
+
+
+class RayConfig(_Strict):
+    address: str | None = None
+    max_failures: int = Field(1, ge=0, le=100)
+
+
+class ExperimentConfig(_Strict):
+    version: Literal[1] = SCHEMA_VERSION
+    name: str = "experiment"
+    seed: int = 0
+    space: SpaceConfig
+    controller: ControllerConfig = Field(default_factory=ControllerConfig)
+    reward: RewardSection
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    budget: BudgetConfig
+    output: str = "runs"
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _reward_exponents(self):
+        r = self.reward
+        if r.preset is None and (r.beta is None or (r.kind == "mnas" and r.alpha is None)):
+            raise ValueError("reward: with preset null give alpha and beta")
+        return self
+
+
+def _describe(err: dict) -> str:
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    given = err.get("input")
+    if err["type"] == "extra_forbidden":
+        return f"{loc}: unknown key (given {given!r})"
+    if err["type"] == "missing":
+        return f"{loc}: missing (required)"
+    text = err["msg"].removeprefix("Value error, ")
+    return f"{loc}: {text} (given {given!r})"
+
+
+def parse_experiment(data: Any, where: str = "experiment") -> ExperimentConfig:
+    """Validate a parsed YAML mapping; ``ValueError`` with one line per the first problem."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping of sections (space, reward, budget, ...), "
+                         f"got {type(data).__name__}")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        errors = e.errors(include_url=False)
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ValueError(f"{where}: {_describe(errors[0])}{more}") from None
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment YAML file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"experiment {str(path)!r}: no such file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"{p.name}: not valid YAML{at} ({getattr(e, 'problem', e)})") from None
+    return parse_experiment(data, p.name)
