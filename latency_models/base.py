@@ -26,7 +26,10 @@ import difflib
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .target import Target
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ class LatencySource:
     #: True for sources that time real invokes (they are noisy and cost seconds).
     measured: ClassVar[bool] = False
 
-    def measure(self, target: "Target") -> LatencyResult:  # noqa: F821 - see target.py
+    def measure(self, target: "Target") -> LatencyResult:
         raise NotImplementedError
 
     def __call__(self, obj: Any, **target_kwargs: Any) -> LatencyResult:

@@ -18,7 +18,6 @@ so a controller is deterministic given its seed and the order of feedback.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import numpy as np

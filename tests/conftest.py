@@ -24,3 +24,16 @@ PROXY_KWARGS = {
 
 # Real edgetpu_compiler outputs shipped beside the project (../shared); tests skip without it.
 COMPILER_LOGS = ROOT.parent / "shared" / "data" / "edgetpu" / "compiler_logs"
+
+HEAVY = ("tensorflow", "keras", "ai_edge_litert", "ray", "nas")
+
+
+def heavy_modules_loaded_by(code: str) -> list[str]:
+    """Run ``code`` in a fresh interpreter (it must succeed); the heavy modules it imported."""
+    import subprocess
+
+    probe = f"{code}\nimport sys\nprint('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("HEAVY ")][-1]
+    return eval(line[len("HEAVY "):])  # a list literal we printed ourselves
