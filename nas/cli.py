@@ -494,6 +494,63 @@ def latency_sources() -> None:
         click.echo(name)
 
 
+# ------------------------------------------------------------------------------- search
+
+
+@cli.command("search")
+@click.argument("experiment", type=click.Path(dir_okay=False))
+@click.option("--out", default=None, help="Run folder (default: OUTPUT/NAME from the experiment).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out (no finished trial is lost or repeated).")
+@click.option("--address", default=None, help="HOST:PORT of a running Ray cluster (default: embedded local Ray).")
+@click.option("--max-trials", type=click.IntRange(1), default=None, help="Override budget.trials.")
+@click.option("--seed", type=int, default=None, help="Override the experiment's seed.")
+@click.option("--runner", type=click.Choice(["ray", "local"]), default="ray", show_default=True,
+              help="'local' runs the trials one by one in this process, without Ray (debugging).")
+@click.option("--no-progress", is_flag=True, help="No live progress bar (one line per trial is still printed).")
+def search_cmd(experiment, out, resume, address, max_trials, seed, runner, no_progress) -> None:
+    """Search the experiment's space; write the run folder; print the Pareto front.
+
+    \b
+    The run folder holds trials.csv, pareto.csv, best_arch.txt, experiment.yaml, state.json
+    and Ray's state (ray/). An existing folder is only continued with --resume.
+    """
+    from .launch import pareto_table, prepare, search
+
+    launch = prepare(experiment, out=out, resume=resume, address=address, max_trials=max_trials, seed=seed)
+    click.echo(f"{'resuming' if resume else 'search'} {launch.cfg.name}: {launch.budget} trials of "
+               f"{launch.cfg.space.name} with {launch.cfg.controller.name}, latency from {launch.cfg.latency.source}; "
+               f"run folder {launch.run.path}", err=True)
+    try:
+        state = search(launch, runner=runner, progress=not no_progress)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted; finished trials are in {launch.run.path}/trials.csv. Continue with:\n"
+                   f"  nas search {experiment} --out {launch.run.path} --resume", err=True)
+        raise SystemExit(130) from None
+    results = state.ordered_results()
+    click.echo(pareto_table(results))
+    click.echo(f"run folder: {launch.run.path}  (export the best: nas export {launch.run.path})")
+
+
+@cli.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--arch", "arch_text", default=None, help="Arch string to export (default: the run's best_arch.txt).")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs (default: the experiment's).")
+@click.option("--out", default=None, help="Output folder (default: RUN_DIR/export).")
+def export_cmd(run_dir, arch_text, epochs, out) -> None:
+    """Train the best (or given) arch and write model.keras, model_int8.tflite, arch.txt, summary.json.
+
+    \b
+    model_edgetpu.tflite is added when edgetpu_compiler is installed.
+    """
+    from .export import export
+
+    summary = export(run_dir, arch=arch_text, epochs=epochs, out=out)
+    click.echo(f"accuracy {summary['accuracy']:.4f}  latency {summary['latency_ms']:.3f} ms "
+               f"({summary['latency_source']})  tflite-cpu {summary['tflite_cpu_ms']:.3f} ms")
+    for name in summary["files"]:
+        click.echo(f"wrote {summary['out']}/{name}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nas`` console script; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -83,6 +83,7 @@ class TrainConfig(_Strict):
     learning_rate: float = Field(3e-3, gt=0, le=10)
     schedule: Literal["constant", "cosine"] = "cosine"
     augment: bool = False
+    bn_momentum: float = Field(0.9, gt=0, lt=1, description="BatchNorm moving-average momentum for proxy runs")
 
 
 class BudgetConfig(_Strict):
@@ -93,8 +94,12 @@ class BudgetConfig(_Strict):
 
 
 class RayConfig(_Strict):
-    address: str | None = None
-    max_failures: int = Field(1, ge=0, le=100)
+    address: str | None = Field(None, description="HOST:PORT of a running Ray cluster; none starts Ray embedded")
+    max_failures: int = Field(1, ge=0, le=100, description="times Ray retries a trial whose worker died")
+    num_cpus: int | None = Field(None, ge=1, le=4096, description="CPUs of the embedded Ray (default: all)")
+    dashboard: bool = False
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    grace_epochs: int = Field(1, ge=1, le=1000, description="ASHA: epochs before a trial may be stopped")
 
 
 class ExperimentConfig(_Strict):

@@ -91,6 +91,35 @@ def _raw(source: str) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"data.source: unknown {source!r}; allowed: {', '.join(SOURCES)}")
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def check_source(source: str) -> None:
+    """Cheap checks of a data source before a search starts (no images are decoded)."""
+    if source in ("mnist5k", "digits"):
+        return
+    kind, sep, arg = source.partition(":")
+    if not sep or kind not in ("npz", "folder", "tfds") or not arg:
+        raise ValueError(f"data.source: unknown {source!r}; allowed: {', '.join(SOURCES)}")
+    p = Path(arg)
+    if kind == "npz" and not p.is_file():
+        raise ValueError(f"data.source: file {arg!r} does not exist")
+    if kind == "folder":
+        if not p.is_dir():
+            raise ValueError(f"data.source: folder {arg!r} does not exist")
+        classes = [d for d in sorted(p.iterdir()) if d.is_dir()
+                   and any(f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir())]
+        if len(classes) < 2:
+            raise ValueError(f"data.source: folder {arg!r} has {len(classes)} class sub-folder(s) with images; "
+                             "an image folder needs one sub-folder per class, at least 2")
+    if kind == "tfds":
+        import importlib.util
+
+        if importlib.util.find_spec("tensorflow_datasets") is None:
+            raise ValueError(f"data.source: {source!r} needs tensorflow-datasets (pip install tensorflow-datasets) "
+                             "and a network connection")
+
+
 def _resize(x: np.ndarray, resolution: int, channels: int) -> np.ndarray:
     import tensorflow as tf
 

@@ -1,0 +1,172 @@
+"""``nas export``: the best (or a given) arch of a run, trained and written as plain artefacts.
+
+Writes into a new folder (``RUN/export`` by default; an existing non-empty folder is refused)::
+
+    model.keras           the trained model; standard Keras layers only, so
+                          keras.saving.load_model() loads it without this toolkit
+    model_int8.tflite     full-integer (int8 in and out), calibrated on training images
+    model_edgetpu.tflite  the Edge TPU build, when edgetpu_compiler is installed
+    arch.txt              the arch string
+    summary.json          accuracy, latency (the experiment's source, and tflite-cpu measured
+                          here), params, MACs, on/off-chip bytes, input format, versions
+
+The files are written to a temporary folder beside the output and renamed into place at the
+end, so a failed export leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import ExperimentConfig, parse_experiment
+from .search import RunFolder, RunFolderError
+
+log = logging.getLogger(__name__)
+
+
+def run_experiment(run: RunFolder) -> ExperimentConfig:
+    """The experiment a run was made with (its copy, plus the command-line overrides)."""
+    from .launch import _override
+
+    run.check_resumable()
+    path = run.path / "experiment.yaml"
+    cfg = parse_experiment(yaml.safe_load(path.read_text()), str(path))
+    meta = run.path / "run.json"
+    if meta.is_file():
+        cfg = _override(cfg, **json.loads(meta.read_text()).get("overrides", {}))
+    return cfg
+
+
+def export(run_dir: str | Path, *, arch: str | None = None, epochs: int | None = None,
+           out: str | Path | None = None) -> dict[str, Any]:
+    """Train and write the artefacts; the summary (also written as summary.json)."""
+    from search_spaces import Arch
+
+    run = RunFolder(run_dir)
+    if not run.path.is_dir():
+        raise RunFolderError(f"RUN_DIR: {str(run_dir)!r} does not exist")
+    cfg = run_experiment(run)
+    if arch is None:
+        best = run.path / "best_arch.txt"
+        if not best.is_file():
+            raise RunFolderError(f"RUN_DIR: {str(run_dir)!r} has no best_arch.txt (no trial succeeded yet); "
+                                 "pass --arch STRING")
+        arch = best.read_text().strip()
+    try:
+        parsed = Arch.from_string(arch)
+    except ValueError as e:
+        raise ValueError(f"--arch: {e}") from None
+    out_dir = Path(out) if out is not None else run.path / "export"
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise RunFolderError(f"--out: {str(out_dir)!r} already exists and is not empty; choose another --out")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as e:
+        raise RunFolderError(f"--out: cannot write to {str(out_dir.parent)!r} ({e.strerror})") from None
+    try:
+        from .search import _UMASK
+
+        work.chmod(0o777 & ~_UMASK)  # mkdtemp makes 0700
+        summary = _export(parsed, cfg, epochs, work)
+        if out_dir.exists():
+            out_dir.rmdir()
+        work.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    summary["out"] = str(out_dir)
+    return summary
+
+
+def _export(arch, cfg: ExperimentConfig, epochs: int | None, work: Path) -> dict[str, Any]:
+    import keras
+    import numpy as np
+
+    from latency_models import Target, get_source
+    from latency_models.convert import to_int8_tflite
+    from search_spaces import build_model, count_macs, count_params
+
+    from .trial import load_data, measure_latency, train_model
+
+    res = arch.resolution
+    split = load_data(cfg, res)
+    shape = (res, res, cfg.data.channels)
+    keras.utils.set_random_seed(cfg.seed)
+    model = build_model(arch, shape, split.num_classes, seed=cfg.seed)
+    t0 = time.perf_counter()
+    log.info("training %s for %s epochs", arch.to_string(), epochs or cfg.train.epochs)
+    acc, n_epochs = train_model(model, split, cfg, epochs=epochs)
+    train_s = time.perf_counter() - t0
+    files = ["model.keras", "model_int8.tflite", "arch.txt", "summary.json"]
+    model.save(work / "model.keras")
+    rng = np.random.default_rng(cfg.seed)
+    calib = split.x_train[rng.permutation(len(split.x_train))[:200]]
+    tflite = to_int8_tflite(model, calib, n_samples=len(calib))
+    (work / "model_int8.tflite").write_bytes(tflite)
+    (work / "arch.txt").write_text(arch.to_string() + "\n")
+
+    lat = measure_latency(arch, cfg, split.num_classes)
+    cpu = get_source("tflite-cpu")(Target(tflite))
+    int8_acc = _int8_accuracy(tflite, split.x_val, split.y_val)
+    summary: dict[str, Any] = {
+        "arch": arch.to_string(), "accuracy": acc, "int8_accuracy": int8_acc, "epochs": n_epochs,
+        "train_s": round(train_s, 1), **lat, "tflite_cpu_ms": cpu.latency_ms, "tflite_cpu_source": cpu.source_version,
+        "tflite_cpu_xnnpack": cpu.details.get("xnnpack"),
+        "params": count_params(arch, shape, split.num_classes), "macs": count_macs(arch, shape, split.num_classes),
+        "input": {"shape": list(shape), "dtype": "float32", "range": [0.0, 1.0], "data": cfg.data.source},
+        "num_classes": split.num_classes, "experiment": cfg.name, "files": files,
+    }
+    edgetpu = _compile_edgetpu(work)
+    if edgetpu is not None:
+        files.insert(2, "model_edgetpu.tflite")
+        summary["edgetpu_compiler"] = edgetpu
+    (work / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    del model
+    keras.backend.clear_session()
+    return summary
+
+
+def _int8_accuracy(tflite: bytes, x, y) -> float | None:
+    """Validation accuracy of the int8 file, run in a fresh process (LiteRT beside TF can abort)."""
+    from latency_models.isolated import invoke_isolated
+
+    import numpy as np
+
+    try:
+        _, info = invoke_isolated(tflite, np.zeros((1, *x.shape[1:]), np.int8))
+        scale, zero = info["input"]["quantization"]
+        xq = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+        logits, _ = invoke_isolated(tflite, xq)
+    except Exception as e:  # noqa: BLE001 - the summary says it could not be measured
+        log.warning("int8 accuracy not measured: %s", e)
+        return None
+    return float((np.asarray(logits).reshape(len(y), -1).argmax(axis=-1) == y).mean())
+
+
+def _compile_edgetpu(work: Path) -> dict[str, Any] | None:
+    from latency_models.edgetpu_compiler import EdgeTPUCompilerNotFound, run_compiler
+
+    try:
+        report = run_compiler(work / "model_int8.tflite", work)
+    except EdgeTPUCompilerNotFound:
+        log.info("edgetpu_compiler not installed: no model_edgetpu.tflite")
+        return None
+    if not report.success:
+        log.warning("edgetpu_compiler failed; no model_edgetpu.tflite")
+        return None
+    compiled = work / "model_int8_edgetpu.tflite"
+    if compiled.is_file():
+        compiled.rename(work / "model_edgetpu.tflite")
+    for log_file in work.glob("*.log"):
+        log_file.unlink()
+    return {"on_chip_bytes": report.on_chip_bytes, "off_chip_bytes": report.off_chip_bytes,
+            "ops_on_tpu": report.ops_on_tpu, "ops_on_cpu": report.ops_on_cpu}

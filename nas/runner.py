@@ -1,0 +1,295 @@
+"""Runners: Ray Tune (the default) and in-process. Ray is imported here and nowhere else in nas/.
+
+Ray Tune runs each trial as a task in a worker process sized by ``budget.cpus_per_trial``;
+actors are reused, so TensorFlow, the data and the latency source load once per worker.
+The controller sits behind :class:`ControllerSearcher` (``suggest`` / ``on_trial_complete``,
+``save`` / ``restore`` as JSON), wrapped in ``ConcurrencyLimiter``: for the ``mnas``
+controller with ``batch=True``, so results reach the policy a whole batch at a time, the
+sample-a-batch-then-update loop of MNAS. Results are written to the run folder the moment a
+trial ends (a Tune callback), whatever the batching.
+
+Ray starts embedded and local, bound to loopback and without its dashboard, unless an
+address is given: then the search joins that cluster (``ray start --head`` on the head node;
+the run folder should be on storage every node can reach). With the ``edgetpu`` latency
+source, each trial asks for one unit of the custom resource ``edgetpu``, so trials run on the
+nodes that have a device (``ray start ... --resources='{"edgetpu": 1}'``).
+
+Resume (``nas search --resume``): ``Tuner.restore`` brings back Ray's trials (finished ones
+are kept, unfinished ones restart); the searcher rebuilds the controller by replaying the
+run folder's event log, which is never older than Ray's checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import ExperimentConfig
+from .search import FINISHED, RunFolder, SearchState
+from .trial import run_trial
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[str, Any], None]  # (event, payload): "start" trial_id, "result" record
+
+
+def _quiet_env() -> None:
+    # Before Ray starts, so workers inherit: no per-trial chdir (relative data paths keep
+    # working), no per-trial CSV/JSON/TensorBoard loggers, Tune's state saved at most every
+    # second (a crash loses at most that much of Ray's view; the run folder loses nothing),
+    # and TensorFlow's C++ start-up chatter off.
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+# ------------------------------------------------------------------------------ the Ray side
+
+def _ray_trial(config: dict, experiment: str = "") -> None:
+    """The Ray Tune entry point: one trial in a worker, reporting each epoch and at the end."""
+    from ray import tune
+
+    cfg = ExperimentConfig.model_validate_json(experiment)
+    trial_id = tune.get_context().get_trial_id() or ""
+    result = run_trial(config["arch"], cfg, report=lambda m: tune.report(_reportable(m)), trial_id=trial_id)
+    tune.report(_reportable(result))
+
+
+def _reportable(m: dict[str, Any]) -> dict[str, Any]:
+    # Ray keeps None poorly in its result tables; NaN marks "no value" for floats.
+    return {k: (float("nan") if v is None and k not in ("reason", "latency_source", "trial_id") else v)
+            for k, v in m.items()}
+
+
+def _searcher_class():
+    from ray.tune.search import Searcher
+
+    class ControllerSearcher(Searcher):
+        """A Ray Tune ``Searcher`` around any :class:`~nas.controllers.Controller` (via SearchState)."""
+
+        def __init__(self, cfg: ExperimentConfig, run_dir: str, budget: int):
+            super().__init__(metric="reward", mode="max")
+            self.cfg, self.run_dir, self.budget = cfg, run_dir, budget
+            self.state = SearchState(cfg, budget)
+            self.run = RunFolder(run_dir)
+            self.listener: Listener | None = None
+
+        def record(self, trial_id: str, result: dict | None) -> None:
+            """Record a finished trial at once (tables, progress), whoever hears of it first."""
+            rec = self.state.record(trial_id, result)
+            if rec is not None:
+                self.run.save(self.state)
+                if self.listener:
+                    self.listener("result", rec)
+
+        # Ray pickles the searcher into its experiment state; the state itself travels as
+        # JSON through save/restore, so only what rebuilds it is pickled.
+        def __getstate__(self):
+            return {"cfg": self.cfg.model_dump_json(), "run_dir": self.run_dir, "budget": self.budget,
+                    "_metric": self._metric, "_mode": self._mode}
+
+        def __setstate__(self, d):
+            self.__init__(ExperimentConfig.model_validate_json(d["cfg"]), d["run_dir"], d["budget"])
+
+        def suggest(self, trial_id: str):
+            arch = self.state.suggest(trial_id)
+            if arch == FINISHED:
+                return Searcher.FINISHED
+            self.run.save(self.state)
+            return {"arch": arch}
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            # The results were recorded by _RecordCallback when the trials ended; this is the
+            # (possibly batched) moment the controller learns from them.
+            self.record(trial_id, _ray_result(result, error))
+            self.state.tell(trial_id)
+            self.run.save(self.state)
+
+        def save(self, checkpoint_path: str) -> None:
+            Path(checkpoint_path).write_text(self.state.to_json())
+
+        def restore(self, checkpoint_path: str) -> None:
+            self.budget = self.run.budget() or self.budget  # --max-trials may have changed it
+            ray_view = SearchState.from_json(self.cfg, Path(checkpoint_path).read_text(), self.budget)
+            newest = self.run.read_state(self.cfg, self.budget) or ray_view
+            newest.adopt_orphans(set(ray_view.archs))
+            self.state = newest
+            self.run.save(self.state)
+
+    return ControllerSearcher
+
+
+def _ray_result(result: dict | None, error: bool, why: str = "") -> dict[str, Any]:
+    if error or not result:
+        return {"status": "failed", "reason": f"the trial's worker failed{': ' + why if why else ''}"}
+    return result
+
+
+def _callback_class():
+    from ray.tune import Callback
+
+    class _RecordCallback(Callback):
+        """Records each trial in the run folder as it ends, and drives the progress display."""
+
+        def __init__(self, searcher, listener: Listener | None):
+            self.searcher, self.listener = searcher, listener
+            searcher.listener = listener
+
+        # Ray pickles the run config (and so its callbacks) into its state; a restored run
+        # gets a fresh callback bound to the restored searcher instead.
+        def __getstate__(self):
+            return {}
+
+        def __setstate__(self, d):
+            self.searcher = self.listener = None
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            if self.listener:
+                self.listener("start", trial.trial_id)
+
+        def _record(self, trial, error: bool):
+            why = ""
+            if error and getattr(trial, "error_file", None) and Path(trial.error_file).is_file():
+                lines = [ln for ln in Path(trial.error_file).read_text().splitlines() if ln.strip()]
+                why = lines[-1][:300] if lines else ""
+            self.searcher.record(trial.trial_id, _ray_result(trial.last_result, error, why))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._record(trial, error=False)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._record(trial, error=True)
+
+    return _RecordCallback
+
+
+def _segment_number(p: Path) -> int:
+    return int(p.name.rpartition("-")[2]) if "-" in p.name else 1
+
+
+def _trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"  # Ray's default puts the whole arch string in the path
+
+
+def _init_ray(cfg: ExperimentConfig) -> bool:
+    """Connect to the configured cluster or start an embedded one; True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    runtime_env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "RAY_CHDIR_TO_TRIAL_DIR": "0"}}
+    if cfg.ray.address:
+        ray.init(address=cfg.ray.address, runtime_env=runtime_env, log_to_driver=False,
+                 logging_level=logging.WARNING)
+        return True
+    resources = {}
+    if cfg.latency.source == "edgetpu":
+        from latency_models.edgetpu import list_devices
+
+        resources["edgetpu"] = max(1, len(list_devices()[0]))
+    ray.init(address="local", include_dashboard=cfg.ray.dashboard, _node_ip_address="127.0.0.1",
+             num_cpus=cfg.ray.num_cpus, resources=resources or None, runtime_env=runtime_env,
+             log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
+    return True
+
+
+def run_ray(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool = False,
+            listener: Listener | None = None) -> SearchState:
+    """Run (or resume) the search on Ray Tune; the final state (also saved in ``run``)."""
+    _quiet_env()
+    import ray
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    # Ray's driver-side notices (auth token, metrics it cannot fetch because the per-trial
+    # loggers are off) would interleave with the progress display.
+    for name in ("ray", "ray.tune", "ray._private"):
+        logging.getLogger(name).setLevel(max(logging.ERROR, logging.getLogger().level))
+    started = _init_ray(cfg)
+    try:
+        resources: dict[str, float] = {"cpu": cfg.budget.cpus_per_trial}
+        if cfg.latency.source == "edgetpu":
+            resources["edgetpu"] = 1
+        trainable = tune.with_resources(tune.with_parameters(_ray_trial, experiment=cfg.model_dump_json()),
+                                        resources)
+        storage = str(run.ray_dir.resolve())
+        segments = sorted((p for p in run.ray_dir.glob("search*") if p.is_dir()), key=_segment_number)
+        prior = run.read_state(cfg, budget) if resume else None
+        # Ray can only continue an interrupted experiment; once every trial it started has
+        # finished (or the budget grew) the search goes on in a new segment, ray/search-N.
+        restorable = (resume and segments and prior is not None and prior.pending
+                      and tune.Tuner.can_restore(str(segments[-1].resolve())))
+        if restorable:
+            tuner = tune.Tuner.restore(str(segments[-1].resolve()), trainable=trainable, resume_errored=True)
+            limiter = tuner._local_tuner._tune_config.search_alg  # noqa: SLF001 - Ray offers no getter
+            searcher = limiter.searcher
+            # Ray restores the searcher's state after this point (restore_from_dir); the
+            # callback must hold the same object, so it is created from it here.
+            callback = _callback_class()(searcher, listener)
+            tuner._local_tuner.get_run_config().callbacks = [callback]
+        else:
+            searcher = _searcher_class()(cfg, str(run.path), budget)
+            if prior is not None:
+                prior.adopt_orphans(set())  # nothing of the old Ray experiment will run again
+                searcher.state = prior
+            limiter = ConcurrencyLimiter(searcher, max_concurrent=cfg.budget.concurrency,
+                                         batch=cfg.controller.name == "mnas" and cfg.budget.concurrency > 1)
+            scheduler = None
+            if cfg.ray.scheduler == "asha":
+                from ray.tune.schedulers import ASHAScheduler
+
+                scheduler = ASHAScheduler(time_attr="epochs", metric="reward", mode="max", max_t=cfg.train.epochs,
+                                          grace_period=min(cfg.ray.grace_epochs, cfg.train.epochs),
+                                          reduction_factor=3)
+            callback = _callback_class()(searcher, listener)
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=limiter, scheduler=scheduler, num_samples=-1,
+                                            reuse_actors=True, time_budget_s=cfg.budget.time_limit_s,
+                                            trial_dirname_creator=_trial_dirname),
+                run_config=tune.RunConfig(name=f"search-{len(segments) + 1}" if segments else "search",
+                                          storage_path=storage, verbose=0, callbacks=[callback],
+                                          failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
+                                          checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)),
+            )
+        tuner.fit()
+        state = callback.searcher.state
+        run.save(state)
+        return state
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# ------------------------------------------------------------------------------ in-process
+
+def run_local(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool = False,
+              listener: Listener | None = None) -> SearchState:
+    """The same search, one trial at a time in this process: no Ray (for debugging and benchmarks)."""
+    state = run.read_state(cfg, budget) if resume else None
+    if state is None:
+        state = SearchState(cfg, budget)
+    else:
+        state.adopt_orphans(set())  # nothing survives a dead process: re-run what was pending
+    deadline = time.monotonic() + cfg.budget.time_limit_s if cfg.budget.time_limit_s else None
+    n = len(state.archs)
+    while deadline is None or time.monotonic() < deadline:
+        tid = f"local_{n:05d}"
+        n += 1
+        arch = state.suggest(tid)
+        if arch == FINISHED:
+            break
+        run.save(state)
+        if listener:
+            listener("start", tid)
+        rec = state.complete(tid, run_trial(arch, cfg, trial_id=tid))
+        run.save(state)
+        if listener and rec is not None:
+            listener("result", rec)
+    return state

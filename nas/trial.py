@@ -1,0 +1,282 @@
+"""The trial: one arch trained on the proxy task, measured, scored, reported.
+
+:func:`run_trial` is plain Python (the Ray entry point in :mod:`nas.runner` only wraps it), so
+a trial can be run and tested without Ray::
+
+    from nas.config import load_experiment
+    from nas.trial import run_trial
+    cfg = load_experiment("experiments/quickstart.yaml")
+    result = run_trial("v1-res32:stem-k3-s2-o8-relu:ds-r1-k3-s1-o8-relu:head-o64-relu-d0.2", cfg)
+    result["status"], result["accuracy"], result["latency_ms"], result["reward"]
+
+Order of work: the latency (and hard constraints) come first, because they are cheap for the
+predictors and because a candidate that cannot be converted, or that breaks a constraint,
+should not cost a training run. Training then reports after every epoch, so a scheduler
+(ASHA) can stop bad candidates early.
+
+Failures never escape: a NaN loss, running out of memory, a conversion or latency error, or
+any other exception in the trial becomes ``status: failed`` with the reason. A broken
+constraint is ``status: infeasible``. TensorFlow's graph and model memory is released after
+every trial (``keras.backend.clear_session``), because a Ray worker runs many trials.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import logging
+import math
+import resource
+import sys
+import time
+from typing import Any, Callable, Mapping
+
+from .config import ExperimentConfig
+from .reward import Constraints, RewardConfig, reward
+
+log = logging.getLogger(__name__)
+
+#: Every field a finished trial reports, in the order of ``trials.csv``.
+FIELDS = ("trial_id", "status", "reason", "reward", "accuracy", "latency_ms", "params", "macs",
+          "on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu", "epochs", "train_s", "build_s",
+          "latency_s", "eval_s", "trial_s", "peak_rss_mb", "latency_source", "arch")
+
+Report = Callable[[dict[str, Any]], None]
+
+
+class TrialFailure(Exception):
+    """A reason to record this trial as failed (the search goes on)."""
+
+
+def reward_config(cfg: ExperimentConfig) -> RewardConfig:
+    r = cfg.reward
+    return RewardConfig(kind=r.kind, target_ms=r.target_ms, preset=r.preset, alpha=r.alpha, beta=r.beta,
+                        constraints=Constraints(**r.constraints.model_dump()))
+
+
+# ------------------------------------------------------------------------------ per-process caches
+# A Ray worker runs many trials (actors are reused): the data and the latency source are
+# loaded once per process, keyed by what defines them.
+
+@functools.lru_cache(maxsize=2)
+def _data(source: str, resolution: int, channels: int, val_fraction: float, seed: int, limit: int | None):
+    from .data import load
+
+    return load(source, resolution, channels=channels, val_fraction=val_fraction, seed=seed, limit=limit)
+
+
+def load_data(cfg: ExperimentConfig, resolution: int):
+    d = cfg.data
+    return _data(d.source, resolution, d.channels, d.val_fraction, cfg.seed, d.limit)
+
+
+@functools.lru_cache(maxsize=4)
+def _source(name: str, options_items: tuple):
+    from latency_models import get_source
+
+    return get_source(name, **dict(options_items))
+
+
+def latency_source(cfg: ExperimentConfig):
+    return _source(cfg.latency.source, tuple(sorted(cfg.latency.options.items())))
+
+
+def _limit_threads(n: float) -> None:
+    """Size TensorFlow's thread pools to the trial's CPUs (only possible before TF runs)."""
+    import tensorflow as tf
+
+    threads = max(1, int(round(n)))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    except RuntimeError:  # TF already initialised in this process: keep what it has
+        pass
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+# ------------------------------------------------------------------------------ pieces
+
+def measure_latency(arch, cfg: ExperimentConfig, num_classes: int) -> dict[str, Any]:
+    """Latency and memory split of ``arch`` at the experiment's input shape, from the configured source."""
+    from latency_models import LatencyError, Target
+    from latency_models.convert import ConversionError
+
+    res = arch.resolution
+    target = Target(arch, input_shape=(res, res, cfg.data.channels), num_classes=num_classes)
+    try:
+        r = latency_source(cfg).measure(target)
+    except (LatencyError, ConversionError) as e:
+        raise TrialFailure(f"latency: {type(e).__name__}: {e}") from None
+    return {"latency_ms": r.latency_ms, "on_chip_bytes": r.on_chip_bytes, "off_chip_bytes": r.off_chip_bytes,
+            "ops_on_tpu": r.ops_on_tpu, "ops_on_cpu": r.ops_on_cpu, "latency_source": r.source}
+
+
+def _optimizer(cfg: ExperimentConfig, steps: int):
+    import keras
+
+    t = cfg.train
+    lr = t.learning_rate
+    if t.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(t.learning_rate, decay_steps=max(1, steps), alpha=0.01)
+    if t.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+    if t.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(lr, rho=0.9, momentum=0.9)
+    return keras.optimizers.Adam(lr)
+
+
+def _datasets(split, batch_size: int, augment: bool, seed: int):
+    """tf.data pipelines: shuffled, optionally augmented (random shifts), prefetched."""
+    import tensorflow as tf
+
+    auto = tf.data.AUTOTUNE
+    train = tf.data.Dataset.from_tensor_slices((split.x_train, split.y_train))
+    train = train.shuffle(len(split.y_train), seed=seed, reshuffle_each_iteration=True)
+    if augment:
+        h, w, c = split.x_train.shape[1:]
+        pad = max(1, h // 8)
+
+        def shift(x, y):  # pad-and-crop: a random translation of up to 1/8 of the image
+            x = tf.image.pad_to_bounding_box(x, pad, pad, h + 2 * pad, w + 2 * pad)
+            return tf.image.random_crop(x, (h, w, c), seed=seed), y
+
+        train = train.map(shift, num_parallel_calls=auto)
+    train = train.batch(batch_size).prefetch(auto)
+    val = tf.data.Dataset.from_tensor_slices((split.x_val, split.y_val)).batch(256).prefetch(auto)
+    return train, val
+
+
+def train_model(model, split, cfg: ExperimentConfig, *, epochs: int | None = None,
+                on_epoch: Callable[[int, float], None] | None = None) -> tuple[float, int]:
+    """Train ``model`` with the experiment's recipe; (final validation accuracy, epochs run).
+
+    ``on_epoch(epoch, val_accuracy)`` is called after every epoch (for intermediate reports).
+    A NaN or infinite loss stops training and raises :class:`TrialFailure`.
+    """
+    import keras
+
+    t = cfg.train
+    epochs = epochs or t.epochs
+    train, val = _datasets(split, t.batch_size, t.augment, cfg.seed)
+    # A proxy run is a few hundred steps: with Keras's BatchNorm momentum (0.99) the moving
+    # statistics would still be mostly their initial values at evaluation time, and the
+    # validation accuracy would measure that rather than the arch.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = min(layer.momentum, t.bn_momentum)
+    steps = epochs * math.ceil(len(split.y_train) / t.batch_size)
+    model.compile(optimizer=_optimizer(cfg, steps), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"], jit_compile=False)
+    state = {"epochs": 0, "nan": None}
+
+    class _Watch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                state["nan"] = (state["epochs"] + 1, batch)
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            state["epochs"] = epoch + 1
+            if on_epoch is not None and state["nan"] is None:
+                on_epoch(epoch + 1, float((logs or {}).get("val_accuracy", float("nan"))))
+
+    model.fit(train, epochs=epochs, verbose=0, callbacks=[_Watch()], shuffle=False,  # tf.data shuffles
+              validation_data=val if on_epoch is not None else None)
+    if state["nan"] is not None:
+        raise TrialFailure(f"NaN loss at epoch {state['nan'][0]}, step {state['nan'][1]}")
+    _, acc = model.evaluate(val, verbose=0)
+    if not math.isfinite(acc):
+        raise TrialFailure("validation accuracy is not finite")
+    return float(acc), state["epochs"]
+
+
+# ------------------------------------------------------------------------------ the trial
+
+def run_trial(arch_text: str, cfg: ExperimentConfig, *, report: Report | None = None,
+              trial_id: str = "") -> dict[str, Any]:
+    """Run one trial; return the full result (see :data:`FIELDS`). Never raises for a bad candidate.
+
+    ``report`` receives an intermediate result after each epoch (``status: running``, the
+    reward at the accuracy so far); the returned dict is the final result.
+    """
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {f: None for f in FIELDS}
+    out.update(trial_id=trial_id, arch=arch_text, status="failed", reward=float("nan"),
+               accuracy=float("nan"), epochs=0)
+    model = None
+    try:
+        out.update(_run(arch_text, cfg, out, report))
+        out["status"] = out.get("status") or "ok"
+    except TrialFailure as e:
+        out.update(status="failed", reason=str(e))
+    except MemoryError:
+        out.update(status="failed", reason="out of memory (MemoryError)")
+    except Exception as e:  # noqa: BLE001 - any candidate-specific failure must not stop the search
+        name = type(e).__name__
+        reason = "out of memory" if name == "ResourceExhaustedError" else name
+        out.update(status="failed", reason=f"{reason}: {str(e).splitlines()[0][:300] if str(e) else ''}")
+        log.debug("trial %s failed", trial_id, exc_info=True)
+    finally:
+        del model
+        _free_memory()
+        out["trial_s"] = round(time.perf_counter() - t0, 3)
+        out["peak_rss_mb"] = _peak_rss_mb()
+    if out["status"] != "ok":
+        out["reward"] = float("nan")
+    return out
+
+
+def _free_memory() -> None:
+    if "keras" in sys.modules:
+        import keras
+
+        keras.backend.clear_session(free_memory=True)
+    gc.collect()
+
+
+def _run(arch_text: str, cfg: ExperimentConfig, out: dict[str, Any], report: Report | None) -> dict[str, Any]:
+    from search_spaces import Arch, build_model, count_macs, count_params
+
+    try:
+        arch = Arch.from_string(arch_text)
+    except ValueError as e:
+        raise TrialFailure(f"arch: {e}") from None
+    res = arch.resolution
+    split = load_data(cfg, res)
+    shape = (res, res, cfg.data.channels)
+    out["params"] = count_params(arch, shape, split.num_classes)
+    out["macs"] = count_macs(arch, shape, split.num_classes)
+    rcfg = reward_config(cfg)
+
+    t = time.perf_counter()
+    out.update(measure_latency(arch, cfg, split.num_classes))
+    out["latency_s"] = round(time.perf_counter() - t, 3)
+    why = rcfg.constraints.violation(out)
+    if why is not None:
+        return {"status": "infeasible", "reason": why}
+
+    import keras
+
+    _limit_threads(cfg.budget.cpus_per_trial)
+    t = time.perf_counter()
+    keras.utils.set_random_seed(cfg.seed)
+    model = build_model(arch, shape, split.num_classes, seed=cfg.seed)
+    out["build_s"] = round(time.perf_counter() - t, 3)
+
+    def on_epoch(epoch: int, acc: float) -> None:
+        out["epochs"] = epoch
+        if report is not None:
+            report({**out, "status": "running", "accuracy": acc, "reward": reward(acc, out["latency_ms"], rcfg),
+                    "train_s": round(time.perf_counter() - t, 3)})
+
+    t = time.perf_counter()
+    acc, epochs = train_model(model, split, cfg, on_epoch=on_epoch if report is not None else None)
+    out["train_s"] = round(time.perf_counter() - t, 3)
+    del model
+    return {"accuracy": acc, "epochs": epochs, "reward": reward(acc, out["latency_ms"], rcfg), "status": "ok"}
+

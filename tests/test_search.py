@@ -1,0 +1,286 @@
+"""The search state, the run folder, `nas search` and `nas export`, through real Ray."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nas.config import parse_experiment
+from nas.search import FINISHED, RunFolder, RunFolderError, SearchState, pareto_front
+from nas.trial import FIELDS
+
+TINY_EXPERIMENT = {
+    "name": "tiny", "seed": 3,
+    "space": {"name": "efficientnet_edgetpu", "resolution": 32, "width": 0.25, "depth": 0.25},
+    "controller": {"name": "evolution", "params": {"population": 2, "sample": 2}},
+    "reward": {"target_ms": 1.8},
+    "data": {"source": "digits", "limit": 200},
+    "train": {"epochs": 1, "batch_size": 32},
+    "budget": {"trials": 4, "concurrency": 2},
+}
+
+
+def cfg(**changes):
+    return parse_experiment({**TINY_EXPERIMENT, **changes})
+
+
+def fake_result(arch: str, reward: float | None = 0.5, status: str = "ok"):
+    return {"status": status, "reward": reward, "accuracy": reward, "latency_ms": 1.0 + len(arch) % 7 / 10,
+            "arch": arch}
+
+
+# ------------------------------------------------------------------------------ state
+
+def test_state_honours_the_budget_and_records_each_trial_once():
+    st = SearchState(cfg(), budget=3)
+    a, b, c = (st.suggest(t) for t in ("t1", "t2", "t3"))
+    assert all(isinstance(x, str) and x.startswith("v1-res32") for x in (a, b, c))
+    assert st.suggest("t4") == FINISHED  # 3 asked, none finished: still the budget
+    assert st.complete("t2", fake_result(b)) is not None
+    assert st.complete("t2", fake_result(b, 0.9)) is None  # a re-run after resume is not recorded twice
+    assert st.results["t2"]["reward"] == 0.5 and st.results["t2"]["arch"] == b
+    assert st.complete("nope", fake_result(b)) is None
+    st.complete("t1", {"status": "failed", "reason": "boom"})
+    st.complete("t3", {**fake_result(c), "reward": float("nan")})
+    assert st.suggest("t5") == FINISHED and st.n_done == 3
+    assert st.results["t3"]["reward"] is None  # NaN is stored as "no value"
+    assert st.controller.n_failed == 2 and st.controller.best[1] == 0.5
+
+
+def test_replaying_the_event_log_reproduces_the_next_proposal():
+    for name, params in (("evolution", {"population": 3, "sample": 2}), ("mnas", {"batch_size": 2}),
+                         ("random", {})):
+        c = cfg(controller={"name": name, "params": params})
+        st = SearchState(c, budget=20)
+        for i in range(8):  # interleaved asks and tells, as with concurrency 2
+            st.suggest(f"t{i}")
+            if i % 2:
+                st.complete(f"t{i - 1}", fake_result(st.archs[f"t{i - 1}"], 0.1 * i))
+        again = SearchState.from_json(c, st.to_json())
+        assert again.suggest("next") == st.suggest("next"), name
+        assert again.pending.keys() == st.pending.keys()
+
+
+def test_a_stopped_trial_keeps_its_partial_reward_and_batches_are_told_later():
+    st = SearchState(cfg(), budget=4)
+    a = st.suggest("t1")
+    rec = st.record("t1", {**fake_result(a, 0.3), "status": "running", "epochs": 1})
+    assert rec["status"] == "stopped" and "after 1 epochs" in rec["reason"]
+    assert st.controller.n_feedback == 0  # recorded for the tables, not yet told
+    st.tell("t1")
+    st.tell("t1")
+    assert st.controller.n_feedback == 1 and st.controller.best[1] == 0.3
+
+
+def test_orphans_asked_before_a_crash_are_reissued_not_lost():
+    st = SearchState(cfg(), budget=3)
+    archs = [st.suggest(t) for t in ("t1", "t2", "t3")]
+    st.record("t1", fake_result(archs[0]))
+    # The runner's last checkpoint knew only t2: t3's arch is re-run under a new id, and
+    # t1's recorded result, which the runner will never complete, is told now.
+    st.adopt_orphans({"t2"})
+    assert st.controller.n_feedback == 1
+    assert st.suggest("n1") == archs[2] and st.suggest("n2") == FINISHED
+    again = SearchState.from_json(cfg(), st.to_json())
+    assert set(again.pending) == {"t2", "n1"}
+
+
+def test_pareto_front():
+    rows = [{"trial_id": str(i), "status": s, "accuracy": a, "latency_ms": l}
+            for i, (s, a, l) in enumerate([("ok", 0.9, 2.0), ("ok", 0.8, 1.0), ("ok", 0.85, 2.5),
+                                           ("ok", 0.95, 3.0), ("failed", 0.99, 0.5), ("ok", float("nan"), 1.0)])]
+    assert [r["trial_id"] for r in pareto_front(rows)] == ["1", "0", "3"]
+
+
+def test_the_run_folder_is_written_atomically_and_never_reused(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    run.create("name: x\n", budget=2)
+    with pytest.raises(RunFolderError, match="already exists; pass --resume"):
+        run.create("name: x\n", budget=2)
+    st = SearchState(cfg(), budget=2)
+    a = st.suggest("t1")
+    st.complete("t1", {**fake_result(a, 0.7), "params": 1234})
+    run.save(st)
+    assert sorted(p.name for p in run.path.iterdir()) == ["best_arch.txt", "experiment.yaml", "pareto.csv",
+                                                          "run.json", "state.json", "trials.csv"]
+    rows = run.results()
+    assert list(rows[0]) == list(FIELDS) and rows[0]["params"] == 1234 and rows[0]["reward"] == 0.7
+    assert (run.path / "best_arch.txt").read_text().strip() == a
+
+
+def test_local_runner_resumes_without_repeating(tmp_path, monkeypatch):
+    import nas.runner as runner
+
+    calls = []
+
+    def fake_trial(arch, c, trial_id="", report=None):
+        calls.append(trial_id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user stops the search during the second trial
+        return {**fake_result(arch, 0.1 * len(calls)), "trial_id": trial_id}
+
+    monkeypatch.setattr(runner, "run_trial", fake_trial)
+    run = RunFolder(tmp_path / "run")
+    run.create("x: 1\n", 3)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_local(cfg(), run, 3)
+    assert [r["trial_id"] for r in run.results()] == ["local_00000"]
+    st = runner.run_local(cfg(), run, 3, resume=True)
+    assert [r["trial_id"] for r in run.results()] == ["local_00000", "local_00002", "local_00003"]
+    assert st.n_done == 3 and calls == ["local_00000", "local_00001", "local_00002", "local_00003"]
+
+
+# ------------------------------------------------------------------------------ the command line
+
+def nas(*args, cwd, timeout=600):
+    return subprocess.run([sys.executable, "-m", "nas.cli", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def write_experiment(tmp_path: Path, **changes) -> Path:
+    p = tmp_path / "tiny.yaml"
+    p.write_text(yaml.safe_dump({**TINY_EXPERIMENT, **changes}))
+    return p
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"space": {"name": "efficientnet_edgtpu", "resolution": 32}}, "space: unknown name 'efficientnet_edgtpu'; registered: efficientnet_edgetpu, mnasnet (did you mean 'efficientnet_edgetpu'?)"),
+    ({"controller": {"name": "mnass"}}, "controller: unknown name 'mnass'"),
+    ({"latency": {"source": "edgetpu-modle"}}, "did you mean 'edgetpu-model'"),
+    ({"data": {"source": "folder:/nonexistent/images"}}, "data.source: folder '/nonexistent/images' does not exist"),
+    ({"budget": {"trials": 0}}, "budget.trials: Input should be greater than or equal to 1 (given 0)"),
+    ({"trainer": {}}, "trainer: unknown key"),
+])
+def test_bad_experiments_stop_before_any_work(tmp_path, changes, message):
+    exp = write_experiment(tmp_path, **changes)
+    r = nas("search", exp, "--out", tmp_path / "run", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_search_refuses_an_existing_run_and_a_resume_of_nothing(tmp_path):
+    exp = write_experiment(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("mine")
+    r = nas("search", exp, "--out", tmp_path / "run", cwd=tmp_path)
+    assert r.returncode == 2 and "already exists; pass --resume" in r.stderr
+    r = nas("search", exp, "--out", tmp_path / "run", "--resume", cwd=tmp_path)
+    assert r.returncode == 2 and "is not a run folder (no experiment.yaml)" in r.stderr
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["keep.txt"]
+    r = nas("search", tmp_path / "missing.yaml", cwd=tmp_path)
+    assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def read_trials(run: Path) -> list[dict]:
+    with open(run / "trials.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """One real search through embedded Ray: 4 tiny trials, 2 at a time."""
+    tmp = tmp_path_factory.mktemp("search")
+    exp = write_experiment(tmp)
+    t0 = time.monotonic()
+    r = nas("search", exp, "--out", tmp / "run", "--no-progress", cwd=tmp)
+    return tmp, exp, r, time.monotonic() - t0
+
+
+def test_search_end_to_end_through_ray(searched):
+    tmp, _, r, _ = searched
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp / "run"
+    rows = read_trials(run)
+    assert len(rows) == 4 and len({row["trial_id"] for row in rows}) == 4
+    assert list(rows[0]) == list(FIELDS)
+    assert all(row["status"] == "ok" and float(row["latency_ms"]) > 0 and int(row["params"]) > 0 for row in rows)
+    assert {"experiment.yaml", "trials.csv", "pareto.csv", "best_arch.txt", "state.json", "ray"} <= \
+        {p.name for p in run.iterdir()}
+    assert (run / "ray" / "search" / "tuner.pkl").is_file()  # Ray's own experiment state
+    best = max(rows, key=lambda row: float(row["reward"]))
+    assert (run / "best_arch.txt").read_text().strip() == best["arch"]
+    assert "Pareto front (accuracy vs latency)" in r.stdout and best["arch"] in r.stdout
+    assert r.stderr.count("ok ") >= 4  # one progress line per trial
+    state = json.loads((run / "state.json").read_text())
+    assert [e[0] for e in state["events"]].count("tell") == 4
+
+
+def test_resume_extends_a_finished_search_without_repeating(searched):
+    tmp, exp, _, _ = searched
+    run = tmp / "run"
+    before = read_trials(run)
+    r = nas("search", exp, "--out", run, "--resume", "--max-trials", "5", "--no-progress", cwd=tmp)
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = read_trials(run)
+    assert after[:4] == before and len(after) == 5 and len({row["trial_id"] for row in after}) == 5
+
+
+def test_a_killed_search_resumes_losing_and_repeating_nothing(tmp_path):
+    exp = write_experiment(tmp_path, budget={"trials": 4, "concurrency": 1})
+    run = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "nas.cli", "search", str(exp), "--out", str(run), "--no-progress"],
+                         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (run / "trials.csv").is_file() or len(read_trials(run)) < 1:
+        assert p.poll() is None, "the search ended before it could be killed"
+        time.sleep(0.5)
+    os.killpg(p.pid, signal.SIGKILL)  # the driver and its embedded Ray, mid-search
+    p.wait()
+    done = read_trials(run)
+    assert 1 <= len(done) < 4
+    archs = json.loads((run / "state.json").read_text())["archs"]
+    pending = [a for t, a in archs.items() if t not in {d["trial_id"] for d in done}]
+    r = nas("search", exp, "--out", run, "--resume", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = read_trials(run)
+    assert rows[:len(done)] == done and len(rows) == 4
+    assert len({row["trial_id"] for row in rows}) == 4 and all(row["status"] == "ok" for row in rows)
+    if pending:  # Ray's own experiment was restored (Tuner.restore), not started afresh
+        assert not (run / "ray" / "search-2").exists()
+        # ...and what was asked before the kill ran (under its id, or a new one if Ray had not
+        # checkpointed it yet), so the controller's proposals are not lost either.
+        assert set(pending) <= {row["arch"] for row in rows}
+
+
+def test_export_writes_a_model_that_plain_keras_loads_and_evaluates(searched):
+    tmp, _, r, _ = searched
+    assert r.returncode == 0
+    run = tmp / "run"
+    out = nas("export", run, "--epochs", "1", cwd=tmp)
+    assert out.returncode == 0, out.stderr[-3000:]
+    exp = run / "export"
+    assert {"model.keras", "model_int8.tflite", "arch.txt", "summary.json"} <= {p.name for p in exp.iterdir()}
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["arch"] == (run / "best_arch.txt").read_text().strip() == (exp / "arch.txt").read_text().strip()
+    assert summary["latency_source"] == "edgetpu-model" and summary["latency_ms"] > 0 and summary["tflite_cpu_ms"] > 0
+    assert 0 <= summary["accuracy"] <= 1 and summary["params"] > 0
+    assert (exp / "model_int8.tflite").read_bytes()[4:8] == b"TFL3"
+    # A Python that never imports the toolkit loads and evaluates the model.
+    probe = f"""
+import sys, numpy as np, keras
+from sklearn.datasets import load_digits
+m = keras.saving.load_model({str(exp / 'model.keras')!r})
+d = load_digits()
+x = keras.ops.convert_to_numpy(keras.ops.image.resize(np.repeat(d.images[..., None] / 16.0, 3, -1), (32, 32)))
+loss, acc = m.evaluate(x[:100].astype("float32"), d.target[:100], verbose=0)
+assert not any(k.split('.')[0] in ('nas', 'search_spaces', 'latency_models') for k in sys.modules)
+print("ACC", acc)
+"""
+    r = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True, timeout=300,
+                       cwd=tmp, env={**os.environ, "PYTHONPATH": ""})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 0 <= float(r.stdout.split("ACC")[-1]) <= 1
+    again = nas("export", run, "--epochs", "1", cwd=tmp)
+    assert again.returncode == 2 and "already exists and is not empty" in again.stderr

@@ -1,0 +1,80 @@
+"""The trial: real training on shipped data, latency, reward, and failures that stay trials."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from nas.config import parse_experiment
+from nas.trial import FIELDS, run_trial
+
+TINY = "v1-res32:stem-k3-s2-o8-relu:ds-r1-k3-s1-o8-relu,mbconv-r1-k3-s2-e2-o16-relu:head-o64-relu-d0.2"
+
+
+def experiment(**sections):
+    base = {"name": "t", "seed": 0,
+            "space": {"name": "efficientnet_edgetpu", "resolution": 32, "width": 0.25, "depth": 0.25},
+            "reward": {"target_ms": 1.8}, "data": {"source": "digits", "limit": 200},
+            "train": {"epochs": 2, "batch_size": 32}, "budget": {"trials": 2}}
+    for k, v in sections.items():
+        base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
+    return parse_experiment(base)
+
+
+def test_a_trial_trains_measures_scores_and_reports_every_field():
+    epochs = []
+    r = run_trial(TINY, experiment(), report=epochs.append, trial_id="t1")
+    assert set(r) == set(FIELDS)
+    assert r["status"] == "ok" and r["reason"] is None and r["trial_id"] == "t1" and r["arch"] == TINY
+    assert 0.0 <= r["accuracy"] <= 1.0 and r["latency_ms"] > 0 and r["latency_source"] == "edgetpu-model"
+    assert r["params"] > 1000 and r["macs"] > 10_000 and r["off_chip_bytes"] == 0 and r["ops_on_cpu"] == 0
+    assert r["epochs"] == 2 and r["train_s"] > 0 and r["trial_s"] >= r["train_s"]
+    assert r["reward"] == pytest.approx(r["accuracy"] * (r["latency_ms"] / 1.8) ** -0.07)
+    # One intermediate report per epoch, for schedulers such as ASHA.
+    assert [e["epochs"] for e in epochs] == [1, 2] and all(e["status"] == "running" for e in epochs)
+
+
+def test_training_learns_the_digits():
+    r = run_trial(TINY, experiment(data={"limit": 600}, train={"epochs": 8, "learning_rate": 0.01}))
+    assert r["status"] == "ok" and r["accuracy"] > 0.5, r  # chance is 0.1
+
+
+def test_a_broken_constraint_is_infeasible_without_training():
+    r = run_trial(TINY, experiment(reward={"constraints": {"max_params": 100}}))
+    assert r["status"] == "infeasible" and r["reason"].startswith("params ") and "max_params 100" in r["reason"]
+    assert r["train_s"] is None and math.isnan(r["reward"])
+
+
+def test_a_nan_loss_is_a_failed_trial(tmp_path):
+    x = np.random.default_rng(0).random((60, 32, 32, 1)).astype(np.float32)
+    x[5, 3, 3, 0] = np.nan  # a corrupt image poisons the loss
+    np.savez(tmp_path / "bad.npz", x=x, y=np.arange(60) % 3)
+    r = run_trial(TINY, experiment(data={"source": f"npz:{tmp_path / 'bad.npz'}", "limit": None}))
+    assert r["status"] == "failed" and r["reason"].startswith("NaN loss at epoch 1"), r["reason"]
+    assert math.isnan(r["reward"])
+
+
+def test_a_conversion_failure_is_a_failed_trial(monkeypatch):
+    import latency_models.convert as convert
+
+    def refuse(target):
+        raise convert.ConversionError("the converter refused the model")
+
+    monkeypatch.setattr(convert, "cached_int8_tflite", refuse)
+    r = run_trial(TINY, experiment(latency={"source": "tflite-cpu"}))
+    assert r["status"] == "failed" and r["reason"] == "latency: ConversionError: the converter refused the model"
+
+
+def test_out_of_memory_and_bad_archs_are_failed_trials(monkeypatch):
+    import nas.trial as trial
+
+    def oom(*a, **k):
+        raise MemoryError()
+
+    monkeypatch.setattr(trial, "train_model", oom)
+    r = run_trial(TINY, experiment())
+    assert r["status"] == "failed" and r["reason"] == "out of memory (MemoryError)"
+    r = run_trial("v1-res32:nonsense", experiment())
+    assert r["status"] == "failed" and r["reason"].startswith("arch: ")
