@@ -89,7 +89,6 @@ def export(run_dir: str | Path, *, arch: str | None = None, epochs: int | None =
 
 def _export(arch, cfg: ExperimentConfig, epochs: int | None, work: Path) -> dict[str, Any]:
     import keras
-    import numpy as np
 
     from latency_models import Target, get_source
     from latency_models.convert import to_int8_tflite
@@ -108,15 +107,14 @@ def _export(arch, cfg: ExperimentConfig, epochs: int | None, work: Path) -> dict
     train_s = time.perf_counter() - t0
     files = ["model.keras", "model_int8.tflite", "arch.txt", "summary.json"]
     model.save(work / "model.keras")
-    rng = np.random.default_rng(cfg.seed)
-    calib = split.x_train[rng.permutation(len(split.x_train))[:200]]
+    calib = split.sample_train(200, cfg.seed)
     tflite = to_int8_tflite(model, calib, n_samples=len(calib))
     (work / "model_int8.tflite").write_bytes(tflite)
     (work / "arch.txt").write_text(arch.to_string() + "\n")
 
     lat = measure_latency(arch, cfg, split.num_classes)
     cpu = get_source("tflite-cpu")(Target(tflite))
-    int8_acc = _int8_accuracy(tflite, split.x_val, split.y_val)
+    int8_acc = _int8_accuracy(tflite, *split.val_arrays(limit=2000))
     summary: dict[str, Any] = {
         "arch": arch.to_string(), "accuracy": acc, "int8_accuracy": int8_acc, "epochs": n_epochs,
         "train_s": round(train_s, 1), **lat, "tflite_cpu_ms": cpu.latency_ms, "tflite_cpu_source": cpu.source_version,

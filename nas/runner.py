@@ -39,11 +39,13 @@ Listener = Callable[[str, Any], None]  # (event, payload): "start" trial_id, "re
 def _quiet_env() -> None:
     # Before Ray starts, so workers inherit: no per-trial chdir (relative data paths keep
     # working), no per-trial CSV/JSON/TensorBoard loggers, Tune's state saved at most every
-    # second (a crash loses at most that much of Ray's view; the run folder loses nothing),
-    # and TensorFlow's C++ start-up chatter off.
+    # 10 s (its state is only Ray's view: the run folder's state.json is written at every
+    # step, and resume re-issues what Ray's older view lacks), no usage-stats reporting
+    # thread, and TensorFlow's C++ start-up chatter off.
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "10")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")

@@ -29,7 +29,7 @@ import math
 import resource
 import sys
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from .config import ExperimentConfig
 from .reward import Constraints, RewardConfig, reward
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 #: Every field a finished trial reports, in the order of ``trials.csv``.
 FIELDS = ("trial_id", "status", "reason", "reward", "accuracy", "latency_ms", "params", "macs",
           "on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu", "epochs", "train_s", "build_s",
-          "latency_s", "eval_s", "trial_s", "peak_rss_mb", "latency_source", "arch")
+          "latency_s", "trial_s", "rss_mb", "peak_rss_mb", "latency_source", "arch")
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -93,6 +93,15 @@ def _limit_threads(n: float) -> None:
         pass
 
 
+def _rss_mb() -> float | None:
+    """Resident memory now (Linux), to see whether a worker grows from trial to trial."""
+    try:
+        with open("/proc/self/statm") as f:
+            return round(int(f.read().split()[1]) * resource.getpagesize() / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _peak_rss_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
@@ -129,27 +138,6 @@ def _optimizer(cfg: ExperimentConfig, steps: int):
     return keras.optimizers.Adam(lr)
 
 
-def _datasets(split, batch_size: int, augment: bool, seed: int):
-    """tf.data pipelines: shuffled, optionally augmented (random shifts), prefetched."""
-    import tensorflow as tf
-
-    auto = tf.data.AUTOTUNE
-    train = tf.data.Dataset.from_tensor_slices((split.x_train, split.y_train))
-    train = train.shuffle(len(split.y_train), seed=seed, reshuffle_each_iteration=True)
-    if augment:
-        h, w, c = split.x_train.shape[1:]
-        pad = max(1, h // 8)
-
-        def shift(x, y):  # pad-and-crop: a random translation of up to 1/8 of the image
-            x = tf.image.pad_to_bounding_box(x, pad, pad, h + 2 * pad, w + 2 * pad)
-            return tf.image.random_crop(x, (h, w, c), seed=seed), y
-
-        train = train.map(shift, num_parallel_calls=auto)
-    train = train.batch(batch_size).prefetch(auto)
-    val = tf.data.Dataset.from_tensor_slices((split.x_val, split.y_val)).batch(256).prefetch(auto)
-    return train, val
-
-
 def train_model(model, split, cfg: ExperimentConfig, *, epochs: int | None = None,
                 on_epoch: Callable[[int, float], None] | None = None) -> tuple[float, int]:
     """Train ``model`` with the experiment's recipe; (final validation accuracy, epochs run).
@@ -161,14 +149,14 @@ def train_model(model, split, cfg: ExperimentConfig, *, epochs: int | None = Non
 
     t = cfg.train
     epochs = epochs or t.epochs
-    train, val = _datasets(split, t.batch_size, t.augment, cfg.seed)
+    train, val = split.datasets(t.batch_size, t.augment, cfg.seed)
     # A proxy run is a few hundred steps: with Keras's BatchNorm momentum (0.99) the moving
     # statistics would still be mostly their initial values at evaluation time, and the
     # validation accuracy would measure that rather than the arch.
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = min(layer.momentum, t.bn_momentum)
-    steps = epochs * math.ceil(len(split.y_train) / t.batch_size)
+    steps = epochs * math.ceil(split.n_train / t.batch_size)
     model.compile(optimizer=_optimizer(cfg, steps), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"], jit_compile=False)
     state = {"epochs": 0, "nan": None}
@@ -225,6 +213,7 @@ def run_trial(arch_text: str, cfg: ExperimentConfig, *, report: Report | None = 
         del model
         _free_memory()
         out["trial_s"] = round(time.perf_counter() - t0, 3)
+        out["rss_mb"] = _rss_mb()
         out["peak_rss_mb"] = _peak_rss_mb()
     if out["status"] != "ok":
         out["reward"] = float("nan")

@@ -46,3 +46,23 @@ def test_yaml_files(tmp_path):
         load_experiment(p)
     with pytest.raises(ValueError, match="no such file"):
         load_experiment(tmp_path / "none.yaml")
+
+
+def test_the_shipped_experiments_and_the_documented_schema_parse():
+    import re
+
+    import yaml
+
+    from conftest import ROOT
+    from nas.launch import check
+
+    quick = load_experiment(ROOT / "experiments" / "quickstart.yaml")
+    assert (quick.space.resolution, quick.latency.source, quick.controller.name, quick.data.source) == \
+        (32, "edgetpu-model", "mnas", "mnist5k")
+    check(quick)  # every name resolves on this machine
+    imagenet = load_experiment(ROOT / "experiments" / "edgetpu_imagenet.yaml")
+    assert imagenet.latency.source == "edgetpu" and imagenet.reward.constraints.max_off_chip_bytes == 0
+    # The annotated example in experiments/README.md lists every key: it must stay valid.
+    block = re.search(r"```yaml\n(.*?)```", (ROOT / "experiments" / "README.md").read_text(), re.S).group(1)
+    documented = parse_experiment(yaml.safe_load(block))
+    assert documented.ray.scheduler == "fifo" and documented.train.bn_momentum == 0.9
