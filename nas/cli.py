@@ -529,6 +529,10 @@ def search_cmd(experiment, out, resume, address, max_trials, seed, runner, no_pr
     results = state.ordered_results()
     click.echo(pareto_table(results))
     click.echo(f"run folder: {launch.run.path}  (export the best: nas export {launch.run.path})")
+    if len(results) < launch.budget:
+        # Ctrl-C (Ray Tune stops gracefully on it) or the time limit.
+        click.echo(f"stopped after {len(results)} of {launch.budget} trials; continue with:\n"
+                   f"  nas search {experiment} --out {launch.run.path} --resume", err=True)
 
 
 @cli.command("export")
