@@ -175,6 +175,14 @@ def _segment_number(p: Path) -> int:
     return int(p.name.rpartition("-")[2]) if "-" in p.name else 1
 
 
+def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
+    """What one trial asks Ray for: its CPUs, and an Edge TPU when it measures on one."""
+    resources: dict[str, float] = {"cpu": cfg.budget.cpus_per_trial}
+    if cfg.latency.source == "edgetpu":
+        resources["edgetpu"] = 1
+    return resources
+
+
 def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"  # Ray's default puts the whole arch string in the path
 
@@ -215,11 +223,8 @@ def run_ray(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool 
         logging.getLogger(name).setLevel(max(logging.ERROR, logging.getLogger().level))
     started = _init_ray(cfg)
     try:
-        resources: dict[str, float] = {"cpu": cfg.budget.cpus_per_trial}
-        if cfg.latency.source == "edgetpu":
-            resources["edgetpu"] = 1
         trainable = tune.with_resources(tune.with_parameters(_ray_trial, experiment=cfg.model_dump_json()),
-                                        resources)
+                                        trial_resources(cfg))
         storage = str(run.ray_dir.resolve())
         segments = sorted((p for p in run.ray_dir.glob("search*") if p.is_dir()), key=_segment_number)
         prior = run.read_state(cfg, budget) if resume else None
@@ -253,7 +258,10 @@ def run_ray(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool 
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(search_alg=limiter, scheduler=scheduler, num_samples=-1,
-                                            reuse_actors=True, time_budget_s=cfg.budget.time_limit_s,
+                                            # A trial ASHA stops mid-training leaves its thread in a
+                                            # reused actor, and the next trial there hangs: ASHA
+                                            # runs get fresh workers.
+                                            reuse_actors=scheduler is None, time_budget_s=cfg.budget.time_limit_s,
                                             trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(name=f"search-{len(segments) + 1}" if segments else "search",
                                           storage_path=storage, verbose=0, callbacks=[callback],

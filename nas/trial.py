@@ -259,7 +259,9 @@ def _run(arch_text: str, cfg: ExperimentConfig, out: dict[str, Any], report: Rep
 
     def on_epoch(epoch: int, acc: float) -> None:
         out["epochs"] = epoch
-        if report is not None:
+        # The last epoch is reported once, complete, by the caller: a scheduler that stops
+        # trials at their last epoch must see the final result, not an intermediate one.
+        if report is not None and epoch < cfg.train.epochs:
             report({**out, "status": "running", "accuracy": acc, "reward": reward(acc, out["latency_ms"], rcfg),
                     "train_s": round(time.perf_counter() - t, 3)})
 

@@ -182,3 +182,44 @@ class EfficientNetEdgeTPUSpace(_SkeletonSpace):
 
     def make_head(self) -> Head:
         return Head(self.filters(1280), "relu", self.dropout)
+
+
+@register
+class EdgeTPUBenchSpace(EfficientNetEdgeTPUSpace):
+    """A 512-arch sub-space of ``efficientnet_edgetpu``, small enough to train every member.
+
+    It is the space of the tabular controller benchmark (``nas bench``). Stages 2-4 (the
+    stride-2 stages) each choose block {mbconv, fused_mbconv}, squeeze-excite {0, 0.25} and
+    repeats {the skeleton's, one more}, with kernel 3 and expansion 6. These are the choices
+    that move Edge TPU latency at proxy scale: SE adds element-wise ops the Edge TPU runs
+    slowly (EfficientNet-EdgeTPU dropped it for that reason) and every layer adds per-op
+    cost; kernel and expansion barely do at 32 px (1.6% latency spread over a 512-arch
+    space of those, 17% over this one). Stage 1 is EfficientNet-EdgeTPU-S's fused e4 k3,
+    stages 5-6 its mbconv e8 k5; filters are the skeleton's at the space's width; relu.
+    Every member is a member of ``efficientnet_edgetpu`` with the same resolution, width
+    and depth.
+    """
+
+    name = "efficientnet_edgetpu_bench"
+    SEARCHED = (2, 3, 4)
+    FIXED = {1: {"block": "fused_mbconv", "kernel": 3, "expansion": 4, "se": 0},
+             5: {"block": "mbconv", "kernel": 5, "expansion": 8, "se": 0},
+             6: {"block": "mbconv", "kernel": 5, "expansion": 8, "se": 0}}
+
+    def __init__(self, resolution: int = 32, width: float = 0.25, depth: float = 0.5,
+                 num_classes: int | None = None, dropout: float = 0.2, divisor: int = 8):
+        super().__init__(resolution, width, depth, num_classes, dropout, divisor)
+
+    def stage_decisions(self, stage: int) -> list[Decision]:
+        if stage not in self.SEARCHED:
+            return []
+        base = round_repeats(self.skeleton[stage - 1].repeats, self.depth)
+        return [Decision("block", ("mbconv", "fused_mbconv")), Decision("se", (0, 0.25)),
+                Decision("repeats", (base, base + 1))]
+
+    def make_block(self, stage: int, c: Mapping[str, Any]) -> Block:
+        sk = self.skeleton[stage - 1]
+        full = {"kernel": 3, "expansion": 6, **self.FIXED.get(stage, {}), **c, "filters": self.filters(sk.filters),
+                "activation": "relu"}
+        full.setdefault("repeats", round_repeats(sk.repeats, self.depth))
+        return super().make_block(stage, full)

@@ -19,6 +19,7 @@ if str(EXAMPLES) not in sys.path:
 PROXY_KWARGS = {
     "mnasnet": {"resolution": 32, "width": 0.25, "depth": 0.5, "num_classes": 10},
     "efficientnet_edgetpu": {"resolution": 32, "width": 0.25, "depth": 0.5, "num_classes": 10},
+    "efficientnet_edgetpu_bench": {"num_classes": 10},
     "my_spaces:TinySpace": {},
 }
 

@@ -283,3 +283,24 @@ print("ACC", acc)
     assert 0 <= float(r.stdout.split("ACC")[-1]) <= 1
     again = nas("export", run, "--epochs", "1", cwd=tmp)
     assert again.returncode == 2 and "already exists and is not empty" in again.stderr
+
+
+def test_trials_ask_ray_for_their_cpus_and_an_edge_tpu_when_measuring_on_one():
+    from nas.runner import trial_resources
+
+    assert trial_resources(cfg(budget={"trials": 2, "cpus_per_trial": 2})) == {"cpu": 2}
+    assert trial_resources(cfg(latency={"source": "edgetpu"})) == {"cpu": 1, "edgetpu": 1}
+
+
+def test_asha_stops_trials_on_their_per_epoch_reward(tmp_path):
+    exp = write_experiment(tmp_path, controller={"name": "random"}, train={"epochs": 3, "batch_size": 32},
+                           budget={"trials": 4, "concurrency": 2},
+                           ray={"scheduler": "asha", "grace_epochs": 1})
+    r = nas("search", exp, "--out", tmp_path / "run", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = read_trials(tmp_path / "run")
+    assert len(rows) == 4 and {row["status"] for row in rows} <= {"ok", "stopped"}
+    for row in rows:  # a stopped trial keeps the reward ASHA judged it on, at fewer epochs
+        assert float(row["reward"]) >= 0 and (row["status"] == "stopped" or int(row["epochs"]) == 3)
+        if row["status"] == "stopped":
+            assert int(row["epochs"]) < 3 and "stopped early by the scheduler" in row["reason"]
