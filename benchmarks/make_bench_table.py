@@ -75,7 +75,8 @@ def run_shard(shard: int, n: int, limit: int | None) -> None:
     path = part_file(shard, n)
     done = done_in(path)
     mine = [j for i, j in enumerate(jobs()) if i % n == shard]
-    todo = [j for j in mine if (j[0], j[1]) not in done][:limit]
+    remaining = [j for j in mine if (j[0], j[1]) not in done]
+    todo = remaining[:limit]
     cfgs = {seed: parse_experiment({"name": "bench", "seed": seed, "space": SPACE, **RECIPE}) for seed in (0, 1)}
     new = not path.is_file()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,8 +84,8 @@ def run_shard(shard: int, n: int, limit: int | None) -> None:
         w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
         if new:
             w.writeheader()
-        bar = tqdm(todo, desc=f"shard {shard}/{n}", initial=len(mine) - len(todo) if limit is None else 0,
-                   total=len(mine) if limit is None else len(todo), unit="arch")
+        bar = tqdm(todo, desc=f"shard {shard}/{n}", initial=len(mine) - len(remaining), total=len(mine),
+                   unit="arch")
         for arch, seed, choices in bar:
             r = run_trial(arch, cfgs[seed])
             w.writerow({"arch": arch, "seed": seed, "status": r["status"], "accuracy": r["accuracy"],
@@ -118,6 +119,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shard", default="0/1", help="I/N: this process does jobs I, I+N, ... (default 0/1)")
     ap.add_argument("--limit", type=int, default=None, help="train at most this many (a quick check)")
+    ap.add_argument("--recycle", type=int, default=25, metavar="K",
+                    help="train K archs per child process, then start a fresh one (default 25; 0: one process). "
+                         "A safety net for a run of hours: the table was first made before nas.trial dropped "
+                         "TensorFlow's leaked gradient registrations (~100 MB a model), and a crash costs at "
+                         "most K archs' work either way")
     ap.add_argument("--merge", action="store_true", help="combine the part files into the table")
     args = ap.parse_args()
     if args.merge:
@@ -125,7 +131,20 @@ def main() -> None:
         return
     i, _, n = args.shard.partition("/")
     t0 = time.time()
-    run_shard(int(i), int(n), args.limit)
+    if args.recycle and args.limit is None:
+        import subprocess
+
+        mine = [j for k, j in enumerate(jobs()) if k % int(n) == int(i)]
+        while True:
+            left = len(mine) - len(done_in(part_file(int(i), int(n))) & {(a, s) for a, s, _ in mine})
+            if not left:
+                break
+            rc = subprocess.call([sys.executable, __file__, "--shard", args.shard, "--limit", str(args.recycle),
+                                  "--recycle", "0"])
+            if rc:
+                sys.exit(rc)
+    else:
+        run_shard(int(i), int(n), args.limit)
     print(f"shard {args.shard} done in {time.time() - t0:.0f} s")
 
 

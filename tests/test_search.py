@@ -153,7 +153,7 @@ def write_experiment(tmp_path: Path, **changes) -> Path:
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"space": {"name": "efficientnet_edgtpu", "resolution": 32}}, "space: unknown name 'efficientnet_edgtpu'; registered: efficientnet_edgetpu, mnasnet (did you mean 'efficientnet_edgetpu'?)"),
+    ({"space": {"name": "efficientnet_edgtpu", "resolution": 32}}, "space: unknown name 'efficientnet_edgtpu'; registered: efficientnet_edgetpu, efficientnet_edgetpu_bench, mnasnet (did you mean 'efficientnet_edgetpu'?)"),
     ({"controller": {"name": "mnass"}}, "controller: unknown name 'mnass'"),
     ({"latency": {"source": "edgetpu-modle"}}, "did you mean 'edgetpu-model'"),
     ({"data": {"source": "folder:/nonexistent/images"}}, "data.source: folder '/nonexistent/images' does not exist"),

@@ -79,3 +79,23 @@ def test_out_of_memory_and_bad_archs_are_failed_trials(monkeypatch):
     assert r["status"] == "failed" and r["reason"] == "out of memory (MemoryError)"
     r = run_trial("v1-res32:nonsense", experiment())
     assert r["status"] == "failed" and r["reason"].startswith("arch: ")
+
+
+def test_trained_models_do_not_stay_alive_between_trials():
+    """Regression: TF's gradient registry kept every traced training graph (~100 MB a trial)."""
+    import gc
+
+    from tensorflow.python.framework import ops
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    def live_graphs():
+        gc.collect()
+        return sum(isinstance(o, FuncGraph) for o in gc.get_objects())
+
+    cfg = experiment(train={"epochs": 1})
+    run_trial(TINY, cfg)
+    after_one = live_graphs()
+    for _ in range(2):
+        assert run_trial(TINY, cfg)["status"] == "ok"
+    assert live_graphs() <= after_one
+    assert not [k for k in ops._gradient_registry._registry if str(k).startswith("CustomGradient-")]
