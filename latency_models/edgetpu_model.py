@@ -312,6 +312,14 @@ class EdgeTPUModelSource(LatencySource):
 
     def measure(self, target) -> LatencyResult:
         analysis = target.analysis()
+        if getattr(target, "kind", None) == "tflite" and analysis.ops and \
+                not any(o.dtype in ("int8", "uint8") for o in analysis.ops):
+            # edgetpu_compiler refuses such a file ("Model not quantized"); predicting "all on
+            # the CPU" would be a number for a model that cannot be deployed at all.
+            raise ValueError(f"{target.label}: not an int8-quantized model (its ops compute in "
+                             f"{'/'.join(sorted({o.dtype for o in analysis.ops}))}); the Edge TPU runs only int8 models. Give the .keras "
+                             "model or the arch string (converted to int8 for you), or convert with full-integer "
+                             "quantization")
         p = self.predict_analysis(analysis)
         return self.result(latency_ms=p.latency_ms, on_chip_bytes=p.on_chip_bytes, off_chip_bytes=p.off_chip_bytes,
                            ops_on_tpu=p.ops_on_tpu, ops_on_cpu=p.ops_on_cpu, layers=p.layers,

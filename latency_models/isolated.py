@@ -96,7 +96,7 @@ def invoke_isolated(model: bytes, inputs: np.ndarray, *, retries: int = 1, timeo
         np.save(ipath, np.asarray(inputs))
         request = {"mode": "invoke", "model_path": mpath, "inputs_path": ipath, "outputs_path": opath}
         info = _with_fallback(request, timeout_s, "inference", retries)
-        with np.load(opath) as z:
+        with np.load(opath, allow_pickle=False) as z:
             return z["outputs"], info
 
 
@@ -117,7 +117,7 @@ def _load(req: dict, **kw):
 def _invoke(req: dict) -> None:
     it, xnnpack = _load(req)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    xs = np.load(req["inputs_path"])
+    xs = np.load(req["inputs_path"], allow_pickle=False)
     ys = []
     for x in xs:
         it.set_tensor(inp["index"], x[None].astype(inp["dtype"]))

@@ -149,7 +149,7 @@ class Target:
             elif self.kind == "keras" and self.path is not None:
                 import keras
 
-                self._model = keras.models.load_model(self.path, compile=False)
+                self._model = keras.models.load_model(self.path, compile=False, safe_mode=True)  # no Lambda code
         return self._model
 
     def tflite(self) -> bytes:

@@ -32,14 +32,15 @@ class UserError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
-def _parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+def _parse_params(pairs: tuple[str, ...], what: str = "--param",
+                  example: str = "KEY=VALUE (e.g. resolution=32)") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise UserError(f"--param: expected KEY=VALUE (e.g. resolution=32), got {pair!r}")
+            raise UserError(f"{what}: expected {example}, got {pair!r}")
         if key in out:
-            raise UserError(f"--param: {key!r} given twice")
+            raise UserError(f"{what}: {key!r} given twice")
         try:
             out[key] = yaml.safe_load(raw)
         except yaml.YAMLError:
@@ -553,6 +554,96 @@ def export_cmd(run_dir, arch_text, epochs, out) -> None:
                f"({summary['latency_source']})  tflite-cpu {summary['tflite_cpu_ms']:.3f} ms")
     for name in summary["files"]:
         click.echo(f"wrote {summary['out']}/{name}")
+
+
+# -------------------------------------------------------------------------------- bench
+
+
+def _controller_spec(text: str) -> tuple[str, dict[str, Any]]:
+    """'mnas' or 'mnas:batch_size=4,learning_rate=0.01' -> (name, params)."""
+    from .controllers import controller_names
+
+    name, _, rest = text.partition(":")
+    if name not in controller_names():
+        import difflib
+
+        close = difflib.get_close_matches(name, controller_names(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"--controller: unknown name {name!r}; allowed: {', '.join(controller_names())}{hint}")
+    params = _parse_params(tuple(p for p in rest.split(",") if p), "--controller",
+                           "NAME:KEY=VALUE,... (e.g. mnas:batch_size=4)") if rest else {}
+    return name, params
+
+
+@cli.command("bench")
+@click.option("--table", default=None, type=click.Path(dir_okay=False),
+              help="CSV with arch, accuracy, latency_ms (default: the shipped efficientnet_edgetpu_bench table).")
+@click.option("--space", "space_name", default=None,
+              help="Space the table's archs come from (default: efficientnet_edgetpu_bench at 32 px, width "
+                   "0.25, depth 0.5).")
+@click.option("--param", "space_params", multiple=True, metavar="KEY=VALUE", help="Space constructor argument.")
+@click.option("-c", "--controller", "controllers", multiple=True, metavar="NAME[:K=V,...]",
+              help="Controller to run, with optional parameters (repeatable; default: random, evolution, mnas).")
+@click.option("--seeds", type=click.IntRange(1), default=20, show_default=True, help="Runs per controller.")
+@click.option("--trials", type=click.IntRange(1), default=100, show_default=True, help="Lookups per run.")
+@click.option("--reward", "kind", type=click.Choice(["mnas", "tunas"]), default="mnas", show_default=True)
+@click.option("--target-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Latency target (default: the table's median latency).")
+@click.option("--preset", type=click.Choice(["soft", "hard"]), default="soft", show_default=True)
+@click.option("--alpha", type=float, default=None, help="Exponent under the target (overrides the preset).")
+@click.option("--beta", type=float, default=None, help="Exponent over the target (overrides the preset).")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Folder for bench.json, bench.md and bench.png (must not exist yet).")
+def bench_cmd(table, space_name, space_params, controllers, seeds, trials, kind, target_ms, preset, alpha, beta,
+              out) -> None:
+    """Run controllers against a table of trained archs, by lookup instead of training.
+
+    \b
+    Reports, over SEEDS runs of TRIALS lookups per controller: trials to reach the table's
+    best reward (and 99% of it), simple regret and Pareto hypervolume over trials, and when
+    each controller's mean best reaches random search's final best. Same controllers and
+    reward as 'nas search'; an arch missing from the table is a failed trial.
+    """
+    from pathlib import Path
+
+    import numpy as np
+
+    from .bench import DEFAULT_SPACE, Table, run_bench
+    from .reward import RewardConfig
+    from .search import atomic_write
+
+    specs = [_controller_spec(c) for c in controllers] or [("random", {}), ("evolution", {}), ("mnas", {})]
+    if out is not None and Path(out).exists() and any(Path(out).iterdir()):
+        raise UserError(f"--out: folder {out!r} exists and is not empty; give a new folder")
+    if space_name is None and not space_params:
+        space_name, params = DEFAULT_SPACE[0], dict(DEFAULT_SPACE[1])
+    else:
+        params = _parse_params(space_params)
+        space_name = space_name or DEFAULT_SPACE[0]
+    import search_spaces
+
+    from .controllers import get_controller
+
+    space = search_spaces.get(space_name, **params)
+    # Every controller is built once up front, so a bad parameter fails before the runs.
+    for name, p in specs:
+        get_controller(name, space, seed=0, **p)
+    tab = Table.load(table)
+    rcfg = RewardConfig(kind=kind, target_ms=target_ms or float(np.median(tab.latency_ms)), preset=preset,
+                        alpha=alpha, beta=beta)
+    rcfg.exponents  # noqa: B018 - validates the combination before any work
+    res = run_bench(tab, specs, seeds=seeds, trials=trials, rcfg=rcfg, space=space)
+    md = res.markdown()
+    click.echo(md)
+    if out is not None:
+        dest = Path(out)
+        dest.mkdir(parents=True, exist_ok=True)
+        atomic_write(dest / "bench.json", res.to_json())
+        atomic_write(dest / "bench.md", md + "\n")
+        tmp = dest / ".bench.tmp.png"
+        res.plot(tmp)
+        os.replace(tmp, dest / "bench.png")
+        click.echo(f"wrote {dest}/bench.json, bench.md, bench.png")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -100,6 +100,7 @@ def prepare(experiment: str | Path, *, out: str | None = None, resume: bool = Fa
         if run.exists():
             raise RunFolderError(f"--out: run folder {str(run.path)!r} already exists; pass --resume to continue "
                                  "it, or choose another --out")
+        run.check_creatable()
         cfg = _override(cfg, seed=seed)
     cfg = _override(cfg, **{"ray.address": address, "budget.trials": max_trials})
     cfg = _absolute_data(cfg, exp_path.parent)

@@ -274,6 +274,18 @@ class RunFolder:
         atomic_write(self.path / "experiment.yaml", experiment_text)
         self.write_budget(budget)
 
+    def check_creatable(self) -> None:
+        """Fail now, before any work, if the folder could not be made or written later."""
+        p = self.path.absolute()
+        while not p.exists() and p != p.parent:
+            p = p.parent
+        if not p.is_dir():
+            raise RunFolderError(f"--out: cannot create run folder {str(self.path)!r}: {str(p)!r} is a file, "
+                                 "not a folder")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise RunFolderError(f"--out: cannot create run folder {str(self.path)!r}: {str(p)!r} is not "
+                                 "writable")
+
     def check_resumable(self) -> None:
         if not (self.path / "experiment.yaml").is_file():
             raise RunFolderError(f"--resume: {str(self.path)!r} is not a run folder (no experiment.yaml)")

@@ -205,13 +205,28 @@ class EdgeTPUBenchSpace(EfficientNetEdgeTPUSpace):
     FIXED = {1: {"block": "fused_mbconv", "kernel": 3, "expansion": 4, "se": 0},
              5: {"block": "mbconv", "kernel": 5, "expansion": 8, "se": 0},
              6: {"block": "mbconv", "kernel": 5, "expansion": 8, "se": 0}}
+    #: what a stage of SEARCHED that ``searched`` leaves out is fixed to (its first choices)
+    UNSEARCHED = {"block": "mbconv", "se": 0}
 
     def __init__(self, resolution: int = 32, width: float = 0.25, depth: float = 0.5,
-                 num_classes: int | None = None, dropout: float = 0.2, divisor: int = 8):
+                 num_classes: int | None = None, dropout: float = 0.2, divisor: int = 8,
+                 searched: tuple[int, ...] | list[int] = SEARCHED):
+        # ``searched`` narrows the space to a slice of the benchmark (e.g. (2, 3): 64 archs,
+        # stage 4 fixed to its first choices), which is how the tests run ``nas bench`` on a
+        # small part of the table.
+        searched = tuple(searched) if isinstance(searched, (list, tuple)) else searched
+        if (not isinstance(searched, tuple) or not searched or len(set(searched)) != len(searched)
+                or not all(s in self.SEARCHED for s in searched)):
+            raise ValueError(f"searched: expected a non-empty list of distinct stages from "
+                             f"{list(self.SEARCHED)}, got {searched!r}")
+        self.searched = tuple(sorted(searched))
         super().__init__(resolution, width, depth, num_classes, dropout, divisor)
 
+    def config(self) -> dict[str, Any]:
+        return super().config() | {"searched": list(self.searched)}
+
     def stage_decisions(self, stage: int) -> list[Decision]:
-        if stage not in self.SEARCHED:
+        if stage not in self.searched:
             return []
         base = round_repeats(self.skeleton[stage - 1].repeats, self.depth)
         return [Decision("block", ("mbconv", "fused_mbconv")), Decision("se", (0, 0.25)),
@@ -219,7 +234,8 @@ class EdgeTPUBenchSpace(EfficientNetEdgeTPUSpace):
 
     def make_block(self, stage: int, c: Mapping[str, Any]) -> Block:
         sk = self.skeleton[stage - 1]
-        full = {"kernel": 3, "expansion": 6, **self.FIXED.get(stage, {}), **c, "filters": self.filters(sk.filters),
+        fixed = self.FIXED.get(stage, self.UNSEARCHED if stage not in self.searched else {})
+        full = {"kernel": 3, "expansion": 6, **fixed, **c, "filters": self.filters(sk.filters),
                 "activation": "relu"}
         full.setdefault("repeats", round_repeats(sk.repeats, self.depth))
         return super().make_block(stage, full)

@@ -60,6 +60,16 @@ def test_the_shipped_experiments_and_the_documented_schema_parse():
     assert (quick.space.resolution, quick.latency.source, quick.controller.name, quick.data.source) == \
         (32, "edgetpu-model", "mnas", "mnist5k")
     check(quick)  # every name resolves on this machine
+    svr = load_experiment(ROOT / "experiments" / "searched_vs_references.yaml")
+    check(svr)
+    # Its recipe must stay the tabular benchmark's, so the table can share its plot.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mbt", ROOT / "benchmarks" / "make_bench_table.py")
+    mbt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mbt)
+    assert {k: getattr(svr.train, k) for k in mbt.RECIPE["train"]} == mbt.RECIPE["train"]
+    assert {k: getattr(svr.data, k) for k in mbt.RECIPE["data"]} == mbt.RECIPE["data"]
     imagenet = load_experiment(ROOT / "experiments" / "edgetpu_imagenet.yaml")
     assert imagenet.latency.source == "edgetpu" and imagenet.reward.constraints.max_off_chip_bytes == 0
     # The annotated example in experiments/README.md lists every key: it must stay valid.

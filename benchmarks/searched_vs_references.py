@@ -1,0 +1,141 @@
+"""Searched models vs EfficientNet-EdgeTPU-S and MnasNet-A1, trained with the same proxy recipe.
+
+    nas search experiments/searched_vs_references.yaml --out runs/svr
+    python benchmarks/searched_vs_references.py runs/svr
+
+Takes the search's Pareto front (accuracy vs predicted Edge TPU latency; at most ``--top``
+archs, the highest-reward ones), and the two references scaled to the search's width,
+depth and resolution, and trains each with the run's exact recipe (data, epochs, optimizer,
+schedule) on ``--seeds`` seeds; the latency is the run's source (``edgetpu-model``). One
+accuracy from a search is one draw of a noisy number (the search keeps the lucky draws:
+the winner's curse), so every model here is retrained on fresh seeds and reported as
+mean ± std. Writes ``searched_vs_references.md`` (the table) and ``.png`` (the plot, with the
+512 archs of the tabular benchmark, trained with the same recipe, in grey) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+REFERENCES = {"efficientnet_edgetpu_s": "EfficientNet-EdgeTPU-S", "mnasnet_a1": "MnasNet-A1"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir", help="run folder of experiments/searched_vs_references.yaml (or any search)")
+    ap.add_argument("--top", type=int, default=4, help="Pareto archs to retrain (highest reward first; default 4)")
+    ap.add_argument("--seeds", type=int, default=3, help="training seeds per model (default 3)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for the .md and .png")
+    args = ap.parse_args()
+
+    from nas.bench import DEFAULT_TABLE
+    from nas.export import run_experiment
+    from nas.search import RunFolder, pareto_front
+    from nas.trial import run_trial
+    from search_spaces.references import reference
+
+    run = RunFolder(args.run_dir)
+    cfg = run_experiment(run)
+    results = run.results()
+    front = sorted(pareto_front(results), key=lambda r: -r["reward"])[: args.top]
+    if not front:
+        sys.exit(f"error: {args.run_dir}: no successful trial to compare")
+    sp = cfg.space
+    models = [(f"searched #{i + 1}", r["arch"], r) for i, r in enumerate(front)]
+    for key, label in REFERENCES.items():
+        arch = reference(key, width=sp.width, depth=sp.depth, resolution=sp.resolution)
+        models.append((label, arch.to_string(), None))
+
+    rows = []
+    t0 = time.time()
+    for label, arch, found in models:
+        runs = []
+        for seed in range(args.seeds):
+            r = run_trial(arch, cfg.model_copy(update={"seed": seed}))
+            if r["status"] != "ok":
+                print(f"{label} seed {seed}: {r['status']} {r['reason']}", file=sys.stderr)
+                continue
+            runs.append(r)
+        accs = [r["accuracy"] for r in runs]
+        rows.append({"model": label, "arch": arch, "accuracy_mean": statistics.fmean(accs) if accs else float("nan"),
+                     "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "n": len(accs),
+                     "search_accuracy": found["accuracy"] if found else None,
+                     "latency_ms": runs[0]["latency_ms"] if runs else float("nan"),
+                     "params": runs[0]["params"] if runs else None, "macs": runs[0]["macs"] if runs else None,
+                     "off_chip_bytes": runs[0]["off_chip_bytes"] if runs else None})
+        print(f"{label:24s} acc {rows[-1]['accuracy_mean']:.4f} ± {rows[-1]['accuracy_std']:.4f}  "
+              f"lat {rows[-1]['latency_ms']:.3f} ms  ({time.time() - t0:.0f} s)", flush=True)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = markdown(rows, cfg, args, len(results))
+    (out / "searched_vs_references.md").write_text(md)
+    plot(rows, results, out / "searched_vs_references.png", DEFAULT_TABLE)
+    print(md)
+    print(f"wrote {out}/searched_vs_references.md and .png in {time.time() - t0:.0f} s")
+
+
+def markdown(rows, cfg, args, n_trials) -> str:
+    refs = [r for r in rows if r["model"] in REFERENCES.values()]
+    lines = [f"Search: `{cfg.name}` ({n_trials} trials, {cfg.controller.name} controller, {cfg.space.name} at "
+             f"{cfg.space.resolution} px, width {cfg.space.width}, depth {cfg.space.depth}; {cfg.data.source} "
+             f"limit {cfg.data.limit}, {cfg.train.epochs} epochs). Every model retrained on {args.seeds} seeds "
+             f"with the same recipe; latency from {cfg.latency.source}.", "",
+             "| model | accuracy (mean ± std) | accuracy in the search | Edge TPU latency (ms) | params | MACs "
+             "| dominates |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        beats = [ref["model"] for ref in refs if ref is not r and r["accuracy_mean"] >= ref["accuracy_mean"]
+                 and r["latency_ms"] <= ref["latency_ms"]]
+        sa = f"{r['search_accuracy']:.4f}" if r["search_accuracy"] is not None else "-"
+        lines.append(f"| {r['model']} | {r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f} | {sa} | "
+                     f"{r['latency_ms']:.3f} | {r['params']:,} | {r['macs']:,} | {', '.join(beats) or '-'} |")
+    lines.append("")
+    lines.append("`dominates`: the reference(s) this model matches or beats on both mean accuracy and latency.")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows, results, path: Path, table_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    if table_path.is_file():
+        with open(table_path) as f:
+            t = [r for r in csv.DictReader(f) if r["seed"] == "0" and r["status"] == "ok"]
+        ax.scatter([float(r["latency_ms"]) for r in t], [float(r["accuracy"]) for r in t], s=8, c="0.8",
+                   label=f"tabular benchmark ({len(t)} archs, 1 seed)", zorder=1)
+    ok = [r for r in results if r.get("status") == "ok"]
+    ax.scatter([r["latency_ms"] for r in ok], [r["accuracy"] for r in ok], s=14, c="tab:blue", alpha=0.5,
+               label=f"search trials ({len(ok)}, 1 seed)", zorder=2)
+    for r in rows:
+        ref = not r["model"].startswith("searched")
+        ax.errorbar(r["latency_ms"], r["accuracy_mean"], yerr=r["accuracy_std"], fmt="s" if ref else "o", ms=8,
+                    capsize=3, color="tab:red" if ref else "tab:green", zorder=3)
+        ax.annotate(r["model"], (r["latency_ms"], r["accuracy_mean"]), textcoords="offset points", xytext=(6, 4),
+                    fontsize=8)
+    ax.errorbar([], [], fmt="o", color="tab:green", label="searched, retrained (mean ± std)")
+    ax.errorbar([], [], fmt="s", color="tab:red", label="references, same recipe (mean ± std)")
+    ax.set(xlabel="predicted Edge TPU latency (ms, edgetpu-model)", ylabel="validation accuracy",
+           title="Searched vs references at proxy scale (32 px, width 0.25, depth 0.5)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

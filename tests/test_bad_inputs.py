@@ -1,0 +1,165 @@
+"""The bad-input catalogue: what a new user gets wrong, and the one line they get back.
+
+Every case runs the real CLI in a fresh process and checks: exit status 2, exactly one line
+on stderr starting ``error:`` that contains the expected text (field, given value, what is
+allowed or a hint), no traceback, nothing on stdout, and nothing written to the working folder.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+
+GOOD = {
+    "version": 1, "name": "t", "seed": 0,
+    "space": {"name": "efficientnet_edgetpu", "resolution": 32, "width": 0.25, "depth": 0.25},
+    "controller": {"name": "random"}, "reward": {"target_ms": 1.8},
+    "data": {"source": "digits", "limit": 100}, "train": {"epochs": 1}, "budget": {"trials": 2},
+}
+
+
+def with_(path: str, value):
+    """GOOD with one key path set (``a.b``); value ``...`` deletes it."""
+    data = yaml.safe_load(yaml.safe_dump(GOOD))
+    *parents, last = path.split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+    if value is ...:
+        node.pop(last, None)
+    else:
+        node[last] = value
+    return data
+
+
+def exp(tmp, data, name="exp.yaml"):
+    p = tmp / name
+    p.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return p.name
+
+
+def images(tmp, classes):
+    from PIL import Image
+
+    root = tmp / "imgs"
+    root.mkdir()
+    for c in range(classes):
+        (root / f"c{c}").mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(root / f"c{c}" / f"{i}.png")
+    return root
+
+
+ARCH = "v1-res32:stem-k3-s2-o8-relu:ds-r1-k3-s1-o8-relu:head-o64-relu"
+
+# (id, setup(tmp) -> argv, expected text in the error line)
+CASES = [
+    ("yaml-malformed", lambda t: ["search", exp(t, "space: {name: [efficientnet\n")], "exp.yaml: not valid YAML at line 2, column 1"),
+    ("yaml-not-mapping", lambda t: ["search", exp(t, "- space\n- reward\n")], "exp.yaml: expected a mapping of sections (space, reward, budget, ...), got list"),
+    ("yaml-missing-file", lambda t: ["search", "nope.yaml"], "experiment 'nope.yaml': no such file"),
+    ("unknown-top-key", lambda t: ["search", exp(t, with_("trainer", {"epochs": 1}))], "exp.yaml: trainer: unknown key (given {'epochs': 1})"),
+    ("unknown-nested-key", lambda t: ["search", exp(t, with_("train.epoch", 3))], "exp.yaml: train.epoch: unknown key (given 3)"),
+    ("wrong-type", lambda t: ["search", exp(t, with_("train.epochs", "three"))], "train.epochs: Input should be a valid integer (given 'three')"),
+    ("negative-lr", lambda t: ["search", exp(t, with_("train.learning_rate", -1))], "train.learning_rate: Input should be greater than 0 (given -1)"),
+    ("zero-trials", lambda t: ["search", exp(t, with_("budget.trials", 0))],
+     "budget.trials: Input should be greater than or equal to 1 (given 0)"),
+    ("bad-version", lambda t: ["search", exp(t, with_("version", 2))], "version: Input should be 1 (given 2)"),
+    ("bad-optimizer", lambda t: ["search", exp(t, with_("train.optimizer", "lion"))],
+     "train.optimizer: Input should be 'adam', 'sgd' or 'rmsprop' (given 'lion')"),
+    ("space-typo", lambda t: ["search", exp(t, with_("space.name", "efficientnet_edgtpu"))],
+     "space: unknown name 'efficientnet_edgtpu'"),
+    ("space-bad-width", lambda t: ["search", exp(t, with_("space.width", -1))],
+     "space.width: Input should be greater than 0 (given -1)"),
+    ("space-import-missing", lambda t: ["search", exp(t, with_("space.name", "no_such_module:Space"))],
+     "space 'no_such_module:Space': cannot import module 'no_such_module'"),
+    ("space-import-not-a-space", lambda t: ["search", exp(t, with_("space.name", "collections:OrderedDict"))],
+     "is not a SearchSpace subclass"),
+    ("controller-typo", lambda t: ["search", exp(t, with_("controller.name", "evolutoin"))],
+     "controller: unknown name 'evolutoin'"),
+    ("controller-bad-param", lambda t: ["search", exp(t, with_("controller", {"name": "evolution",
+                                                                             "params": {"population": 1}}))],
+     "controller.population: expected an integer >= 2, got 1"),
+    ("reward-bad-preset", lambda t: ["search", exp(t, with_("reward.preset", "medium"))],
+     "reward.preset: Input should be 'soft' or 'hard' (given 'medium')"),
+    ("reward-zero-target", lambda t: ["search", exp(t, with_("reward.target_ms", 0))],
+     "reward.target_ms: Input should be greater than 0 (given 0)"),
+    ("latency-typo", lambda t: ["search", exp(t, with_("latency", {"source": "edgetpu-modle"}))],
+     "latency source: unknown name 'edgetpu-modle'; allowed: edgetpu, edgetpu-model"),
+    ("edgetpu-without-hardware", lambda t: ["search", exp(t, with_("latency", {"source": "edgetpu"}))],
+     "Edge TPU compiler 'edgetpu_compiler' not found on PATH"),
+    ("data-unknown-source", lambda t: ["search", exp(t, with_("data.source", "ftp:mnist"))],
+     "data.source: unknown 'ftp:mnist'; allowed: mnist5k, digits, npz:PATH, folder:PATH, tfds:NAME"),
+    ("data-folder-missing", lambda t: ["search", exp(t, with_("data.source", "folder:/nonexistent/images"))],
+     "data.source: folder '/nonexistent/images' does not exist"),
+    ("data-folder-empty", lambda t: (t.joinpath("empty").mkdir(),
+                                     ["search", exp(t, with_("data.source", f"folder:{t / 'empty'}"))])[1],
+     "has 0 class sub-folder(s) with images; an image folder needs one sub-folder per class, at least 2"),
+    ("data-folder-one-class", lambda t: ["search", exp(t, with_("data.source", f"folder:{images(t, 1)}"))],
+     "has 1 class sub-folder(s) with images"),
+    ("data-npz-missing", lambda t: ["search", exp(t, with_("data.source", "npz:missing.npz"))],
+     "data.source: file 'missing.npz' does not exist"),
+    ("run-folder-exists", lambda t: (t.joinpath("run").mkdir(), t.joinpath("run", "x").write_text("x"),
+                                     ["search", exp(t, GOOD), "--out", "run"])[2],
+     "--out: run folder 'run' already exists; pass --resume to continue it"),
+    ("resume-nothing", lambda t: ["search", exp(t, GOOD), "--out", "norun", "--resume"],
+     "--resume: 'norun' is not a run folder (no experiment.yaml)"),
+    ("out-under-a-file", lambda t: (t.joinpath("afile").write_text("x"),
+                                    ["search", exp(t, GOOD), "--out", "afile/run"])[1], "is a file, not a folder"),
+    ("max-trials-zero", lambda t: ["search", exp(t, GOOD), "--max-trials", "0"],
+     "Invalid value for '--max-trials': 0 is not in the range x>=1."),
+    ("arch-malformed", lambda t: ["arch", "show", "v1-res32:garbage"],
+     "arch string 'v1-res32:garbage': expected 4 sections 'header:stem:stages:head'"),
+    ("arch-bad-block", lambda t: ["arch", "show", ARCH.replace("ds-r1", "dz-r1")],
+     "unknown block type 'dz'; allowed: mbconv, fused_mbconv, conv, ds"),
+    ("export-no-run", lambda t: ["export", "norun"], "RUN_DIR: 'norun' does not exist"),
+    ("spaces-show-typo", lambda t: ["spaces", "show", "mnasnt"], "did you mean 'mnasnet'"),
+    ("predict-corrupt-predictor", lambda t: (t.joinpath("pred").mkdir(), t.joinpath("pred", "predictor.json")
+                                             .write_text("{not json"),
+                                             ["latency", "predict", ARCH, "--source", str(t / "pred")])[2],
+     "predictor.json is not valid JSON"),
+    ("measure-float-tflite-on-edgetpu", lambda t: ["latency", "measure", float_tflite(t), "--source", "edgetpu"],
+     "Edge TPU compiler 'edgetpu_compiler' not found on PATH"),
+    ("predict-float-tflite", lambda t: ["latency", "predict", float_tflite(t)],
+     "float.tflite: not an int8-quantized model"),
+    ("bench-controller-typo", lambda t: ["bench", "-c", "randm"], "--controller: unknown name 'randm'"),
+    ("bench-table-missing", lambda t: ["bench", "--table", "nope.csv"], "table: file 'nope.csv' does not exist"),
+]
+
+
+
+def float_tflite(tmp):
+    """A float (not int8) .tflite: what a user converts without quantisation."""
+    import keras
+    import tensorflow as tf
+
+    inp = keras.Input((8, 8, 3))
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(inp)))
+    path = tmp / "float.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return path.name
+
+
+@pytest.mark.parametrize("setup, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_gives_one_clear_line(tmp_path, setup, expected):
+    argv = setup(tmp_path)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    r = subprocess.run([sys.executable, "-m", "nas.cli", *map(str, argv)], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert expected in lines[0], lines[0]
+    assert r.stdout == ""
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before, "something was written"
+
+
+def test_the_catalogue_is_big_enough():
+    assert len(CASES) >= 30 and len({c[0] for c in CASES}) == len(CASES)

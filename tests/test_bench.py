@@ -1,0 +1,163 @@
+"""``nas bench``: controllers against the shipped table by lookup, on a 64-arch slice of it.
+
+The slice is the table's rows whose stage 4 is fixed to the space's first choices
+(``efficientnet_edgetpu_bench`` with ``searched=[2, 3]``): real trained archs, small enough
+that every controller run takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import search_spaces
+from nas.bench import DEFAULT_TABLE, Table, hypervolume, run_bench
+from nas.reward import RewardConfig
+
+def nas(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "nas.cli", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+SLICE_SPACE = {"resolution": 32, "width": 0.25, "depth": 0.5, "searched": [2, 3]}
+STAGE4_FIXED = ("s4.block=mbconv", "s4.se=0", "s4.repeats=")
+
+
+@pytest.fixture(scope="module")
+def slice_csv(tmp_path_factory):
+    space = search_spaces.get("efficientnet_edgetpu_bench", **SLICE_SPACE)
+    members = {space.make_arch(c).to_string() for c in space.iter_choices()}
+    with open(DEFAULT_TABLE, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if r["arch"] in members]
+        fields = reader.fieldnames
+    assert {r["arch"] for r in rows} == members, "the shipped table must hold every arch of the slice"
+    path = tmp_path_factory.mktemp("bench") / "slice.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def slice_space():
+    return search_spaces.get("efficientnet_edgetpu_bench", **SLICE_SPACE)
+
+
+def test_the_shipped_table_is_the_whole_space_trained():
+    table = Table.load()
+    space = search_spaces.get("efficientnet_edgetpu_bench")
+    assert set(table.archs) == {space.make_arch(c).to_string() for c in space.iter_choices()}
+    assert len(table) == 512
+    assert (table.accuracy > 0.3).all() and (table.accuracy <= 1).all()  # chance is 0.1
+    assert (table.latency_ms > 1).all() and np.ptp(table.latency_ms) > 0.1
+    assert {"params", "macs", "on_chip_bytes", "off_chip_bytes"} <= set(table.extra)
+    noise = table.noise()
+    assert noise["n"] >= 100 and 0 < noise["rerun_std"] < 0.1
+
+
+def test_hypervolume_by_hand():
+    # Points (lat, acc): (1, 0.5), (2, 0.8); box to (3, 0.0): 1*0.5 + 1*0.8
+    assert hypervolume(np.array([0.5, 0.8]), np.array([1.0, 2.0]), 0.0, 3.0) == pytest.approx(1.3)
+    # A dominated point adds nothing; points outside the box are ignored.
+    assert hypervolume(np.array([0.5, 0.8, 0.4, 0.9]), np.array([1.0, 2.0, 2.5, 3.5]), 0.0, 3.0) == \
+        pytest.approx(1.3)
+    assert hypervolume(np.array([0.1]), np.array([5.0]), 0.0, 3.0) == 0.0
+
+
+def test_runs_controllers_by_lookup_and_reports(slice_csv, slice_space):
+    table = Table.load(slice_csv)
+    assert len(table) == 64
+    rcfg = RewardConfig(target_ms=float(np.median(table.latency_ms)))
+    res = run_bench(table, ["random", "evolution", ("mnas", {"batch_size": 4})], seeds=4, trials=40, rcfg=rcfg,
+                    space=slice_space)
+    best_reward = float(np.nanmax(table.rewards(rcfg)))
+    assert res.table_best == pytest.approx(best_reward)
+    summary = res.summary()
+    assert list(summary) == ["random", "evolution", "mnas(batch_size=4)"]
+    for name, b in res.best_so_far.items():
+        assert b.shape == (4, 40)
+        assert (np.diff(b, axis=1) >= 0).all()  # best so far never decreases
+        assert (b <= best_reward + 1e-12).all()
+        hv = res.hv_so_far[name] / res.hv_table
+        assert (np.diff(hv, axis=1) >= -1e-12).all() and (hv <= 1 + 1e-9).all()
+        assert summary[name]["failed_lookups"] == 0  # every arch of the slice is in the table
+    # The same seed gives the same runs (controllers are deterministic).
+    again = run_bench(table, ["evolution"], seeds=4, trials=40, rcfg=rcfg, space=slice_space)
+    assert np.array_equal(again.rewards["evolution"], res.rewards["evolution"], equal_nan=True)
+    # 40 draws from 64 archs: random finds the best in some seeds, not all, typically.
+    assert 0 < summary["random"]["final_hv_fraction"][0] <= 1
+
+
+def test_an_arch_missing_from_the_table_is_a_failed_trial(slice_csv, slice_space, tmp_path):
+    with open(slice_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    half = tmp_path / "half.csv"
+    with open(half, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows[::2])
+    table = Table.load(half)
+    res = run_bench(table, ["random"], seeds=2, trials=30, space=slice_space)
+    failed = res.summary()["random"]["failed_lookups"]
+    assert 0 < failed < 60 and np.isnan(res.rewards["random"]).sum() == failed
+
+
+@pytest.mark.parametrize("content, message", [
+    ("arch,accuracy\nx,0.5\n", "missing column(s) latency_ms"),
+    ("arch,accuracy,latency_ms\nx,high,1.0\n", "line 2: accuracy and latency_ms must be numbers, got 'high', '1.0'"),
+    ("arch,accuracy,latency_ms\n", "no rows"),
+])
+def test_bad_tables(tmp_path, content, message):
+    p = tmp_path / "t.csv"
+    p.write_text(content)
+    with pytest.raises(ValueError, match="table t.csv: " + __import__("re").escape(message)):
+        Table.load(p)
+    with pytest.raises(ValueError, match="table: file '/nonexistent.csv' does not exist"):
+        Table.load("/nonexistent.csv")
+
+
+def test_cli_writes_json_markdown_and_plot(slice_csv, tmp_path):
+    out = tmp_path / "bench"
+    r = nas("bench", "--table", slice_csv, "--param", "searched=[2,3]", "-c", "random",
+            "-c", "evolution:population=8,sample=3",
+            "--seeds", "3", "--trials", "24", "--target-ms", "1.8", "--out", out, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "| evolution(population=8, sample=3) |" in r.stdout and "target 1.800 ms" in r.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["bench.json", "bench.md", "bench.png"]
+    data = json.loads((out / "bench.json").read_text())
+    assert data["seeds"] == 3 and data["trials"] == 24 and data["archs"] == 64
+    assert len(data["curves"]["random"]["best_so_far_mean"]) == 24
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "bench.md").read_text().startswith("table slice.csv: 64 archs")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-c", "evolushun"], "--controller: unknown name 'evolushun'; allowed: "),
+    (["-c", "evolution:population=1"], "controller.population: expected an integer >= 2, got 1"),
+    (["-c", "mnas:batchsize"], "--controller: expected NAME:KEY=VALUE,... (e.g. mnas:batch_size=4), got 'batchsize'"),
+    (["--table", "/nonexistent.csv"], "table: file '/nonexistent.csv' does not exist"),
+    (["--reward", "mnas", "--preset", "soft", "--alpha", "0.1", "--seeds", "0"], "Invalid value for '--seeds'"),
+    (["--param", "searched=[7]"], "searched: expected a non-empty list of distinct stages from [2, 3, 4], got (7,)"),
+])
+def test_cli_errors(tmp_path, args, message):
+    r = nas("bench", *args, "--out", tmp_path / "o", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_refuses_a_folder_with_results(tmp_path):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "bench.json").write_text("{}")
+    r = nas("bench", "--out", tmp_path / "o", cwd=tmp_path)
+    assert r.returncode == 2 and "--out: folder" in r.stderr and "exists and is not empty" in r.stderr
+    assert (tmp_path / "o" / "bench.json").read_text() == "{}"
