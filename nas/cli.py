@@ -556,6 +556,36 @@ def export_cmd(run_dir, arch_text, epochs, out) -> None:
         click.echo(f"wrote {summary['out']}/{name}")
 
 
+@cli.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", default=None, help="Output folder (default: RUN_DIR/report; a previous report is replaced).")
+@click.option("--top", type=click.IntRange(1, 50), default=3, show_default=True,
+              help="Best archs shown with their per-layer latency breakdown.")
+@click.option("--window", type=click.IntRange(2, 10_000), default=20, show_default=True,
+              help="Proposals per point of the decision-entropy curve.")
+@click.option("--train-references", is_flag=True,
+              help="Train the references with the run's recipe to place them by accuracy too (minutes).")
+@click.option("--no-tensorboard", is_flag=True, help="Skip the TensorBoard logs.")
+def report_cmd(run_dir, out, top, window, train_references, no_tensorboard) -> None:
+    """Pareto table, best archs per layer, plots and TensorBoard logs of a run (during or after it).
+
+    \b
+    Writes report.md, pareto.png, reward.png, entropy.png and tensorboard/ into RUN_DIR/report.
+    """
+    from .launch import pareto_table
+    from .report import build, write
+
+    rep = build(run_dir, top=top, window=window, train_references=train_references)
+    folder = write(rep, out, tensorboard=not no_tensorboard)
+    click.echo(pareto_table(rep.results))
+    for ref in rep.references:
+        acc = f", accuracy {ref.accuracy:.4f}" if ref.accuracy is not None else ""
+        lat = f"{ref.latency_ms:.3f} ms" if ref.latency_ms is not None else "no latency"
+        click.echo(f"reference {ref.label}: {lat}{acc}")
+    click.echo(f"wrote {folder}/report.md and plots" + ("" if no_tensorboard else
+               f"; tensorboard --logdir {folder}/tensorboard"))
+
+
 # -------------------------------------------------------------------------------- bench
 
 

@@ -102,6 +102,31 @@ class RayConfig(_Strict):
     grace_epochs: int = Field(1, ge=1, le=1000, description="ASHA: epochs before a trial may be stopped")
 
 
+class FaultsConfig(_Strict):
+    """Testing only: make this fraction of trials fail on purpose, each in its own way.
+
+    Which trial gets which fault is decided by a hash of ``seed`` and the arch string, so a
+    retried trial meets the same fault again and a test knows in advance which trials fail.
+    """
+
+    exception: float = Field(0.0, ge=0, le=1, description="the trial raises an exception")
+    nan_loss: float = Field(0.0, ge=0, le=1, description="the training data turn to NaN, so the loss does")
+    conversion: float = Field(0.0, ge=0, le=1, description="the TFLite conversion fails")
+    latency: float = Field(0.0, ge=0, le=1, description="the latency source fails")
+    worker_killed: float = Field(0.0, ge=0, le=1, description="the trial's worker process is SIGKILLed")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _at_most_one(self):
+        total = self.exception + self.nan_loss + self.conversion + self.latency + self.worker_killed
+        if total > 1 + 1e-9:
+            raise ValueError(f"the fractions add up to {total:g}; at most 1 is allowed")
+        return self
+
+    def any(self) -> bool:
+        return (self.exception + self.nan_loss + self.conversion + self.latency + self.worker_killed) > 0
+
+
 class ExperimentConfig(_Strict):
     version: Literal[1] = SCHEMA_VERSION
     name: str = "experiment"
@@ -115,6 +140,7 @@ class ExperimentConfig(_Strict):
     budget: BudgetConfig
     output: str = "runs"
     ray: RayConfig = Field(default_factory=RayConfig)
+    faults: FaultsConfig = Field(default_factory=FaultsConfig)
 
     @model_validator(mode="after")
     def _reward_exponents(self):

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from typing import Any
 import yaml
 
 from .config import ExperimentConfig, parse_experiment
-from .search import RunFolder, RunFolderError
+from .search import RunFolder, RunFolderError, staged_folder
 
 log = logging.getLogger(__name__)
 
@@ -67,22 +65,8 @@ def export(run_dir: str | Path, *, arch: str | None = None, epochs: int | None =
     out_dir = Path(out) if out is not None else run.path / "export"
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise RunFolderError(f"--out: {str(out_dir)!r} already exists and is not empty; choose another --out")
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    except OSError as e:
-        raise RunFolderError(f"--out: cannot write to {str(out_dir.parent)!r} ({e.strerror})") from None
-    try:
-        from .search import _UMASK
-
-        work.chmod(0o777 & ~_UMASK)  # mkdtemp makes 0700
+    with staged_folder(out_dir) as work:
         summary = _export(parsed, cfg, epochs, work)
-        if out_dir.exists():
-            out_dir.rmdir()
-        work.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     summary["out"] = str(out_dir)
     return summary
 

@@ -115,6 +115,7 @@ def search(launch: Launch, *, runner: str = "ray", stream: TextIO | None = None,
 
     cfg, run = launch.cfg, launch.run
     if launch.resume:
+        run.remove_stale_temp_files()
         run.write_budget(launch.budget)
     else:
         run.create(launch.experiment_text, launch.budget)

@@ -55,17 +55,23 @@ def _quiet_env() -> None:
 
 def _ray_trial(config: dict, experiment: str = "") -> None:
     """The Ray Tune entry point: one trial in a worker, reporting each epoch and at the end."""
+    import socket
+
+    import ray
     from ray import tune
 
     cfg = ExperimentConfig.model_validate_json(experiment)
     trial_id = tune.get_context().get_trial_id() or ""
-    result = run_trial(config["arch"], cfg, report=lambda m: tune.report(_reportable(m)), trial_id=trial_id)
+    # Host name and Ray node: on one machine with several Ray nodes the host alone is ambiguous.
+    node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
+    result = run_trial(config["arch"], cfg, report=lambda m: tune.report(_reportable(m)), trial_id=trial_id,
+                       can_die=True, node=node)
     tune.report(_reportable(result))
 
 
 def _reportable(m: dict[str, Any]) -> dict[str, Any]:
     # Ray keeps None poorly in its result tables; NaN marks "no value" for floats.
-    return {k: (float("nan") if v is None and k not in ("reason", "latency_source", "trial_id") else v)
+    return {k: (float("nan") if v is None and k not in ("reason", "latency_source", "trial_id", "node") else v)
             for k, v in m.items()}
 
 

@@ -22,20 +22,23 @@ half-written table.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from search_spaces import Arch, SearchSpace
 
 from .config import ExperimentConfig
 from .controllers import Controller, get_controller
+from .faults import kill_point
 from .trial import FIELDS
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,32 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+@contextlib.contextmanager
+def staged_folder(out_dir: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out_dir`` to fill; on success it is renamed into place
+    (replacing what the caller allowed to be there), on any failure removed: a reader never
+    sees a half-written output folder."""
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as e:
+        raise RunFolderError(f"--out: cannot write to {str(out_dir.parent)!r} ({e.strerror})") from None
+    try:
+        work.chmod(0o777 & ~_UMASK)  # mkdtemp makes 0700
+        yield work
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out_dir.rename(old)
+            work.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            work.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
 def atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -61,6 +90,7 @@ def atomic_write(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        kill_point("write")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -181,6 +211,7 @@ class SearchState:
         self.untold.remove(trial_id)
         rec = self.results[trial_id]
         self.events.append(["tell", trial_id])
+        kill_point("tell")
         self.controller.feedback(Arch.from_string(rec["arch"]), _controller_view(rec))
 
     def complete(self, trial_id: str, result: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -290,6 +321,12 @@ class RunFolder:
         if not (self.path / "experiment.yaml").is_file():
             raise RunFolderError(f"--resume: {str(self.path)!r} is not a run folder (no experiment.yaml)")
 
+    def remove_stale_temp_files(self) -> None:
+        """Temporary files a search killed while writing had not renamed yet (on resume only:
+        while a search runs, its temporary files are live)."""
+        for stale in self.path.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+
     def write_budget(self, budget: int) -> None:
         from importlib.metadata import PackageNotFoundError, version
 
@@ -335,7 +372,7 @@ def _csv(rows: list[Mapping[str, Any]]) -> str:
 
 
 _INTS = {"params", "macs", "on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu", "epochs"}
-_TEXT = {"trial_id", "status", "reason", "latency_source", "arch"}
+_TEXT = {"trial_id", "status", "reason", "latency_source", "node", "arch"}
 
 
 def _parse_row(row: Mapping[str, str]) -> dict[str, Any]:

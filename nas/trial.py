@@ -27,6 +27,7 @@ import gc
 import logging
 import math
 import resource
+import socket
 import sys
 import time
 from typing import Any, Callable
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 #: Every field a finished trial reports, in the order of ``trials.csv``.
 FIELDS = ("trial_id", "status", "reason", "reward", "accuracy", "latency_ms", "params", "macs",
           "on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu", "epochs", "train_s", "build_s",
-          "latency_s", "trial_s", "rss_mb", "peak_rss_mb", "latency_source", "arch")
+          "latency_s", "trial_s", "rss_mb", "peak_rss_mb", "latency_source", "node", "arch")
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -109,7 +110,7 @@ def _peak_rss_mb() -> float:
 
 # ------------------------------------------------------------------------------ pieces
 
-def measure_latency(arch, cfg: ExperimentConfig, num_classes: int) -> dict[str, Any]:
+def measure_latency(arch, cfg: ExperimentConfig, num_classes: int, fault: str | None = None) -> dict[str, Any]:
     """Latency and memory split of ``arch`` at the experiment's input shape, from the configured source."""
     from latency_models import LatencyError, Target
     from latency_models.convert import ConversionError
@@ -117,6 +118,10 @@ def measure_latency(arch, cfg: ExperimentConfig, num_classes: int) -> dict[str, 
     res = arch.resolution
     target = Target(arch, input_shape=(res, res, cfg.data.channels), num_classes=num_classes)
     try:
+        if fault == "conversion":
+            raise ConversionError("injected fault")
+        if fault == "latency":
+            raise LatencyError("injected fault")
         r = latency_source(cfg).measure(target)
     except (LatencyError, ConversionError) as e:
         raise TrialFailure(f"latency: {type(e).__name__}: {e}") from None
@@ -139,17 +144,20 @@ def _optimizer(cfg: ExperimentConfig, steps: int):
 
 
 def train_model(model, split, cfg: ExperimentConfig, *, epochs: int | None = None,
-                on_epoch: Callable[[int, float], None] | None = None) -> tuple[float, int]:
+                on_epoch: Callable[[int, float], None] | None = None, poison: bool = False) -> tuple[float, int]:
     """Train ``model`` with the experiment's recipe; (final validation accuracy, epochs run).
 
     ``on_epoch(epoch, val_accuracy)`` is called after every epoch (for intermediate reports).
-    A NaN or infinite loss stops training and raises :class:`TrialFailure`.
+    A NaN or infinite loss stops training and raises :class:`TrialFailure`. ``poison`` turns
+    the training images to NaN (the ``nan_loss`` injected fault), so the loss watch is tested.
     """
     import keras
 
     t = cfg.train
     epochs = epochs or t.epochs
     train, val = split.datasets(t.batch_size, t.augment, cfg.seed)
+    if poison:
+        train = train.map(lambda x, y: (x * float("nan"), y))
     # A proxy run is a few hundred steps: with Keras's BatchNorm momentum (0.99) the moving
     # statistics would still be mostly their initial values at evaluation time, and the
     # validation accuracy would measure that rather than the arch.
@@ -186,19 +194,25 @@ def train_model(model, split, cfg: ExperimentConfig, *, epochs: int | None = Non
 # ------------------------------------------------------------------------------ the trial
 
 def run_trial(arch_text: str, cfg: ExperimentConfig, *, report: Report | None = None,
-              trial_id: str = "") -> dict[str, Any]:
+              trial_id: str = "", can_die: bool = False, node: str | None = None) -> dict[str, Any]:
     """Run one trial; return the full result (see :data:`FIELDS`). Never raises for a bad candidate.
 
     ``report`` receives an intermediate result after each epoch (``status: running``, the
-    reward at the accuracy so far); the returned dict is the final result.
+    reward at the accuracy so far); the returned dict is the final result. ``can_die`` says
+    this process is a disposable worker (Ray's), which an injected ``worker_killed`` fault
+    may SIGKILL; elsewhere that fault fails the trial instead. ``node`` names where it ran
+    (default: this host's name).
     """
+    from .faults import pick
+
+    fault = pick(cfg.faults, arch_text)
     t0 = time.perf_counter()
     out: dict[str, Any] = {f: None for f in FIELDS}
     out.update(trial_id=trial_id, arch=arch_text, status="failed", reward=float("nan"),
-               accuracy=float("nan"), epochs=0)
+               accuracy=float("nan"), epochs=0, node=node or socket.gethostname())
     model = None
     try:
-        out.update(_run(arch_text, cfg, out, report))
+        out.update(_run(arch_text, cfg, out, report, fault, can_die))
         out["status"] = out.get("status") or "ok"
     except TrialFailure as e:
         out.update(status="failed", reason=str(e))
@@ -211,7 +225,7 @@ def run_trial(arch_text: str, cfg: ExperimentConfig, *, report: Report | None = 
         log.debug("trial %s failed", trial_id, exc_info=True)
     finally:
         del model
-        _free_memory()
+        free_memory()
         out["trial_s"] = round(time.perf_counter() - t0, 3)
         out["rss_mb"] = _rss_mb()
         out["peak_rss_mb"] = _peak_rss_mb()
@@ -220,8 +234,10 @@ def run_trial(arch_text: str, cfg: ExperimentConfig, *, report: Report | None = 
     return out
 
 
-def _free_memory() -> None:
-    _drop_custom_gradients()
+def free_memory() -> None:
+    """Release what a finished trial's TensorFlow graphs and Keras models hold (any trainer
+    of many models in one process needs this, e.g. :mod:`nas.tuner`)."""
+    drop_custom_gradients()
     if "keras" in sys.modules:
         import keras
 
@@ -230,7 +246,7 @@ def _free_memory() -> None:
     _malloc_trim()
 
 
-def _drop_custom_gradients() -> int:
+def drop_custom_gradients() -> int:
     """Unregister the gradient functions TensorFlow registered while tracing training steps.
 
     Why: Keras 3's TF optimizer all-reduces gradients through the default distribution
@@ -262,13 +278,16 @@ def _malloc_trim() -> None:
             pass
 
 
-def _run(arch_text: str, cfg: ExperimentConfig, out: dict[str, Any], report: Report | None) -> dict[str, Any]:
+def _run(arch_text: str, cfg: ExperimentConfig, out: dict[str, Any], report: Report | None,
+         fault: str | None = None, can_die: bool = False) -> dict[str, Any]:
     from search_spaces import Arch, build_model, count_macs, count_params
 
     try:
         arch = Arch.from_string(arch_text)
     except ValueError as e:
         raise TrialFailure(f"arch: {e}") from None
+    if fault == "exception":
+        raise RuntimeError("injected fault: exception")
     res = arch.resolution
     split = load_data(cfg, res)
     shape = (res, res, cfg.data.channels)
@@ -277,7 +296,7 @@ def _run(arch_text: str, cfg: ExperimentConfig, out: dict[str, Any], report: Rep
     rcfg = reward_config(cfg)
 
     t = time.perf_counter()
-    out.update(measure_latency(arch, cfg, split.num_classes))
+    out.update(measure_latency(arch, cfg, split.num_classes, fault))
     out["latency_s"] = round(time.perf_counter() - t, 3)
     why = rcfg.constraints.violation(out)
     if why is not None:
@@ -299,8 +318,13 @@ def _run(arch_text: str, cfg: ExperimentConfig, out: dict[str, Any], report: Rep
             report({**out, "status": "running", "accuracy": acc, "reward": reward(acc, out["latency_ms"], rcfg),
                     "train_s": round(time.perf_counter() - t, 3)})
 
+    if fault == "worker_killed":
+        from .faults import kill_worker
+
+        kill_worker(can_die)
     t = time.perf_counter()
-    acc, epochs = train_model(model, split, cfg, on_epoch=on_epoch if report is not None else None)
+    acc, epochs = train_model(model, split, cfg, on_epoch=on_epoch if report is not None else None,
+                              poison=fault == "nan_loss")
     out["train_s"] = round(time.perf_counter() - t, 3)
     del model
     return {"accuracy": acc, "epochs": epochs, "reward": reward(acc, out["latency_ms"], rcfg), "status": "ok"}

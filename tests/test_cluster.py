@@ -1,0 +1,86 @@
+"""Cluster mode for real: a Ray head and a second Ray node started with ``ray start`` as separate
+processes on loopback, and ``nas search --address`` spreading its trials over both."""
+
+from __future__ import annotations
+
+import csv
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+EXPERIMENT = {
+    "name": "cluster", "seed": 5,
+    "space": {"name": "efficientnet_edgetpu", "resolution": 32, "width": 0.25, "depth": 0.25},
+    "controller": {"name": "random"},
+    "reward": {"target_ms": 1.8},
+    "data": {"source": "digits", "limit": 200},
+    "train": {"epochs": 1, "batch_size": 32},
+    "budget": {"trials": 6, "concurrency": 2, "cpus_per_trial": 1},
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kill_ray_under(temp_dir: str) -> None:
+    """Stop this test's Ray processes only (``ray stop`` would stop every Ray on the machine)."""
+    import psutil
+
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(temp_dir in part for part in p.info["cmdline"] or ()):
+                p.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+
+
+def test_a_search_spreads_its_trials_over_a_two_node_cluster(tmp_path):
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    # Ray's unix sockets live under the temp dir, and their paths must stay short.
+    temp = tempfile.mkdtemp(prefix="nasray", dir="/tmp")
+    port = _free_port()
+    # Token authentication as a real cluster should run it: one token, given to every node and
+    # to the driver (here through a file of this test's own, not ~/.ray/auth_token).
+    token = Path(temp) / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONWARNINGS": "ignore", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN_PATH": str(token)}
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
+    try:
+        head = subprocess.run([ray_bin, "start", "--head", "--port", str(port), "--include-dashboard", "false",
+                               "--temp-dir", temp, *common], capture_output=True, text=True, env=env, timeout=180)
+        assert head.returncode == 0, head.stderr[-2000:]
+        worker = subprocess.run([ray_bin, "start", "--address", f"127.0.0.1:{port}", *common],
+                                capture_output=True, text=True, env=env, timeout=180)
+        assert worker.returncode == 0, worker.stderr[-2000:]
+        exp = tmp_path / "cluster.yaml"
+        exp.write_text(yaml.safe_dump(EXPERIMENT))
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "nas.cli", "search", str(exp), "--out", str(tmp_path / "run"),
+                            "--address", f"127.0.0.1:{port}", "--no-progress"], capture_output=True, text=True,
+                           env=env, timeout=600, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+        with open(tmp_path / "run" / "trials.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == EXPERIMENT["budget"]["trials"] and all(row["status"] == "ok" for row in rows)
+        nodes = {row["node"] for row in rows}
+        # one CPU a node and two trials at a time: both nodes must have run trials
+        assert len(nodes) == 2, nodes
+        print(f"cluster search: {len(rows)} trials on nodes {sorted(nodes)} in {time.monotonic() - t0:.0f} s")
+    finally:
+        _kill_ray_under(temp)
+        shutil.rmtree(temp, ignore_errors=True)

@@ -1,0 +1,162 @@
+"""``nas report``: the Markdown page, plots and TensorBoard logs of a run folder.
+
+The run folder is a real one (experiment copy, state.json with the controller's ask/tell
+log, trials.csv) made by driving :class:`SearchState` with a looked-up "trial": the
+``edgetpu-model`` latency of each proposed arch and an accuracy that grows with its size,
+so the report is tested without training anything.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from latency_models import Target, get_source
+from nas.config import parse_experiment
+from nas.report import build, windowed_decision_entropy
+from nas.reward import reward
+from nas.search import RunFolder, SearchState, pareto_front
+from nas.trial import reward_config
+from search_spaces import Arch
+
+EXPERIMENT = {
+    "name": "report-test", "seed": 1,
+    "space": {"name": "efficientnet_edgetpu", "resolution": 32, "width": 0.25, "depth": 0.5},
+    "controller": {"name": "mnas", "params": {"batch_size": 4}},
+    "reward": {"target_ms": 1.8},
+    "data": {"source": "digits", "limit": 200},
+    "budget": {"trials": 24, "concurrency": 1},
+}
+FAIL_EVERY = 7
+
+
+def nas(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "nas.cli", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    cfg = parse_experiment(EXPERIMENT)
+    path = tmp_path_factory.mktemp("report") / "run"
+    run = RunFolder(path)
+    run.create(yaml.safe_dump(EXPERIMENT), EXPERIMENT["budget"]["trials"])
+    src, rcfg = get_source("edgetpu-model"), reward_config(cfg)
+    st = SearchState(cfg, EXPERIMENT["budget"]["trials"])
+    for i in range(EXPERIMENT["budget"]["trials"]):
+        tid = f"t{i:03d}"
+        arch = st.suggest(tid)
+        if i % FAIL_EVERY == FAIL_EVERY - 1:
+            st.complete(tid, {"status": "failed", "reason": "NaN loss in epoch 1"})
+            continue
+        a = Arch.from_string(arch)
+        lat = src.measure(Target(a, input_shape=(32, 32, 3), num_classes=a.num_classes))
+        params = sum(s.filters * s.repeats for s in a.stages)
+        acc = 0.5 + 0.4 * (1 - math.exp(-params / 400))
+        st.complete(tid, {"status": "ok", "accuracy": acc, "latency_ms": lat.latency_ms,
+                          "reward": reward(acc, lat.latency_ms, rcfg), "params": params,
+                          "on_chip_bytes": lat.on_chip_bytes, "off_chip_bytes": lat.off_chip_bytes})
+    run.save(st)
+    return path
+
+
+def test_windowed_decision_entropy():
+    same = windowed_decision_entropy([[1, 0]] * 10, [3, 2], window=5)
+    assert same == [0.0] * 10
+    cycle = windowed_decision_entropy([[i % 3, i % 2] for i in range(12)], [3, 2], window=6)
+    assert cycle[-1] == pytest.approx((math.log(3) + math.log(2)) / 2)
+    assert cycle[0] == 0.0  # one proposal says nothing
+
+
+def test_build_reads_the_run(run_dir):
+    rep = build(run_dir, top=2)
+    n = EXPERIMENT["budget"]["trials"]
+    assert len(rep.results) == n
+    # mnas proposes once per ask: the replayed policy entropy has one value per trial, starts
+    # near uniform (weights uniform(-0.1, 0.1)) and stays below the uniform maximum
+    assert len(rep.policy_entropy) == n and len(rep.decision_entropy) == n
+    assert 0.9 * rep.max_entropy < rep.policy_entropy[0] <= rep.max_entropy + 1e-9
+    assert all(0 <= e <= rep.max_entropy + 1e-9 for e in rep.decision_entropy)
+    assert [r["trial_id"] for r, _ in rep.breakdowns] == [
+        r["trial_id"] for r in sorted((r for r in rep.results if r["status"] == "ok"), key=lambda r: -r["reward"])[:2]]
+    for r, lat in rep.breakdowns:
+        assert lat.latency_ms == pytest.approx(r["latency_ms"])  # same source, same arch
+        assert lat.layers and sum(ly.on_chip_bytes + ly.off_chip_bytes for ly in lat.layers) == (
+            lat.on_chip_bytes + lat.off_chip_bytes)
+    assert {ref.label for ref in rep.references} == {"EfficientNet-EdgeTPU-S", "MnasNet-A1"}
+    assert all(ref.latency_ms > 0 and ref.accuracy is None for ref in rep.references)
+
+
+def test_nas_report_writes_the_page_plots_and_tensorboard(run_dir):
+    p = nas("report", run_dir, "--top", "2")
+    assert p.returncode == 0, p.stderr
+    out = run_dir / "report"
+    assert {"report.md", "pareto.png", "reward.png", "entropy.png", "tensorboard"} <= {f.name for f in out.iterdir()}
+    for png in ("pareto.png", "reward.png", "entropy.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / png).stat().st_size > 10_000
+    md = (out / "report.md").read_text()
+    results = RunFolder(run_dir).results()
+    front = pareto_front(results)
+    section = md.split("## Pareto front")[1].split("##")[0]
+    assert re.findall(r"^\| (t\d+) \|", section, re.M) == [r["trial_id"] for r in front]
+    n_failed = EXPERIMENT["budget"]["trials"] // FAIL_EVERY
+    assert f"| {n_failed} | failed: NaN loss in epoch 1 |" in md
+    assert md.count("### t") == 2 and "| share |" in md
+    assert "EfficientNet-EdgeTPU-S" in md and "MnasNet-A1" in md
+    assert "Pareto front" in p.stdout and "reference MnasNet-A1:" in p.stdout
+
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(out / "tensorboard"), size_guidance={"tensors": 0})
+    ea.Reload()
+    scalars = {tag: {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in ea.Tensors(tag)}
+               for tag in ea.Tags()["tensors"] if tag != "search/best_arch"}
+    assert "search/best_arch" in ea.Tags()["tensors"]
+    ok = {i + 1: r["reward"] for i, r in enumerate(results) if r["status"] == "ok"}
+    assert scalars["trial/reward"].keys() == ok.keys()
+    assert all(scalars["trial/reward"][k] == pytest.approx(ok[k], rel=1e-6) for k in ok)
+    assert len(scalars["controller/policy_entropy"]) == len(results)
+    assert sum(scalars["trial/failed"].values()) == n_failed
+
+    # a second report replaces the first, nothing else is left behind
+    p = nas("report", run_dir, "--no-tensorboard")
+    assert p.returncode == 0, p.stderr
+    assert not (out / "tensorboard").exists()
+    assert sorted(f.name for f in run_dir.iterdir() if f.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "RUN_DIR: '{d}' does not exist"),
+    ("not_a_run", "is not a run folder (no experiment.yaml)"),
+    ("no_trials", "has no finished trial yet"),
+    ("out_taken", "exists and is not a report folder; choose another --out"),
+])
+def test_report_errors(run_dir, tmp_path, case, message):
+    args = []
+    d = tmp_path / "x"
+    if case == "not_a_run":
+        d.mkdir()
+    elif case == "no_trials":
+        RunFolder(d).create(yaml.safe_dump(EXPERIMENT), 3)
+    elif case == "out_taken":
+        d = run_dir
+        taken = tmp_path / "taken"
+        taken.mkdir()
+        (taken / "keep.txt").write_text("mine")
+        args = ["--out", taken]
+    p = nas("report", d, "--no-tensorboard", *args)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message.format(d=d) in lines[0], p.stderr
+    assert "Traceback" not in p.stderr and p.stdout == ""
+    if case == "out_taken":
+        assert [f.name for f in taken.iterdir()] == ["keep.txt"]
+    if case == "no_trials":
+        assert not (d / "report").exists()
