@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import statistics
 import sys
@@ -37,6 +38,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=4, help="Pareto archs to retrain (highest reward first; default 4)")
     ap.add_argument("--seeds", type=int, default=3, help="training seeds per model (default 3)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for the .md and .png")
+    ap.add_argument("--plot-only", action="store_true",
+                    help="redraw the plot from the .json of an earlier run (e.g. once the table exists)")
     args = ap.parse_args()
 
     from nas.bench import DEFAULT_TABLE
@@ -48,6 +51,12 @@ def main() -> None:
     run = RunFolder(args.run_dir)
     cfg = run_experiment(run)
     results = run.results()
+    out = Path(args.out)
+    if args.plot_only:
+        rows = json.loads((out / "searched_vs_references.json").read_text())
+        plot(rows, results, out / "searched_vs_references.png", DEFAULT_TABLE)
+        print(f"wrote {out}/searched_vs_references.png")
+        return
     front = sorted(pareto_front(results), key=lambda r: -r["reward"])[: args.top]
     if not front:
         sys.exit(f"error: {args.run_dir}: no successful trial to compare")
@@ -77,9 +86,9 @@ def main() -> None:
         print(f"{label:24s} acc {rows[-1]['accuracy_mean']:.4f} ± {rows[-1]['accuracy_std']:.4f}  "
               f"lat {rows[-1]['latency_ms']:.3f} ms  ({time.time() - t0:.0f} s)", flush=True)
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     md = markdown(rows, cfg, args, len(results))
+    (out / "searched_vs_references.json").write_text(json.dumps(rows, indent=1))
     (out / "searched_vs_references.md").write_text(md)
     plot(rows, results, out / "searched_vs_references.png", DEFAULT_TABLE)
     print(md)

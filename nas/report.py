@@ -148,11 +148,24 @@ def _breakdown_source(cfg: ExperimentConfig):
     return src
 
 
-def _target(arch, cfg: ExperimentConfig):
+def _target(arch, cfg: ExperimentConfig, num_classes: int | None):
     from latency_models import Target
 
     res = arch.resolution
-    return Target(arch, input_shape=(res, res, cfg.data.channels), num_classes=arch.num_classes)
+    return Target(arch, input_shape=(res, res, cfg.data.channels), num_classes=num_classes)
+
+
+def _num_classes(cfg: ExperimentConfig, results: list[dict[str, Any]]) -> int:
+    """The class count the trials were built with: recorded per trial; for runs made before
+    it was, from the data (the head's size changes the latency)."""
+    for r in results:
+        if isinstance(r.get("num_classes"), int):
+            return r["num_classes"]
+    from search_spaces import Arch
+
+    from .trial import load_data
+
+    return load_data(cfg, Arch.from_string(results[0]["arch"]).resolution).num_classes
 
 
 def build(run_dir: str | Path, *, top: int = 3, window: int = 20, train_references: bool = False) -> Report:
@@ -180,17 +193,17 @@ def build(run_dir: str | Path, *, top: int = 3, window: int = 20, train_referenc
 
     src = _breakdown_source(cfg)
     rep.breakdown_source = src.describe()
+    classes = _num_classes(cfg, results)
     ranked = sorted((r for r in results if _usable(r)), key=lambda r: -r["reward"])[:top]
     for r in ranked:
-        rep.breakdowns.append((r, src.measure(_target(Arch.from_string(r["arch"]), cfg))))
+        rep.breakdowns.append((r, src.measure(_target(Arch.from_string(r["arch"]), cfg, classes))))
 
     sp = cfg.space
-    classes = Arch.from_string(results[0]["arch"]).num_classes
     for key, label in REFERENCES.items():
         kw = {k: v for k, v in (("width", sp.width), ("depth", sp.depth), ("resolution", sp.resolution)) if v}
         arch = reference(key, num_classes=classes, **kw)
         try:
-            lat = src.measure(_target(arch, cfg)).latency_ms
+            lat = src.measure(_target(arch, cfg, classes)).latency_ms
         except Exception as e:  # noqa: BLE001 - a reference the source cannot place is left out of the plot
             log.warning("report: no latency for %s (%s)", label, e)
             lat = None

@@ -371,7 +371,7 @@ def _csv(rows: list[Mapping[str, Any]]) -> str:
     return buf.getvalue()
 
 
-_INTS = {"params", "macs", "on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu", "epochs"}
+_INTS = {"params", "macs", "num_classes", "on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu", "epochs"}
 _TEXT = {"trial_id", "status", "reason", "latency_source", "node", "arch"}
 
 

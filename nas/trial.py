@@ -38,7 +38,7 @@ from .reward import Constraints, RewardConfig, reward
 log = logging.getLogger(__name__)
 
 #: Every field a finished trial reports, in the order of ``trials.csv``.
-FIELDS = ("trial_id", "status", "reason", "reward", "accuracy", "latency_ms", "params", "macs",
+FIELDS = ("trial_id", "status", "reason", "reward", "accuracy", "latency_ms", "params", "macs", "num_classes",
           "on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu", "epochs", "train_s", "build_s",
           "latency_s", "trial_s", "rss_mb", "peak_rss_mb", "latency_source", "node", "arch")
 
@@ -291,6 +291,7 @@ def _run(arch_text: str, cfg: ExperimentConfig, out: dict[str, Any], report: Rep
     res = arch.resolution
     split = load_data(cfg, res)
     shape = (res, res, cfg.data.channels)
+    out["num_classes"] = split.num_classes  # with the arch string and resolution, the whole model
     out["params"] = count_params(arch, shape, split.num_classes)
     out["macs"] = count_macs(arch, shape, split.num_classes)
     rcfg = reward_config(cfg)
