@@ -128,29 +128,42 @@ def main() -> None:
             if cycle > 0:
                 cmd.append("--resume")
             t0 = time.time()
-            p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 start_new_session=True)
+            # Output to files, not pipes: nobody reads a pipe while waiting, and a full one blocks the search.
+            errf = open(Path(tmp) / f"stderr{cycle}.txt", "w+")
+            p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=errf, start_new_session=True)
             seen: set[int] = set()
-            if kind in ("random", "sigint"):
-                delay = float(rng.uniform(4, 20)) if kind == "random" else 20.0
+            if kind == "sigint":  # Ctrl-C once the first trial is recorded: mid-search
+                while p.poll() is None and not read_rows(run):
+                    seen |= descendants(p.pid)
+                    time.sleep(0.3)
+                point = f"after {time.time() - t0:.1f} s, 1st trial recorded"
+            if kind == "random":
+                # Ray takes 5-15 s to start here: most kills then land while trials run.
+                delay = float(rng.uniform(10, 60))
                 point = f"after {delay:.1f} s"
                 while time.time() - t0 < delay and p.poll() is None:
                     seen |= descendants(p.pid)
                     time.sleep(0.3)
-                if p.poll() is None:
-                    if kind == "sigint":
-                        os.kill(p.pid, signal.SIGINT)
-                    else:
-                        seen |= descendants(p.pid)
-                        os.killpg(p.pid, signal.SIGKILL)
+            if kind in ("random", "sigint") and p.poll() is None:
+                if kind == "sigint":
+                    os.kill(p.pid, signal.SIGINT)
+                else:
+                    seen |= descendants(p.pid)
+                    os.killpg(p.pid, signal.SIGKILL)
             while p.poll() is None:  # aimed kills, the SIGINT's clean stop, the final run
                 seen |= descendants(p.pid)
                 time.sleep(0.3)
                 if time.time() - t0 > 900:
                     os.killpg(p.pid, signal.SIGKILL)
-            out, err = p.communicate()
+            p.wait()
+            errf.seek(0)
+            err = errf.read()
+            errf.close()
             kill_all(seen)
             rc = p.returncode
+            # killed (-9), stopped by Ctrl-C (130) or finished (0): anything else is a crash
+            assert rc in (0, 130, -signal.SIGKILL), f"cycle {cycle}: exit {rc}:\n{err[-3000:]}"
+            assert kind != "sigint" or rc == 130, f"Ctrl-C exit status {rc}, expected 130"
             rows = read_rows(run)
             now = {r["trial_id"]: r for r in rows}
             lost = [t for t, r in before.items() if now.get(t) != r]

@@ -129,12 +129,13 @@ def plot(rows, results, path: Path, table_path: Path) -> None:
     ok = [r for r in results if r.get("status") == "ok"]
     ax.scatter([r["latency_ms"] for r in ok], [r["accuracy"] for r in ok], s=14, c="tab:blue", alpha=0.5,
                label=f"search trials ({len(ok)}, 1 seed)", zorder=2)
-    for r in rows:
+    for i, r in enumerate(rows):
         ref = not r["model"].startswith("searched")
         ax.errorbar(r["latency_ms"], r["accuracy_mean"], yerr=r["accuracy_std"], fmt="s" if ref else "o", ms=8,
                     capsize=3, color="tab:red" if ref else "tab:green", zorder=3)
-        ax.annotate(r["model"], (r["latency_ms"], r["accuracy_mean"]), textcoords="offset points", xytext=(6, 4),
-                    fontsize=8)
+        # alternate label sides: Pareto archs sit close together
+        ax.annotate(r["model"], (r["latency_ms"], r["accuracy_mean"]), textcoords="offset points",
+                    xytext=(8, 4) if i % 2 == 0 else (8, -12), fontsize=8)
     ax.errorbar([], [], fmt="o", color="tab:green", label="searched, retrained (mean ± std)")
     ax.errorbar([], [], fmt="s", color="tab:red", label="references, same recipe (mean ± std)")
     ax.set(xlabel="predicted Edge TPU latency (ms, edgetpu-model)", ylabel="validation accuracy",

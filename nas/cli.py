@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 import click
@@ -521,6 +522,7 @@ def search_cmd(experiment, out, resume, address, max_trials, seed, runner, no_pr
     click.echo(f"{'resuming' if resume else 'search'} {launch.cfg.name}: {launch.budget} trials of "
                f"{launch.cfg.space.name} with {launch.cfg.controller.name}, latency from {launch.cfg.latency.source}; "
                f"run folder {launch.run.path}", err=True)
+    t0 = time.monotonic()
     try:
         state = search(launch, runner=runner, progress=not no_progress)
     except KeyboardInterrupt:
@@ -534,6 +536,11 @@ def search_cmd(experiment, out, resume, address, max_trials, seed, runner, no_pr
         # Ctrl-C (Ray Tune stops gracefully on it) or the time limit.
         click.echo(f"stopped after {len(results)} of {launch.budget} trials; continue with:\n"
                    f"  nas search {experiment} --out {launch.run.path} --resume", err=True)
+        limit = launch.cfg.budget.time_limit_s
+        if limit is None or time.monotonic() - t0 < limit:
+            # Interrupted, not out of time: a script's `nas search ... && nas export ...`
+            # must not go on with an unfinished search.
+            raise SystemExit(130)
 
 
 @cli.command("export")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +35,18 @@ from .trial import run_trial
 log = logging.getLogger(__name__)
 
 Listener = Callable[[str, Any], None]  # (event, payload): "start" trial_id, "result" record
+
+
+def _local_only_env(cfg: ExperimentConfig) -> None:
+    """The embedded Ray on loopback: before ``ray`` is imported.
+
+    Ray turns a node address of 127.0.0.1 into the host's reachable IP (so other machines
+    could join) unless cluster support is off, which is how Ray runs on macOS and Windows;
+    an embedded Ray has no other machines, so it runs that way everywhere. Not when joining
+    a cluster (``--address``): its nodes must reach this driver.
+    """
+    if not cfg.ray.address and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def _quiet_env() -> None:
@@ -219,6 +232,7 @@ def run_ray(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool 
             listener: Listener | None = None) -> SearchState:
     """Run (or resume) the search on Ray Tune; the final state (also saved in ``run``)."""
     _quiet_env()
+    _local_only_env(cfg)
     import ray
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
