@@ -219,10 +219,13 @@ class BenchResult:
                 title="Pareto hypervolume (accuracy vs latency)")
         for ax in (ax1, ax2):
             ax.grid(alpha=0.3)
-            ax.legend()
+        # One legend under both panels: controller labels with parameters are long.
+        handles, labels = ax1.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
         fig.suptitle(f"{Path(self.table.source).name}: {len(self.table)} archs, mean of {self.seeds} seeds, "
                      "95% confidence bands")
-        fig.tight_layout()
+        rows = math.ceil(len(labels) / 3)
+        fig.tight_layout(rect=(0, 0.05 + 0.045 * rows, 1, 1))
         fig.savefig(path, dpi=110)
         plt.close(fig)
 

@@ -56,7 +56,7 @@ def test_the_shipped_table_is_the_whole_space_trained():
     space = search_spaces.get("efficientnet_edgetpu_bench")
     assert set(table.archs) == {space.make_arch(c).to_string() for c in space.iter_choices()}
     assert len(table) == 512
-    assert (table.accuracy > 0.3).all() and (table.accuracy <= 1).all()  # chance is 0.1
+    assert (table.accuracy > 0.15).all() and (table.accuracy <= 1).all()  # chance is 0.1: every arch learned
     assert (table.latency_ms > 1).all() and np.ptp(table.latency_ms) > 0.1
     assert {"params", "macs", "on_chip_bytes", "off_chip_bytes"} <= set(table.extra)
     noise = table.noise()
