@@ -296,6 +296,15 @@ def _plt():
     return plt
 
 
+def _finish(plt, fig, ax, path: Path, legend_loc: str) -> None:
+    """The look every report plot shares: grid, small legend, tight layout, 110 dpi PNG."""
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc=legend_loc)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_pareto(rep: Report, path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 5))
@@ -325,11 +334,7 @@ def plot_pareto(rep: Report, path: Path) -> None:
             ax.axvline(ref.latency_ms, ls="--", c=color, lw=1, label=f"{ref.label} latency (not trained)")
     ax.set(xlabel=f"latency (ms, {rep.cfg.latency.source})", ylabel="validation accuracy",
            title=f"{rep.cfg.name}: accuracy vs latency")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(plt, fig, ax, path, "lower right")
 
 
 def plot_reward(rep: Report, path: Path) -> None:
@@ -351,11 +356,7 @@ def plot_reward(rep: Report, path: Path) -> None:
         ax.scatter(x[bad], np.full(bad.sum(), floor), marker="x", c="tab:red",
                    label=f"failed / infeasible ({int(bad.sum())})")
     ax.set(xlabel="trial (completion order)", ylabel="reward", title=f"{rep.cfg.name}: reward over trials")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(plt, fig, ax, path, "lower right")
 
 
 def plot_entropy(rep: Report, path: Path) -> None:
@@ -372,12 +373,8 @@ def plot_entropy(rep: Report, path: Path) -> None:
                label=f"random search, {w}-proposal window")
     ax.set(xlabel="proposal", ylabel="nats per decision", ylim=(0, rep.max_entropy * 1.1 + 1e-9),
            title=f"{rep.cfg.name}: how decided the {rep.cfg.controller.name} controller became")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
     ax.set_xlim(0, len(rep.decision_entropy) + 1)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(plt, fig, ax, path, "lower left")
 
 
 def write_tensorboard(rep: Report, folder: Path) -> None:
