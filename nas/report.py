@@ -26,17 +26,17 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from .config import ExperimentConfig
 from .search import RunFolder, RunFolderError, best_result, make_space, pareto_front, staged_folder
+from .tblog import USABLE, EventLog, log_trials, usable
 
 log = logging.getLogger(__name__)
 
 REFERENCES = {"efficientnet_edgetpu_s": "EfficientNet-EdgeTPU-S", "mnasnet_a1": "MnasNet-A1"}
-USABLE = ("ok", "stopped")
 
 
 @dataclass
@@ -64,11 +64,6 @@ class Report:
 
 
 # ------------------------------------------------------------------------------ analysis
-
-def _usable(r: Mapping[str, Any]) -> bool:
-    return r.get("status") in USABLE and all(
-        isinstance(r.get(k), (int, float)) and math.isfinite(r[k]) for k in ("accuracy", "latency_ms", "reward"))
-
 
 def windowed_decision_entropy(indices: list[list[int]], n_choices: list[int], window: int) -> list[float]:
     """Mean over decisions of the empirical entropy (nats) of the last ``window`` proposals.
@@ -194,7 +189,7 @@ def build(run_dir: str | Path, *, top: int = 3, window: int = 20, train_referenc
     src = _breakdown_source(cfg)
     rep.breakdown_source = src.describe()
     classes = _num_classes(cfg, results)
-    ranked = sorted((r for r in results if _usable(r)), key=lambda r: -r["reward"])[:top]
+    ranked = sorted((r for r in results if usable(r)), key=lambda r: -r["reward"])[:top]
     for r in ranked:
         rep.breakdowns.append((r, src.measure(_target(Arch.from_string(r["arch"]), cfg, classes))))
 
@@ -309,7 +304,7 @@ def plot_pareto(rep: Report, path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 5))
     order = {r["trial_id"]: i for i, r in enumerate(rep.results)}
-    ok = [r for r in rep.results if _usable(r)]
+    ok = [r for r in rep.results if usable(r)]
     if ok:
         sc = ax.scatter([r["latency_ms"] for r in ok], [r["accuracy"] for r in ok], s=18,
                         c=[order[r["trial_id"]] + 1 for r in ok], cmap="viridis", zorder=2, label="trials")
@@ -341,7 +336,7 @@ def plot_reward(rep: Report, path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4))
     x = np.arange(1, len(rep.results) + 1)
-    rew = np.array([r["reward"] if _usable(r) else np.nan for r in rep.results], dtype=float)
+    rew = np.array([r["reward"] if usable(r) else np.nan for r in rep.results], dtype=float)
     okm = np.isfinite(rew)
     ax.scatter(x[okm], rew[okm], s=14, c="tab:blue", label="trial reward")
     if okm.any():
@@ -378,33 +373,20 @@ def plot_entropy(rep: Report, path: Path) -> None:
 
 
 def write_tensorboard(rep: Report, folder: Path) -> None:
-    """Per-trial scalars at step = completion order; the best arch as text."""
-    import tensorflow as tf
-
-    writer = tf.summary.create_file_writer(str(folder))
-    best = -math.inf
+    """Per-trial scalars at step = completion order (as the search logs them live), the
+    controller's entropies, and the best arch as text."""
+    events = EventLog(folder)
     try:
-        with writer.as_default():
-            for step, r in enumerate(rep.results, start=1):
-                usable = _usable(r)
-                tf.summary.scalar("trial/failed", 0.0 if usable else 1.0, step=step)
-                if not usable:
-                    continue
-                best = max(best, r["reward"])
-                for k in ("accuracy", "latency_ms", "reward", "params", "macs", "off_chip_bytes", "train_s"):
-                    v = r.get(k)
-                    if isinstance(v, (int, float)) and math.isfinite(v):
-                        tf.summary.scalar(f"trial/{k}", float(v), step=step)
-                tf.summary.scalar("search/best_reward", best, step=step)
-            for step, e in enumerate(rep.policy_entropy, start=1):
-                tf.summary.scalar("controller/policy_entropy", e, step=step)
-            for step, e in enumerate(rep.decision_entropy, start=1):
-                tf.summary.scalar("controller/decision_entropy", e, step=step)
-            b = best_result(rep.results)
-            if b is not None:
-                tf.summary.text("search/best_arch", b["arch"], step=len(rep.results))
+        log_trials(events, rep.results)
+        for step, e in enumerate(rep.policy_entropy, start=1):
+            events.scalar("controller/policy_entropy", e, step)
+        for step, e in enumerate(rep.decision_entropy, start=1):
+            events.scalar("controller/decision_entropy", e, step)
+        b = best_result(rep.results)
+        if b is not None:
+            events.text("search/best_arch", b["arch"], len(rep.results))
     finally:
-        writer.close()
+        events.close()
 
 
 def write(rep: Report, out: str | Path | None = None, *, tensorboard: bool = True) -> Path:

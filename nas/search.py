@@ -14,6 +14,7 @@ exactly where the recorded one stopped.
     RUN/trials.csv        one row per finished trial (every field of nas.trial.FIELDS)
     RUN/pareto.csv        the accuracy/latency Pareto front of the successful trials
     RUN/best_arch.txt     the arch string of the best reward
+    RUN/tensorboard/      per-trial scalars, appended as trials finish (:mod:`nas.tblog`)
     RUN/ray/              Ray Tune's experiment state (Tuner.restore reads it)
 
 Every file is written to a temporary name and renamed, so a killed search never leaves a
@@ -39,6 +40,7 @@ from search_spaces import Arch, SearchSpace
 from .config import ExperimentConfig
 from .controllers import Controller, get_controller
 from .faults import kill_point
+from .tblog import LiveLog
 from .trial import FIELDS
 
 log = logging.getLogger(__name__)
@@ -279,6 +281,7 @@ class RunFolder:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.tensorboard = LiveLog(self.path / "tensorboard")
 
     @property
     def state_file(self) -> Path:
@@ -354,6 +357,7 @@ class RunFolder:
         best = best_result(results)
         if best is not None:
             atomic_write(self.path / "best_arch.txt", best["arch"] + "\n")
+        self.tensorboard.update(results)
 
     def results(self) -> list[dict[str, Any]]:
         p = self.path / "trials.csv"

@@ -112,19 +112,22 @@ def test_nas_report_writes_the_page_plots_and_tensorboard(run_dir):
     assert "EfficientNet-EdgeTPU-S" in md and "MnasNet-A1" in md
     assert "Pareto front" in p.stdout and "reference MnasNet-A1:" in p.stdout
 
-    import tensorflow as tf
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    ea = EventAccumulator(str(out / "tensorboard"), size_guidance={"tensors": 0})
+    ea = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
     ea.Reload()
-    scalars = {tag: {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in ea.Tensors(tag)}
-               for tag in ea.Tags()["tensors"] if tag != "search/best_arch"}
+    scalars = {tag: {e.step: e.value for e in ea.Scalars(tag)} for tag in ea.Tags()["scalars"]}
     assert "search/best_arch" in ea.Tags()["tensors"]
     ok = {i + 1: r["reward"] for i, r in enumerate(results) if r["status"] == "ok"}
     assert scalars["trial/reward"].keys() == ok.keys()
     assert all(scalars["trial/reward"][k] == pytest.approx(ok[k], rel=1e-6) for k in ok)
     assert len(scalars["controller/policy_entropy"]) == len(results)
     assert sum(scalars["trial/failed"].values()) == n_failed
+    # the search logged the same per-trial scalars live, into the run folder
+    live = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    live.Reload()
+    for tag in ("trial/reward", "trial/failed", "search/best_reward"):
+        assert {e.step: e.value for e in live.Scalars(tag)} == scalars[tag], tag
 
     # a second report replaces the first, nothing else is left behind
     p = nas("report", run_dir, "--no-tensorboard")

@@ -111,7 +111,7 @@ def test_the_run_folder_is_written_atomically_and_never_reused(tmp_path):
     st.complete("t1", {**fake_result(a, 0.7), "params": 1234})
     run.save(st)
     assert sorted(p.name for p in run.path.iterdir()) == ["best_arch.txt", "experiment.yaml", "pareto.csv",
-                                                          "run.json", "state.json", "trials.csv"]
+                                                          "run.json", "state.json", "tensorboard", "trials.csv"]
     rows = run.results()
     assert list(rows[0]) == list(FIELDS) and rows[0]["params"] == 1234 and rows[0]["reward"] == 0.7
     assert (run.path / "best_arch.txt").read_text().strip() == a
@@ -205,7 +205,7 @@ def test_search_end_to_end_through_ray(searched):
     assert len(rows) == 4 and len({row["trial_id"] for row in rows}) == 4
     assert list(rows[0]) == list(FIELDS)
     assert all(row["status"] == "ok" and float(row["latency_ms"]) > 0 and int(row["params"]) > 0 for row in rows)
-    assert {"experiment.yaml", "trials.csv", "pareto.csv", "best_arch.txt", "state.json", "ray"} <= \
+    assert {"experiment.yaml", "trials.csv", "pareto.csv", "best_arch.txt", "state.json", "ray", "tensorboard"} <= \
         {p.name for p in run.iterdir()}
     assert (run / "ray" / "search" / "tuner.pkl").is_file()  # Ray's own experiment state
     best = max(rows, key=lambda row: float(row["reward"]))
