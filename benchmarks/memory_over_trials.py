@@ -1,12 +1,17 @@
 """Resident memory of one Ray worker over a long run of trials: it must stay flat.
 
-    python benchmarks/memory_over_trials.py [--trials 50] [--out benchmarks/results]
+    python benchmarks/memory_over_trials.py [--trials 50] [--compare] [--out benchmarks/results]
 
 Runs a search of ``--trials`` random EfficientNet-EdgeTPU variants (32 px, width 0.25,
 depth 0.5; 1,000 MNIST digits, 2 epochs) through the embedded Ray at concurrency 1, so
 every trial runs in the same reused worker process, and reads each trial's resident memory
 after its clean-up (``rss_mb`` in trials.csv). Reports the first/last values, the growth
 per trial fitted over the second half (after TensorFlow's one-off warm-up) and a plot.
+
+The search runs as the toolkit's default does, with TensorFlow's oneDNN kernels off
+(``train.onednn: false``). ``--compare`` also runs the same trials with them on, one after
+the other, and plots both: oneDNN's never-freed per-shape kernel caches are what made the
+worker grow.
 """
 
 from __future__ import annotations
@@ -35,46 +40,69 @@ EXPERIMENT = {
 }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=50)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    args = ap.parse_args()
-    import numpy as np
-
+def run_search(trials: int, onednn: bool) -> tuple[list[float], float]:
+    """RSS after each trial (MB, in the order proposed) and the wall time of the search."""
+    exp = {**EXPERIMENT, "budget": {**EXPERIMENT["budget"], "trials": trials},
+           "train": {**EXPERIMENT["train"], "onednn": onednn}}
     with tempfile.TemporaryDirectory() as tmp:
-        exp = Path(tmp) / "memory.yaml"
-        exp.write_text(yaml.safe_dump({**EXPERIMENT, "budget": {**EXPERIMENT["budget"], "trials": args.trials}}))
+        path = Path(tmp) / "memory.yaml"
+        path.write_text(yaml.safe_dump(exp))
         run = Path(tmp) / "run"
         t0 = time.time()
-        subprocess.run([sys.executable, "-m", "nas.cli", "search", str(exp), "--out", str(run), "--no-progress"],
+        subprocess.run([sys.executable, "-m", "nas.cli", "search", str(path), "--out", str(run), "--no-progress"],
                        check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         wall = time.time() - t0
         with open(run / "trials.csv") as f:
             rows = list(csv.DictReader(f))  # in the order the trials were proposed (one at a time here)
-    rss = np.array([float(r["rss_mb"]) for r in rows if r["rss_mb"]])
+    return [float(r["rss_mb"]) for r in rows if r["rss_mb"]], wall
+
+
+def summary(label: str, rss, wall: float) -> str:
+    import numpy as np
+
+    rss = np.asarray(rss)
     n = len(rss)
     half = np.arange(n // 2, n)
     slope = float(np.polyfit(half, rss[half], 1)[0]) if len(half) > 2 else float("nan")
+    return (f"{label}: {n} trials in one worker, {wall:.0f} s: RSS after trial 1 {rss[0]:.0f} MB, after trial "
+            f"{n // 2} {rss[n // 2 - 1]:.0f} MB, after trial {n} {rss[-1]:.0f} MB; max {rss.max():.0f} MB; growth "
+            f"over the second half {slope:+.2f} MB/trial")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=50)
+    ap.add_argument("--compare", action="store_true", help="also run with oneDNN on, and plot both")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args()
+    import numpy as np
+
+    runs = {"oneDNN off (default)": run_search(args.trials, onednn=False)}
+    if args.compare:
+        runs["oneDNN on (train.onednn: true)"] = run_search(args.trials, onednn=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"{n} trials in one worker, {wall:.0f} s: RSS after trial 1 {rss[0]:.0f} MB, after trial {n // 2} "
-             f"{rss[n // 2 - 1]:.0f} MB, after trial {n} {rss[-1]:.0f} MB; max {rss.max():.0f} MB; growth over the "
-             f"second half {slope:+.2f} MB/trial"]
-    (out / "memory_over_trials.md").write_text(lines[0] + "\n\n" + " ".join(f"{v:.0f}" for v in rss) + "\n")
+    lines = [summary(label, rss, wall) for label, (rss, wall) in runs.items()]
+    text = "\n".join(f"- {ln}" for ln in lines) + "\n\nRSS after each trial (MB):\n\n" + "\n".join(
+        f"- {label}: " + " ".join(f"{v:.0f}" for v in rss) for label, (rss, _) in runs.items())
+    (out / "memory_over_trials.md").write_text(text + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot(np.arange(1, n + 1), rss, marker="o", ms=3)
+    top = 100.0
+    for label, (rss, _) in runs.items():
+        ax.plot(np.arange(1, len(rss) + 1), rss, marker="o", ms=3, label=label)
+        top = max(top, max(rss) * 1.2)
     ax.set(xlabel="trial (same worker process)", ylabel="resident memory after the trial (MB)",
-           title=f"Memory over {n} trials in one Ray worker", ylim=(0, max(rss.max() * 1.2, 100)))
+           title=f"Memory over {args.trials} trials in one Ray worker", ylim=(0, top))
     ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(out / "memory_over_trials.png", dpi=110)
-    print(lines[0])
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

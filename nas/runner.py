@@ -64,6 +64,17 @@ def _quiet_env() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
+def onednn_env(cfg: ExperimentConfig) -> dict[str, str]:
+    """TensorFlow's oneDNN switch for the processes that train (``train.onednn``).
+
+    Why off by default: with oneDNN, TensorFlow keeps a thread-local cache of compiled
+    kernels per layer shape (up to 1024 per kind and thread) that is never freed, so a worker
+    that trains a stream of different archs grows by tens of MB per new arch
+    (``benchmarks/memory_over_trials.py --compare``); without it training is ~5% slower.
+    """
+    return {"TF_ENABLE_ONEDNN_OPTS": "1" if cfg.train.onednn else "0"}
+
+
 # ------------------------------------------------------------------------------ the Ray side
 
 def _ray_trial(config: dict, experiment: str = "") -> None:
@@ -212,7 +223,7 @@ def _init_ray(cfg: ExperimentConfig) -> bool:
 
     if ray.is_initialized():
         return False
-    runtime_env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "RAY_CHDIR_TO_TRIAL_DIR": "0"}}
+    runtime_env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "RAY_CHDIR_TO_TRIAL_DIR": "0", **onednn_env(cfg)}}
     if cfg.ray.address:
         ray.init(address=cfg.ray.address, runtime_env=runtime_env, log_to_driver=False,
                  logging_level=logging.WARNING)
@@ -281,7 +292,7 @@ def run_ray(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool 
                                             # A trial ASHA stops mid-training leaves its thread in a
                                             # reused actor, and the next trial there hangs: ASHA
                                             # runs get fresh workers.
-                                            reuse_actors=scheduler is None, time_budget_s=cfg.budget.time_limit_s,
+                                            reuse_actors=scheduler is None and cfg.ray.reuse_workers, time_budget_s=cfg.budget.time_limit_s,
                                             trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(name=f"search-{len(segments) + 1}" if segments else "search",
                                           storage_path=storage, verbose=0, callbacks=[callback],
@@ -302,6 +313,8 @@ def run_ray(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool 
 def run_local(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool = False,
               listener: Listener | None = None) -> SearchState:
     """The same search, one trial at a time in this process: no Ray (for debugging and benchmarks)."""
+    if "tensorflow" not in sys.modules:  # TensorFlow reads it once, when it loads
+        os.environ.update(onednn_env(cfg))
     state = run.read_state(cfg, budget) if resume else None
     if state is None:
         state = SearchState(cfg, budget)

@@ -304,3 +304,21 @@ def test_asha_stops_trials_on_their_per_epoch_reward(tmp_path):
         assert float(row["reward"]) >= 0 and (row["status"] == "stopped" or int(row["epochs"]) == 3)
         if row["status"] == "stopped":
             assert int(row["epochs"]) < 3 and "stopped early by the scheduler" in row["reason"]
+
+
+@pytest.mark.parametrize("onednn", [False, True])
+def test_trial_processes_run_tensorflow_with_onednn_as_configured(tmp_path, onednn):
+    from nas.runner import onednn_env
+
+    c = cfg(train={**TINY_EXPERIMENT.get("train", {}), "onednn": onednn})
+    assert onednn_env(c) == {"TF_ENABLE_ONEDNN_OPTS": "1" if onednn else "0"}  # Ray workers' runtime_env
+    # the in-process runner sets it before TensorFlow loads; TensorFlow then reports it
+    code = ("import sys, yaml; from nas.config import parse_experiment; from nas.runner import run_local; "
+            "from nas.search import RunFolder; "
+            "run_local(parse_experiment(yaml.safe_load(sys.argv[1])), RunFolder(sys.argv[2]), 0); "
+            "from tensorflow.python.util import _pywrap_util_port as p; print(p.IsMklEnabled())")
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    p = subprocess.run([sys.executable, "-c", code, yaml.safe_dump(c.model_dump()), str(tmp_path / "run")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == str(onednn)
