@@ -40,10 +40,10 @@ EXPERIMENT = {
 }
 
 
-def run_search(trials: int, onednn: bool) -> tuple[list[float], float]:
+def run_search(trials: int, onednn: bool, reuse: bool = True) -> tuple[list[float], float]:
     """RSS after each trial (MB, in the order proposed) and the wall time of the search."""
     exp = {**EXPERIMENT, "budget": {**EXPERIMENT["budget"], "trials": trials},
-           "train": {**EXPERIMENT["train"], "onednn": onednn}}
+           "train": {**EXPERIMENT["train"], "onednn": onednn}, "ray": {"reuse_workers": reuse}}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "memory.yaml"
         path.write_text(yaml.safe_dump(exp))
@@ -64,7 +64,7 @@ def summary(label: str, rss, wall: float) -> str:
     n = len(rss)
     half = np.arange(n // 2, n)
     slope = float(np.polyfit(half, rss[half], 1)[0]) if len(half) > 2 else float("nan")
-    return (f"{label}: {n} trials in one worker, {wall:.0f} s: RSS after trial 1 {rss[0]:.0f} MB, after trial "
+    return (f"{label}: {n} trials, {wall:.0f} s: RSS after trial 1 {rss[0]:.0f} MB, after trial "
             f"{n // 2} {rss[n // 2 - 1]:.0f} MB, after trial {n} {rss[-1]:.0f} MB; max {rss.max():.0f} MB; growth "
             f"over the second half {slope:+.2f} MB/trial")
 
@@ -73,19 +73,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=50)
     ap.add_argument("--compare", action="store_true", help="also run with oneDNN on, and plot both")
+    ap.add_argument("--fresh-workers", action="store_true",
+                    help="only run with ray.reuse_workers: false (a new worker process per trial)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     import numpy as np
 
-    runs = {"oneDNN off (default)": run_search(args.trials, onednn=False)}
-    if args.compare:
+    if args.fresh_workers:
+        runs = {"a fresh worker per trial (ray.reuse_workers: false)": run_search(args.trials, False, reuse=False)}
+    else:
+        runs = {"oneDNN off (default)": run_search(args.trials, onednn=False)}
+    if args.compare and not args.fresh_workers:
         runs["oneDNN on (train.onednn: true)"] = run_search(args.trials, onednn=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     lines = [summary(label, rss, wall) for label, (rss, wall) in runs.items()]
     text = "\n".join(f"- {ln}" for ln in lines) + "\n\nRSS after each trial (MB):\n\n" + "\n".join(
         f"- {label}: " + " ".join(f"{v:.0f}" for v in rss) for label, (rss, _) in runs.items())
-    (out / "memory_over_trials.md").write_text(text + "\n")
+    name = "memory_fresh_workers" if args.fresh_workers else "memory_over_trials"
+    (out / f"{name}.md").write_text(text + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,12 +102,13 @@ def main() -> None:
     for label, (rss, _) in runs.items():
         ax.plot(np.arange(1, len(rss) + 1), rss, marker="o", ms=3, label=label)
         top = max(top, max(rss) * 1.2)
-    ax.set(xlabel="trial (same worker process)", ylabel="resident memory after the trial (MB)",
-           title=f"Memory over {args.trials} trials in one Ray worker", ylim=(0, top))
+    ax.set(xlabel="trial" if args.fresh_workers else "trial (same worker process)", ylabel="resident memory after the trial (MB)",
+           title=f"Memory over {args.trials} trials" + ("" if args.fresh_workers else " in one Ray worker"),
+           ylim=(0, top))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(out / "memory_over_trials.png", dpi=110)
+    fig.savefig(out / f"{name}.png", dpi=110)
     print("\n".join(lines))
 
 

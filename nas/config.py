@@ -84,9 +84,9 @@ class TrainConfig(_Strict):
     schedule: Literal["constant", "cosine"] = "cosine"
     augment: bool = False
     bn_momentum: float = Field(0.9, gt=0, lt=1, description="BatchNorm moving-average momentum for proxy runs")
-    onednn: bool = Field(False, description="TensorFlow's oneDNN CPU kernels in the trial workers: ~5% faster "
-                         "training, but they cache compiled kernels per layer shape and thread and never free "
-                         "them, so a worker's memory grows with every new arch")
+    onednn: bool = Field(False, description="TensorFlow's oneDNN CPU kernels in the trial workers: no faster "
+                         "at proxy size here (within +-5%), and they cache compiled kernels per layer shape and "
+                         "thread and never free them, so a worker's memory grows with every new arch")
 
 
 class BudgetConfig(_Strict):
