@@ -293,7 +293,8 @@ def run_ray(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool 
                                             # A trial ASHA stops mid-training leaves its thread in a
                                             # reused actor, and the next trial there hangs: ASHA
                                             # runs get fresh workers.
-                                            reuse_actors=scheduler is None and cfg.ray.reuse_workers, time_budget_s=cfg.budget.time_limit_s,
+                                            reuse_actors=scheduler is None and cfg.ray.reuse_workers,
+                                            time_budget_s=cfg.budget.time_limit_s,
                                             trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(name=f"search-{len(segments) + 1}" if segments else "search",
                                           storage_path=storage, verbose=0, callbacks=[callback],
@@ -314,8 +315,12 @@ def run_ray(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool 
 def run_local(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool = False,
               listener: Listener | None = None) -> SearchState:
     """The same search, one trial at a time in this process: no Ray (for debugging and benchmarks)."""
+    wanted = onednn_env(cfg)
     if "tensorflow" not in sys.modules:  # TensorFlow reads it once, when it loads
-        os.environ.update(onednn_env(cfg))
+        os.environ.update(wanted)
+    elif any(os.environ.get(k) != v for k, v in wanted.items()):
+        log.warning("TensorFlow is already loaded in this process: train.onednn=%s cannot take effect here",
+                    cfg.train.onednn)
     state = run.read_state(cfg, budget) if resume else None
     if state is None:
         state = SearchState(cfg, budget)

@@ -322,3 +322,18 @@ def test_trial_processes_run_tensorflow_with_onednn_as_configured(tmp_path, oned
                        capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.strip() == str(onednn)
+
+
+def test_onednn_that_cannot_take_effect_is_warned_about(tmp_path, monkeypatch, caplog):
+    import logging
+    import types
+
+    from nas.runner import run_local
+
+    monkeypatch.setitem(sys.modules, "tensorflow", sys.modules.get("tensorflow") or types.ModuleType("tensorflow"))
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    with caplog.at_level(logging.WARNING, logger="nas.runner"):
+        run_local(cfg(), RunFolder(tmp_path / "run"), 0)
+    assert [r.getMessage() for r in caplog.records if r.name == "nas.runner"] == [
+        "TensorFlow is already loaded in this process: train.onednn=False cannot take effect here"]
+    assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1"  # a loaded TensorFlow is not lied to

@@ -34,6 +34,13 @@ def _result(i: int) -> dict:
     return {"status": "ok", "accuracy": acc, "latency_ms": 1.8, "reward": acc - 0.01, "params": 1000 + i}
 
 
+def _new_run(tmp_path):
+    cfg = parse_experiment(EXPERIMENT)
+    run = RunFolder(tmp_path / "run")
+    run.create(yaml.safe_dump(EXPERIMENT), 9)
+    return cfg, run, SearchState(cfg, 9)
+
+
 def _search(run: RunFolder, state: SearchState, ids: range) -> None:
     for i in ids:
         tid = f"t{i:03d}"
@@ -44,10 +51,7 @@ def _search(run: RunFolder, state: SearchState, ids: range) -> None:
 
 
 def test_each_recorded_trial_is_logged_once_across_a_resume(tmp_path):
-    cfg = parse_experiment(EXPERIMENT)
-    run = RunFolder(tmp_path / "run")
-    run.create(yaml.safe_dump(EXPERIMENT), 9)
-    state = SearchState(cfg, 9)
+    cfg, run, state = _new_run(tmp_path)
     _search(run, state, range(5))
     s = _scalars(run.path / "tensorboard")  # readable while the search runs
     assert [step for step, _ in s["trial/failed"]] == [1, 2, 3, 4, 5]
@@ -68,10 +72,7 @@ def test_each_recorded_trial_is_logged_once_across_a_resume(tmp_path):
 
 
 def test_a_torn_event_file_is_read_up_to_the_tear(tmp_path):
-    cfg = parse_experiment(EXPERIMENT)
-    run = RunFolder(tmp_path / "run")
-    run.create(yaml.safe_dump(EXPERIMENT), 9)
-    state = SearchState(cfg, 9)
+    cfg, run, state = _new_run(tmp_path)
     _search(run, state, range(3))
     run.tensorboard.close()
     (f,) = (run.path / "tensorboard").glob("events.out.tfevents.*")
@@ -85,11 +86,8 @@ def test_a_torn_event_file_is_read_up_to_the_tear(tmp_path):
 
 
 def test_logging_that_fails_warns_once_and_the_search_goes_on(tmp_path, caplog):
-    cfg = parse_experiment(EXPERIMENT)
-    run = RunFolder(tmp_path / "run")
-    run.create(yaml.safe_dump(EXPERIMENT), 9)
+    _, run, state = _new_run(tmp_path)
     (run.path / "tensorboard").write_text("a file where the folder should be")
-    state = SearchState(cfg, 9)
     with caplog.at_level(logging.WARNING, logger="nas.tblog"):
         _search(run, state, range(4))
     warnings = [r.getMessage() for r in caplog.records if r.name == "nas.tblog"]
