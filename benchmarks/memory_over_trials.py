@@ -8,10 +8,11 @@ every trial runs in the same reused worker process, and reads each trial's resid
 after its clean-up (``rss_mb`` in trials.csv). Reports the first/last values, the growth
 per trial fitted over the second half (after TensorFlow's one-off warm-up) and a plot.
 
-The search runs as the toolkit's default does, with TensorFlow's oneDNN kernels off
-(``train.onednn: false``). ``--compare`` also runs the same trials with them on, one after
-the other, and plots both: oneDNN's never-freed per-shape kernel caches are what made the
-worker grow.
+The search runs with the toolkit's defaults: jemalloc as the workers' allocator
+(``train.allocator``) and TensorFlow's oneDNN kernels off (``train.onednn``). ``--compare``
+also runs the same trials twice more, one after the other, each flipping one default: with
+glibc's malloc (worker memory creeps up as TensorFlow's small long-lived allocations pin
+freed pages) and with oneDNN on (its never-freed per-shape kernel caches grow the worker).
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ EXPERIMENT = {
 }
 
 
-def run_search(trials: int, onednn: bool, reuse: bool = True) -> tuple[list[float], float]:
+def run_search(trials: int, train: dict | None = None, ray: dict | None = None) -> tuple[list[float], float]:
     """RSS after each trial (MB, in the order proposed) and the wall time of the search."""
     exp = {**EXPERIMENT, "budget": {**EXPERIMENT["budget"], "trials": trials},
-           "train": {**EXPERIMENT["train"], "onednn": onednn}, "ray": {"reuse_workers": reuse}}
+           "train": {**EXPERIMENT["train"], **(train or {})}, "ray": ray or {}}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "memory.yaml"
         path.write_text(yaml.safe_dump(exp))
@@ -72,7 +73,8 @@ def summary(label: str, rss, wall: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=50)
-    ap.add_argument("--compare", action="store_true", help="also run with oneDNN on, and plot both")
+    ap.add_argument("--compare", action="store_true",
+                    help="also run with glibc's malloc and with oneDNN on, and plot all three")
     ap.add_argument("--fresh-workers", action="store_true",
                     help="only run with ray.reuse_workers: false (a new worker process per trial)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -80,11 +82,13 @@ def main() -> None:
     import numpy as np
 
     if args.fresh_workers:
-        runs = {"a fresh worker per trial (ray.reuse_workers: false)": run_search(args.trials, False, reuse=False)}
+        runs = {"a fresh worker per trial (ray.reuse_workers: false)": run_search(args.trials,
+                                                                                  ray={"reuse_workers": False})}
     else:
-        runs = {"oneDNN off (default)": run_search(args.trials, onednn=False)}
+        runs = {"jemalloc, oneDNN off (the defaults)": run_search(args.trials)}
     if args.compare and not args.fresh_workers:
-        runs["oneDNN on (train.onednn: true)"] = run_search(args.trials, onednn=True)
+        runs["glibc malloc (train.allocator: system)"] = run_search(args.trials, train={"allocator": "system"})
+        runs["oneDNN on (train.onednn: true)"] = run_search(args.trials, train={"onednn": True})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     lines = [summary(label, rss, wall) for label, (rss, wall) in runs.items()]
@@ -96,6 +100,7 @@ def main() -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     top = 100.0
@@ -105,6 +110,7 @@ def main() -> None:
     ax.set(xlabel="trial" if args.fresh_workers else "trial (same worker process)", ylabel="resident memory after the trial (MB)",
            title=f"Memory over {args.trials} trials" + ("" if args.fresh_workers else " in one Ray worker"),
            ylim=(0, top))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()

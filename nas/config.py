@@ -87,6 +87,10 @@ class TrainConfig(_Strict):
     onednn: bool = Field(False, description="TensorFlow's oneDNN CPU kernels in the trial workers: no faster "
                          "at proxy size here (within +-5%), and they cache compiled kernels per layer shape and "
                          "thread and never free them, so a worker's memory grows with every new arch")
+    allocator: Literal["jemalloc", "system"] = Field(
+        "jemalloc", description="memory allocator of the Ray trial workers: jemalloc (the copy Ray ships, Linux) "
+        "keeps a long-lived worker flat; with glibc's malloc, TensorFlow's small long-lived allocations pin "
+        "freed pages and a worker grows about 2 MB a trial")
 
 
 class BudgetConfig(_Strict):

@@ -64,16 +64,74 @@ def _quiet_env() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
+def worker_env(cfg: ExperimentConfig) -> dict[str, str]:
+    """Environment for the processes that train: :func:`onednn_env` and :func:`allocator_env`.
+    The allocator must be set before the process starts and oneDNN before TensorFlow loads,
+    so Ray gets both in the runtime_env."""
+    return {**onednn_env(cfg), **allocator_env(cfg)}
+
+
 def onednn_env(cfg: ExperimentConfig) -> dict[str, str]:
-    """TensorFlow's oneDNN switch for the processes that train (``train.onednn``).
+    """TensorFlow's oneDNN switch (``train.onednn``).
 
     Why off by default: with oneDNN, TensorFlow keeps a thread-local cache of compiled
     kernels per layer shape (up to 1024 per kind and thread) that is never freed, so a worker
-    that trains a stream of different archs grows by tens of MB per new arch
-    (``benchmarks/memory_over_trials.py --compare``). At proxy size it made no measurable
-    difference in speed here (4.5% faster in one comparison, 6% slower in another).
+    that trains a stream of different archs grows by tens of MB per new arch. At proxy size it
+    made no measurable difference in speed here (4.5% faster in one comparison, 6% slower in
+    another).
     """
     return {"TF_ENABLE_ONEDNN_OPTS": "1" if cfg.train.onednn else "0"}
+
+
+def allocator_env(cfg: ExperimentConfig) -> dict[str, str]:
+    """The memory allocator of Ray's trial workers (``train.allocator``): LD_PRELOAD of jemalloc.
+
+    Why jemalloc by default: what a trial leaves allocated is small (glibc's own count of
+    bytes in use grows by well under 0.1 MB a trial), but TensorFlow's small long-lived
+    allocations land scattered over glibc's heap and pin pages that are otherwise free, so
+    the worker's resident memory creeps up trial after trial and ``malloc_trim`` cannot give
+    it back. jemalloc's size-class slabs do not fragment that way, and the decay settings
+    return freed pages at once. ``benchmarks/memory_over_trials.py --compare`` measures both.
+    """
+    if cfg.train.allocator != "jemalloc":
+        return {}
+    lib = jemalloc_path()
+    if lib is None:
+        (log.warning if sys.platform.startswith("linux") else log.debug)(
+            "train.allocator=jemalloc: this Ray install has no %s; trial workers use the system allocator",
+            JEMALLOC_LIB)
+        return {}
+    preload = [p for p in os.environ.get("LD_PRELOAD", "").split(":") if p and p != lib]
+    return {"LD_PRELOAD": ":".join([lib, *preload]), "MALLOC_CONF": os.environ.get("MALLOC_CONF", JEMALLOC_CONF)}
+
+
+JEMALLOC_LIB = "ray/core/libjemalloc.so"
+# Give freed pages back to the OS at once: a trial frees most of what it used when it ends,
+# and the point is that the next trial starts from where the previous one did.
+JEMALLOC_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"
+
+
+def jemalloc_path() -> str | None:
+    """The jemalloc library that Ray's Linux wheels ship (``ray/core/libjemalloc.so``), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import importlib.util
+
+    spec = importlib.util.find_spec("ray")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(root, *JEMALLOC_LIB.split("/")[1:])
+        if path.is_file():
+            return str(path)
+    return None
+
+
+def jemalloc_loaded() -> bool:
+    """Whether this process runs with jemalloc (Linux: a libjemalloc is mapped)."""
+    try:
+        with open("/proc/self/maps") as f:
+            return any("libjemalloc" in line for line in f)
+    except OSError:
+        return False
 
 
 # ------------------------------------------------------------------------------ the Ray side
@@ -87,11 +145,27 @@ def _ray_trial(config: dict, experiment: str = "") -> None:
 
     cfg = ExperimentConfig.model_validate_json(experiment)
     trial_id = tune.get_context().get_trial_id() or ""
+    _check_allocator(cfg)
     # Host name and Ray node: on one machine with several Ray nodes the host alone is ambiguous.
     node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
     result = run_trial(config["arch"], cfg, report=lambda m: tune.report(_reportable(m)), trial_id=trial_id,
                        can_die=True, node=node)
     tune.report(_reportable(result))
+
+
+_allocator_checked = False
+
+
+def _check_allocator(cfg: ExperimentConfig) -> None:
+    """Warn once per worker when jemalloc was asked for but is not there (e.g. a cluster node
+    whose Ray lives at another path than the driver's: ld.so then ignores LD_PRELOAD)."""
+    global _allocator_checked
+    if _allocator_checked or cfg.train.allocator != "jemalloc" or not os.environ.get("LD_PRELOAD"):
+        return
+    _allocator_checked = True
+    if not jemalloc_loaded():
+        log.warning("train.allocator=jemalloc, but this worker runs without it (LD_PRELOAD=%s): its memory may "
+                    "creep up from trial to trial", os.environ["LD_PRELOAD"])
 
 
 def _reportable(m: dict[str, Any]) -> dict[str, Any]:
@@ -224,7 +298,7 @@ def _init_ray(cfg: ExperimentConfig) -> bool:
 
     if ray.is_initialized():
         return False
-    runtime_env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "RAY_CHDIR_TO_TRIAL_DIR": "0", **onednn_env(cfg)}}
+    runtime_env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "RAY_CHDIR_TO_TRIAL_DIR": "0", **worker_env(cfg)}}
     if cfg.ray.address:
         ray.init(address=cfg.ray.address, runtime_env=runtime_env, log_to_driver=False,
                  logging_level=logging.WARNING)
@@ -321,6 +395,10 @@ def run_local(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: boo
     elif any(os.environ.get(k) != v for k, v in wanted.items()):
         log.warning("TensorFlow is already loaded in this process: train.onednn=%s cannot take effect here",
                     cfg.train.onednn)
+    if cfg.train.allocator == "jemalloc" and not jemalloc_loaded() and jemalloc_path():
+        # A running process cannot change its allocator; only a new one (Ray's workers) can.
+        log.info("train.allocator=jemalloc applies to Ray's trial workers; this in-process run keeps the system "
+                 "allocator (start it with LD_PRELOAD=%s to use jemalloc)", jemalloc_path())
     state = run.read_state(cfg, budget) if resume else None
     if state is None:
         state = SearchState(cfg, budget)

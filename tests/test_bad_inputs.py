@@ -73,6 +73,8 @@ CASES = [
     ("bad-version", lambda t: ["search", exp(t, with_("version", 2))], "version: Input should be 1 (given 2)"),
     ("bad-optimizer", lambda t: ["search", exp(t, with_("train.optimizer", "lion"))],
      "train.optimizer: Input should be 'adam', 'sgd' or 'rmsprop' (given 'lion')"),
+    ("bad-allocator", lambda t: ["search", exp(t, with_("train.allocator", "tcmalloc"))],
+     "train.allocator: Input should be 'jemalloc' or 'system' (given 'tcmalloc')"),
     ("space-typo", lambda t: ["search", exp(t, with_("space.name", "efficientnet_edgtpu"))],
      "space: unknown name 'efficientnet_edgtpu'"),
     ("space-bad-width", lambda t: ["search", exp(t, with_("space.width", -1))],

@@ -324,6 +324,54 @@ def test_trial_processes_run_tensorflow_with_onednn_as_configured(tmp_path, oned
     assert p.stdout.strip() == str(onednn)
 
 
+def test_allocator_env_preloads_the_jemalloc_ray_ships(monkeypatch):
+    from nas.runner import JEMALLOC_CONF, allocator_env, jemalloc_path
+
+    lib = jemalloc_path()
+    if lib is None:
+        pytest.skip("this Ray install has no libjemalloc.so (not Linux?)")
+    assert os.path.isfile(lib) and lib.endswith("ray/core/libjemalloc.so")
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.delenv("MALLOC_CONF", raising=False)
+    assert allocator_env(cfg()) == {"LD_PRELOAD": lib, "MALLOC_CONF": JEMALLOC_CONF}  # the default
+    assert allocator_env(cfg(train={**TINY_EXPERIMENT.get("train", {}), "allocator": "system"})) == {}
+    # what the user preloads stays (once); their jemalloc settings win over ours
+    monkeypatch.setenv("LD_PRELOAD", f"/opt/libfoo.so:{lib}")
+    monkeypatch.setenv("MALLOC_CONF", "narenas:2")
+    assert allocator_env(cfg()) == {"LD_PRELOAD": f"{lib}:/opt/libfoo.so", "MALLOC_CONF": "narenas:2"}
+
+
+WORKER_PROBE = """
+import json, os, sys
+from nas.config import parse_experiment
+from nas.runner import _init_ray, _local_only_env, _quiet_env, jemalloc_loaded
+cfg = parse_experiment(json.loads(sys.argv[1]))
+_quiet_env()
+_local_only_env(cfg)
+import ray
+assert _init_ray(cfg)
+probe = ray.remote(lambda: [jemalloc_loaded(), os.environ.get("TF_ENABLE_ONEDNN_OPTS")])
+print(json.dumps([jemalloc_loaded(), *ray.get(probe.remote())]))
+ray.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_ray_workers_run_with_the_configured_allocator():
+    from nas.runner import jemalloc_path
+
+    if jemalloc_path() is None:
+        pytest.skip("this Ray install has no libjemalloc.so (not Linux?)")
+    for allocator, loaded in [("jemalloc", True), ("system", False)]:
+        c = cfg(train={**TINY_EXPERIMENT.get("train", {}), "allocator": allocator})
+        env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "RAY_ADDRESS")}
+        p = subprocess.run([sys.executable, "-c", WORKER_PROBE, json.dumps(c.model_dump())], capture_output=True,
+                           text=True, env={**env, "PYTHONWARNINGS": "ignore"}, timeout=180)
+        assert p.returncode == 0, p.stderr[-3000:]
+        # the driver keeps its allocator; the worker Ray starts for the trials gets the configured one
+        assert json.loads(p.stdout.strip().splitlines()[-1]) == [False, loaded, "0"], allocator
+
+
 def test_onednn_that_cannot_take_effect_is_warned_about(tmp_path, monkeypatch, caplog):
     import logging
     import types
