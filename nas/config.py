@@ -89,8 +89,8 @@ class TrainConfig(_Strict):
                          "thread and never free them, so a worker's memory grows with every new arch")
     allocator: Literal["jemalloc", "system"] = Field(
         "jemalloc", description="memory allocator of the Ray trial workers: jemalloc (the copy Ray ships, Linux) "
-        "keeps a long-lived worker flat; with glibc's malloc, TensorFlow's small long-lived allocations pin "
-        "freed pages and a worker grows about 2 MB a trial")
+        "keeps a long-lived worker from creeping up; with glibc's malloc, TensorFlow's small long-lived "
+        "allocations pin freed pages and a worker grows 2-4 MB a trial")
 
 
 class BudgetConfig(_Strict):

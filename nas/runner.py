@@ -90,8 +90,9 @@ def allocator_env(cfg: ExperimentConfig) -> dict[str, str]:
     bytes in use grows by well under 0.1 MB a trial), but TensorFlow's small long-lived
     allocations land scattered over glibc's heap and pin pages that are otherwise free, so
     the worker's resident memory creeps up trial after trial and ``malloc_trim`` cannot give
-    it back. jemalloc's size-class slabs do not fragment that way, and the decay settings
-    return freed pages at once. ``benchmarks/memory_over_trials.py --compare`` measures both.
+    it back. jemalloc's size-class slabs do not fragment that way; every trial ends by purging
+    its freed pages (:func:`nas.trial.free_memory`). ``benchmarks/memory_over_trials.py
+    --compare`` measures both.
     """
     if cfg.train.allocator != "jemalloc":
         return {}
@@ -102,13 +103,13 @@ def allocator_env(cfg: ExperimentConfig) -> dict[str, str]:
             JEMALLOC_LIB)
         return {}
     preload = [p for p in os.environ.get("LD_PRELOAD", "").split(":") if p and p != lib]
-    return {"LD_PRELOAD": ":".join([lib, *preload]), "MALLOC_CONF": os.environ.get("MALLOC_CONF", JEMALLOC_CONF)}
+    env = {"LD_PRELOAD": ":".join([lib, *preload])}
+    if os.environ.get("MALLOC_CONF"):
+        env["MALLOC_CONF"] = os.environ["MALLOC_CONF"]
+    return env
 
 
 JEMALLOC_LIB = "ray/core/libjemalloc.so"
-# Give freed pages back to the OS at once: a trial frees most of what it used when it ends,
-# and the point is that the next trial starts from where the previous one did.
-JEMALLOC_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"
 
 
 def jemalloc_path() -> str | None:

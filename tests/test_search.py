@@ -325,7 +325,7 @@ def test_trial_processes_run_tensorflow_with_onednn_as_configured(tmp_path, oned
 
 
 def test_allocator_env_preloads_the_jemalloc_ray_ships(monkeypatch):
-    from nas.runner import JEMALLOC_CONF, allocator_env, jemalloc_path
+    from nas.runner import allocator_env, jemalloc_path
 
     lib = jemalloc_path()
     if lib is None:
@@ -333,24 +333,55 @@ def test_allocator_env_preloads_the_jemalloc_ray_ships(monkeypatch):
     assert os.path.isfile(lib) and lib.endswith("ray/core/libjemalloc.so")
     monkeypatch.delenv("LD_PRELOAD", raising=False)
     monkeypatch.delenv("MALLOC_CONF", raising=False)
-    assert allocator_env(cfg()) == {"LD_PRELOAD": lib, "MALLOC_CONF": JEMALLOC_CONF}  # the default
+    assert allocator_env(cfg()) == {"LD_PRELOAD": lib}  # the default
     assert allocator_env(cfg(train={**TINY_EXPERIMENT.get("train", {}), "allocator": "system"})) == {}
-    # what the user preloads stays (once); their jemalloc settings win over ours
+    # what the user preloads stays (once); their jemalloc settings reach the workers
     monkeypatch.setenv("LD_PRELOAD", f"/opt/libfoo.so:{lib}")
     monkeypatch.setenv("MALLOC_CONF", "narenas:2")
     assert allocator_env(cfg()) == {"LD_PRELOAD": f"{lib}:/opt/libfoo.so", "MALLOC_CONF": "narenas:2"}
+
+
+JEMALLOC_PURGE = """
+import ctypes
+from nas.trial import _malloc_trim, _rss_mb
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+blocks = [libc.malloc(16 << 10) for _ in range(4096)]  # 64 MB; one big block would be returned at once
+for b in blocks:
+    ctypes.memset(b, 1, 16 << 10)
+for b in blocks:
+    libc.free(b)
+before = _rss_mb()
+_malloc_trim()
+print(before - _rss_mb())
+"""
+
+
+def test_a_trial_end_gives_jemallocs_freed_pages_back():
+    from nas.runner import jemalloc_path
+
+    if jemalloc_path() is None:
+        pytest.skip("this Ray install has no libjemalloc.so (not Linux?)")
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_CONF"}
+    p = subprocess.run([sys.executable, "-c", JEMALLOC_PURGE], capture_output=True, text=True, timeout=60,
+                       env={**env, "LD_PRELOAD": jemalloc_path()})
+    assert p.returncode == 0, p.stderr[-2000:]
+    # jemalloc keeps freed pages resident for its decay time (10 s) unless purged: 0 MB then
+    assert float(p.stdout) > 24, p.stdout
 
 
 WORKER_PROBE = """
 import json, os, sys
 from nas.config import parse_experiment
 from nas.runner import _init_ray, _local_only_env, _quiet_env, jemalloc_loaded
+from nas.trial import _malloc_trim
 cfg = parse_experiment(json.loads(sys.argv[1]))
 _quiet_env()
 _local_only_env(cfg)
 import ray
 assert _init_ray(cfg)
-probe = ray.remote(lambda: [jemalloc_loaded(), os.environ.get("TF_ENABLE_ONEDNN_OPTS")])
+probe = ray.remote(lambda: [jemalloc_loaded(), os.environ.get("TF_ENABLE_ONEDNN_OPTS"), _malloc_trim()])
 print(json.dumps([jemalloc_loaded(), *ray.get(probe.remote())]))
 ray.shutdown()
 """
@@ -369,7 +400,7 @@ def test_ray_workers_run_with_the_configured_allocator():
                            text=True, env={**env, "PYTHONWARNINGS": "ignore"}, timeout=180)
         assert p.returncode == 0, p.stderr[-3000:]
         # the driver keeps its allocator; the worker Ray starts for the trials gets the configured one
-        assert json.loads(p.stdout.strip().splitlines()[-1]) == [False, loaded, "0"], allocator
+        assert json.loads(p.stdout.strip().splitlines()[-1]) == [False, loaded, "0", None], allocator
 
 
 def test_onednn_that_cannot_take_effect_is_warned_about(tmp_path, monkeypatch, caplog):
