@@ -107,7 +107,8 @@ def main() -> None:
     for label, (rss, _) in runs.items():
         ax.plot(np.arange(1, len(rss) + 1), rss, marker="o", ms=3, label=label)
         top = max(top, max(rss) * 1.2)
-    ax.set(xlabel="trial" if args.fresh_workers else "trial (same worker process)", ylabel="resident memory after the trial (MB)",
+    ax.set(xlabel="trial" if args.fresh_workers else "trial (same worker process)",
+           ylabel="resident memory after the trial (MB)",
            title=f"Memory over {args.trials} trials" + ("" if args.fresh_workers else " in one Ray worker"),
            ylim=(0, top))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

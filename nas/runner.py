@@ -120,7 +120,7 @@ def jemalloc_path() -> str | None:
 
     spec = importlib.util.find_spec("ray")
     for root in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(root, *JEMALLOC_LIB.split("/")[1:])
+        path = Path(root).parent / JEMALLOC_LIB
         if path.is_file():
             return str(path)
     return None
@@ -396,10 +396,10 @@ def run_local(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: boo
     elif any(os.environ.get(k) != v for k, v in wanted.items()):
         log.warning("TensorFlow is already loaded in this process: train.onednn=%s cannot take effect here",
                     cfg.train.onednn)
-    if cfg.train.allocator == "jemalloc" and not jemalloc_loaded() and jemalloc_path():
-        # A running process cannot change its allocator; only a new one (Ray's workers) can.
+    lib = jemalloc_path() if cfg.train.allocator == "jemalloc" and not jemalloc_loaded() else None
+    if lib:  # a running process cannot change its allocator; only a new one (Ray's workers) can
         log.info("train.allocator=jemalloc applies to Ray's trial workers; this in-process run keeps the system "
-                 "allocator (start it with LD_PRELOAD=%s to use jemalloc)", jemalloc_path())
+                 "allocator (start it with LD_PRELOAD=%s to use jemalloc)", lib)
     state = run.read_state(cfg, budget) if resume else None
     if state is None:
         state = SearchState(cfg, budget)

@@ -306,11 +306,24 @@ def test_asha_stops_trials_on_their_per_epoch_reward(tmp_path):
             assert int(row["epochs"]) < 3 and "stopped early by the scheduler" in row["reason"]
 
 
+def with_train(**settings):
+    return cfg(train={**TINY_EXPERIMENT.get("train", {}), **settings})
+
+
+def jemalloc_or_skip() -> str:
+    from nas.runner import jemalloc_path
+
+    lib = jemalloc_path()
+    if lib is None:
+        pytest.skip("this Ray install has no libjemalloc.so (not Linux?)")
+    return lib
+
+
 @pytest.mark.parametrize("onednn", [False, True])
 def test_trial_processes_run_tensorflow_with_onednn_as_configured(tmp_path, onednn):
     from nas.runner import onednn_env
 
-    c = cfg(train={**TINY_EXPERIMENT.get("train", {}), "onednn": onednn})
+    c = with_train(onednn=onednn)
     assert onednn_env(c) == {"TF_ENABLE_ONEDNN_OPTS": "1" if onednn else "0"}  # Ray workers' runtime_env
     # the in-process runner sets it before TensorFlow loads; TensorFlow then reports it
     code = ("import sys, yaml; from nas.config import parse_experiment; from nas.runner import run_local; "
@@ -325,16 +338,14 @@ def test_trial_processes_run_tensorflow_with_onednn_as_configured(tmp_path, oned
 
 
 def test_allocator_env_preloads_the_jemalloc_ray_ships(monkeypatch):
-    from nas.runner import allocator_env, jemalloc_path
+    from nas.runner import allocator_env
 
-    lib = jemalloc_path()
-    if lib is None:
-        pytest.skip("this Ray install has no libjemalloc.so (not Linux?)")
+    lib = jemalloc_or_skip()
     assert os.path.isfile(lib) and lib.endswith("ray/core/libjemalloc.so")
     monkeypatch.delenv("LD_PRELOAD", raising=False)
     monkeypatch.delenv("MALLOC_CONF", raising=False)
     assert allocator_env(cfg()) == {"LD_PRELOAD": lib}  # the default
-    assert allocator_env(cfg(train={**TINY_EXPERIMENT.get("train", {}), "allocator": "system"})) == {}
+    assert allocator_env(with_train(allocator="system")) == {}
     # what the user preloads stays (once); their jemalloc settings reach the workers
     monkeypatch.setenv("LD_PRELOAD", f"/opt/libfoo.so:{lib}")
     monkeypatch.setenv("MALLOC_CONF", "narenas:2")
@@ -359,13 +370,10 @@ print(before - _rss_mb())
 
 
 def test_a_trial_end_gives_jemallocs_freed_pages_back():
-    from nas.runner import jemalloc_path
-
-    if jemalloc_path() is None:
-        pytest.skip("this Ray install has no libjemalloc.so (not Linux?)")
+    lib = jemalloc_or_skip()
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_CONF"}
     p = subprocess.run([sys.executable, "-c", JEMALLOC_PURGE], capture_output=True, text=True, timeout=60,
-                       env={**env, "LD_PRELOAD": jemalloc_path()})
+                       env={**env, "LD_PRELOAD": lib})
     assert p.returncode == 0, p.stderr[-2000:]
     # jemalloc keeps freed pages resident for its decay time (10 s) unless purged: 0 MB then
     assert float(p.stdout) > 24, p.stdout
@@ -389,18 +397,31 @@ ray.shutdown()
 
 @pytest.mark.slow
 def test_ray_workers_run_with_the_configured_allocator():
-    from nas.runner import jemalloc_path
-
-    if jemalloc_path() is None:
-        pytest.skip("this Ray install has no libjemalloc.so (not Linux?)")
+    jemalloc_or_skip()
     for allocator, loaded in [("jemalloc", True), ("system", False)]:
-        c = cfg(train={**TINY_EXPERIMENT.get("train", {}), "allocator": allocator})
+        c = with_train(allocator=allocator)
         env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "RAY_ADDRESS")}
         p = subprocess.run([sys.executable, "-c", WORKER_PROBE, json.dumps(c.model_dump())], capture_output=True,
                            text=True, env={**env, "PYTHONWARNINGS": "ignore"}, timeout=180)
         assert p.returncode == 0, p.stderr[-3000:]
         # the driver keeps its allocator; the worker Ray starts for the trials gets the configured one
         assert json.loads(p.stdout.strip().splitlines()[-1]) == [False, loaded, "0", None], allocator
+
+
+def test_a_worker_without_the_jemalloc_it_asked_for_warns_once(monkeypatch, caplog):
+    import logging
+
+    from nas import runner
+
+    monkeypatch.setattr(runner, "_allocator_checked", False)
+    monkeypatch.setenv("LD_PRELOAD", "/elsewhere/ray/core/libjemalloc.so")  # ld.so ignored it: not mapped here
+    with caplog.at_level(logging.WARNING, logger="nas.runner"):
+        runner._check_allocator(with_train(allocator="system"))  # not asked for: silent
+        runner._check_allocator(cfg())
+        runner._check_allocator(cfg())
+    assert [r.getMessage() for r in caplog.records if r.name == "nas.runner"] == [
+        "train.allocator=jemalloc, but this worker runs without it (LD_PRELOAD=/elsewhere/ray/core/libjemalloc.so): "
+        "its memory may creep up from trial to trial"]
 
 
 def test_onednn_that_cannot_take_effect_is_warned_about(tmp_path, monkeypatch, caplog):
