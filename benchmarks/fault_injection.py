@@ -74,14 +74,14 @@ def main() -> None:
         state = SearchState.from_json(cfg, (run / "state.json").read_text())
     rows, mismatches = Counter(), []
     for r in results:
-        kind = pick(cfg.faults, r["arch"])
-        ok = (r["status"] == "ok") if kind is None else (
-            r["status"] == "failed" and str(r["reason"]).startswith(EXPECTED[kind]))
-        rows[(kind or "none", r["status"], "" if kind is None else str(r["reason"])[:70])] += 1
+        kind = pick(cfg.faults, r.arch)
+        ok = (r.status == "ok") if kind is None else (
+            r.status == "failed" and str(r.reason).startswith(EXPECTED[kind]))
+        rows[(kind or "none", r.status.value, "" if kind is None else str(r.reason)[:70])] += 1
         if not ok:
-            mismatches.append((kind, r["status"], r["reason"]))
+            mismatches.append((kind, r.status.value, r.reason))
     c = state.controller
-    failed = sum(r["status"] != "ok" for r in results)
+    failed = sum(r.status != "ok" for r in results)
     learned_finite = c.best is not None and math.isfinite(c.best[1]) and (
         getattr(c, "baseline", 0.0) is None or math.isfinite(getattr(c, "baseline", 0.0)))
     summary = (f"{len(results)} of {args.trials} trials recorded in {wall:.0f} s; {failed} failed "

@@ -1,11 +1,16 @@
 """``nas bench``: controllers against a table of trained archs, by lookup instead of training.
 
-A table is a CSV with one row per trained arch: ``arch`` (the arch string), ``accuracy``
-and ``latency_ms``, optionally ``seed`` (rows with other seeds than the first give the noise
-of a re-run), ``params``, ``macs``, ``on_chip_bytes``, ``off_chip_bytes``. The shipped
-table (``nas/tables/efficientnet_edgetpu_bench.csv``, made by
-``benchmarks/make_bench_table.py``) holds every arch of ``efficientnet_edgetpu_bench``
-trained on the MNIST digits; any other table works with the space that produced it.
+A table is a CSV with one row per trained arch, in the columns of ``trials.csv``: ``arch``
+(the deployment arch string the controller proposes), ``accuracy`` (of the model trained
+for it) and ``latency_ms`` (the deployment model's), optionally ``seed`` (rows with other
+seeds than the first give the noise of a re-run), ``params``, ``macs``, ``on_chip_bytes``,
+``off_chip_bytes``, ``proxy_arch`` and ``proxy_latency_ms`` (the latency of the trained
+proxy, which ``--latency proxy`` scores instead). So a search's own ``trials.csv`` is a table
+too. The shipped table (``nas/tables/efficientnet_edgetpu_bench.csv``, made by
+``benchmarks/make_bench_table.py``) holds every member of ``efficientnet_edgetpu_bench``
+at the deployment scale (128 px, width 1, depth 1, 10 classes), its predicted deployment
+latency and memory, and the accuracy of the same member at proxy scale (32 px, width 0.25,
+depth 0.5: the same decisions) trained on the MNIST digits.
 
 The same controller code and the same reward as ``nas search`` run here; only the trial is
 a lookup. Every proposal is a trial (a repeated arch costs a trial too, as it would in a
@@ -37,14 +42,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .record import Status, TrialRecord
 from .reward import RewardConfig, reward
 
 log = logging.getLogger(__name__)
 
 TABLES = Path(__file__).with_name("tables")
 DEFAULT_TABLE = TABLES / "efficientnet_edgetpu_bench.csv"
-DEFAULT_SPACE = ("efficientnet_edgetpu_bench", {"resolution": 32, "width": 0.25, "depth": 0.5})
+#: The shipped table's archs: the bench space at the deployment scale.
+DEFAULT_SPACE = ("efficientnet_edgetpu_bench", {"resolution": 128, "width": 1.0, "depth": 1.0, "num_classes": 10})
 REQUIRED = ("arch", "accuracy", "latency_ms")
+#: Which latency the reward scores: the deployment model's (``latency_ms``) or the proxy's.
+LATENCY_COLUMNS = {"deployment": "latency_ms", "proxy": "proxy_latency_ms"}
+EXTRA = ("params", "macs", "on_chip_bytes", "off_chip_bytes", "proxy_params", "proxy_macs", "proxy_on_chip_bytes",
+         "proxy_off_chip_bytes")
 
 
 @dataclass
@@ -53,33 +64,42 @@ class Table:
 
     archs: list[str]
     accuracy: np.ndarray
-    latency_ms: np.ndarray
+    latency_ms: np.ndarray  # the latency the reward scores (see ``latency``)
     extra: dict[str, np.ndarray]
     source: str
     reruns: list[tuple[float, float]] = field(default_factory=list)  # (accuracy, re-run accuracy)
+    latency: str = "deployment"
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "Table":
+    def load(cls, path: str | Path | None = None, latency: str = "deployment") -> "Table":
+        """Read a table; ``latency`` picks the column the reward scores (``deployment``:
+        ``latency_ms``; ``proxy``: ``proxy_latency_ms``)."""
+        if latency not in LATENCY_COLUMNS:
+            raise ValueError(f"--latency: unknown {latency!r}; allowed: {', '.join(LATENCY_COLUMNS)}")
+        col = LATENCY_COLUMNS[latency]
         p = Path(path) if path is not None else DEFAULT_TABLE
         if not p.is_file():
             hint = " (the shipped table is made by benchmarks/make_bench_table.py)" if path is None else ""
             raise ValueError(f"table: file {str(p)!r} does not exist{hint}")
         with open(p, newline="") as f:
             reader = csv.DictReader(f)
-            missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+            names = reader.fieldnames or []
+            missing = [c for c in REQUIRED if c not in names]
             if missing:
                 raise ValueError(f"table {p.name}: missing column(s) {', '.join(missing)}; a table needs "
-                                 f"{', '.join(REQUIRED)} (optional: seed, params, macs, on_chip_bytes, "
-                                 "off_chip_bytes)")
+                                 f"{', '.join(REQUIRED)} (optional: seed, {', '.join(EXTRA)}, proxy_latency_ms)")
+            if col not in names:
+                raise ValueError(f"--latency: {latency!r} needs a {col} column, which table {p.name} lacks; "
+                                 f"allowed here: deployment")
             rows = [r for r in reader if r.get("status", "ok") in ("ok", "")]
         first: dict[str, dict] = {}
         others: dict[str, list[dict]] = {}
         for i, r in enumerate(rows, start=2):
             try:
-                float(r["accuracy"]), float(r["latency_ms"])
+                float(r["accuracy"]), float(r[col])
             except ValueError:
-                raise ValueError(f"table {p.name}: line {i}: accuracy and latency_ms must be numbers, got "
-                                 f"{r['accuracy']!r}, {r['latency_ms']!r}") from None
+                raise ValueError(f"table {p.name}: line {i}: accuracy and {col} must be numbers, got "
+                                 f"{r['accuracy']!r}, {r[col]!r}") from None
             if r["arch"] in first:
                 others.setdefault(r["arch"], []).append(r)
             else:
@@ -87,13 +107,10 @@ class Table:
         if not first:
             raise ValueError(f"table {p.name}: no rows")
         archs = list(first)
-        extra = {}
-        for col in ("params", "macs", "on_chip_bytes", "off_chip_bytes"):
-            if col in reader.fieldnames:
-                extra[col] = np.array([float(first[a][col] or "nan") for a in archs])
+        extra = {c: np.array([float(first[a][c] or "nan") for a in archs]) for c in EXTRA if c in names}
         reruns = [(float(first[a]["accuracy"]), float(o["accuracy"])) for a in others for o in others[a]]
         return cls(archs, np.array([float(first[a]["accuracy"]) for a in archs]),
-                   np.array([float(first[a]["latency_ms"]) for a in archs]), extra, str(p), reruns)
+                   np.array([float(first[a][col]) for a in archs]), extra, str(p), reruns, latency)
 
     def __len__(self) -> int:
         return len(self.archs)
@@ -170,6 +187,7 @@ class BenchResult:
 
     def to_json(self) -> str:
         return json.dumps(_finite({"table": self.table.source, "archs": len(self.table), "trials": self.trials,
+                           "latency": self.table.latency,
                            "seeds": self.seeds, "reward": {"kind": self.rcfg.kind, "target_ms": self.rcfg.target_ms,
                                                            "exponents": self.rcfg.exponents},
                            "table_best_reward": self.table_best, "noise": self.table.noise(),
@@ -181,7 +199,8 @@ class BenchResult:
 
     def markdown(self) -> str:
         lines = [f"table {Path(self.table.source).name}: {len(self.table)} archs; reward {self.rcfg.kind} "
-                 f"target {self.rcfg.target_ms:.3f} ms (alpha, beta = {self.rcfg.exponents}); best reward in the "
+                 f"target {self.rcfg.target_ms:.3f} ms of {self.table.latency} latency "
+                 f"(alpha, beta = {self.rcfg.exponents}); best reward in the "
                  f"table {self.table_best:.4f}; {self.seeds} seeds x {self.trials} trials", "",
                  "| controller | final best reward | final regret | HV fraction | reached best | trials to best "
                  "(median) | to 99% | reaches random's final best at |", "|---|---|---|---|---|---|---|---|"]
@@ -216,7 +235,7 @@ class BenchResult:
         ax1.set(xlabel="trials", ylabel="simple regret (reward)", yscale="log",
                 title="best reward in the table minus best found")
         ax2.set(xlabel="trials", ylabel="hypervolume / table's", ylim=(0, 1.02),
-                title="Pareto hypervolume (accuracy vs latency)")
+                title=f"Pareto hypervolume (accuracy vs {self.table.latency} latency)")
         for ax in (ax1, ax2):
             ax.grid(alpha=0.3)
         # One legend under both panels: controller labels with parameters are long.
@@ -307,11 +326,11 @@ def run_bench(table: Table, controllers: Sequence[str | tuple[str, dict]], *, se
                 arch = ctrl.ask()
                 i = index.get(arch.to_string())
                 if i is None:
-                    ctrl.feedback(arch, {"status": "failed", "reason": "not in the table"})
+                    ctrl.feedback(arch, TrialRecord(status=Status.FAILED, reason="not in the table").controller_view())
                 else:
                     r = float(table_rewards[i])
-                    ctrl.feedback(arch, {"status": "ok", "reward": r, "accuracy": float(table.accuracy[i]),
-                                         "latency_ms": float(table.latency_ms[i])})
+                    ctrl.feedback(arch, TrialRecord(status=Status.OK, reward=r, accuracy=float(table.accuracy[i]),
+                                                    latency_ms=float(table.latency_ms[i])).controller_view())
                     R[s, t] = r
                     best_r = max(best_r, r)
                     found.append(i)

@@ -519,8 +519,10 @@ def search_cmd(experiment, out, resume, address, max_trials, seed, runner, no_pr
     from .launch import pareto_table, prepare, search
 
     launch = prepare(experiment, out=out, resume=resume, address=address, max_trials=max_trials, seed=seed)
-    click.echo(f"{'resuming' if resume else 'search'} {launch.cfg.name}: {launch.budget} trials of "
-               f"{launch.cfg.space.name} with {launch.cfg.controller.name}, latency from {launch.cfg.latency.source}; "
+    from .proxy import describe
+
+    click.echo(f"{'resuming' if resume else 'search'} {launch.cfg.name}: {launch.budget} trials with "
+               f"{launch.cfg.controller.name}; {describe(launch.cfg)}; latency from {launch.cfg.latency.source}; "
                f"run folder {launch.run.path}", err=True)
     t0 = time.monotonic()
     try:
@@ -545,20 +547,29 @@ def search_cmd(experiment, out, resume, address, max_trials, seed, runner, no_pr
 
 @cli.command("export")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--arch", "arch_text", default=None, help="Arch string to export (default: the run's best_arch.txt).")
+@click.option("--arch", "arch_text", default=None,
+              help="Deployment arch string to export (default: the run's best_arch.txt).")
+@click.option("--scale", type=click.Choice(["deployment", "proxy"]), default="deployment", show_default=True,
+              help="Train and write the deployment model (what you ship, at the space's resolution) or its "
+                   "proxy (the model a trial trained; much faster).")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs (default: the experiment's).")
 @click.option("--out", default=None, help="Output folder (default: RUN_DIR/export).")
-def export_cmd(run_dir, arch_text, epochs, out) -> None:
+def export_cmd(run_dir, arch_text, scale, epochs, out) -> None:
     """Train the best (or given) arch and write model.keras, model_int8.tflite, arch.txt, summary.json.
 
     \b
-    model_edgetpu.tflite is added when edgetpu_compiler is installed.
+    model_edgetpu.tflite is added when edgetpu_compiler is installed. Latencies in the
+    summary are the deployment model's, whichever scale is trained.
     """
     from .export import export
 
-    summary = export(run_dir, arch=arch_text, epochs=epochs, out=out)
-    click.echo(f"accuracy {summary['accuracy']:.4f}  latency {summary['latency_ms']:.3f} ms "
-               f"({summary['latency_source']})  tflite-cpu {summary['tflite_cpu_ms']:.3f} ms")
+    summary = export(run_dir, arch=arch_text, epochs=epochs, out=out, scale=scale)
+    m = summary["model"]
+    click.echo(f"{scale} model at {m['resolution']} px, {m['params']:,} params: accuracy {summary['accuracy']:.4f}"
+               f" (int8 {summary['int8_accuracy'] if summary['int8_accuracy'] is None else round(summary['int8_accuracy'], 4)})")
+    click.echo(f"deployment model: {summary['params']:,} params, latency {summary['latency_ms']:.3f} ms "
+               f"({summary['latency_source']}), off-chip {summary['off_chip_bytes'] or 0:,} B, "
+               f"tflite-cpu {summary['tflite_cpu_ms']:.3f} ms")
     for name in summary["files"]:
         click.echo(f"wrote {summary['out']}/{name}")
 
@@ -616,13 +627,16 @@ def _controller_spec(text: str) -> tuple[str, dict[str, Any]]:
 @click.option("--table", default=None, type=click.Path(dir_okay=False),
               help="CSV with arch, accuracy, latency_ms (default: the shipped efficientnet_edgetpu_bench table).")
 @click.option("--space", "space_name", default=None,
-              help="Space the table's archs come from (default: efficientnet_edgetpu_bench at 32 px, width "
-                   "0.25, depth 0.5).")
+              help="Space the table's archs come from (default: efficientnet_edgetpu_bench at the deployment "
+                   "scale, 128 px, width 1, depth 1, 10 classes).")
 @click.option("--param", "space_params", multiple=True, metavar="KEY=VALUE", help="Space constructor argument.")
 @click.option("-c", "--controller", "controllers", multiple=True, metavar="NAME[:K=V,...]",
               help="Controller to run, with optional parameters (repeatable; default: random, evolution, mnas).")
 @click.option("--seeds", type=click.IntRange(1), default=20, show_default=True, help="Runs per controller.")
 @click.option("--trials", type=click.IntRange(1), default=100, show_default=True, help="Lookups per run.")
+@click.option("--latency", type=click.Choice(["deployment", "proxy"]), default="deployment", show_default=True,
+              help="Which latency the reward scores: the deployment model's (latency_ms) or the trained proxy's "
+                   "(proxy_latency_ms).")
 @click.option("--reward", "kind", type=click.Choice(["mnas", "tunas"]), default="mnas", show_default=True)
 @click.option("--target-ms", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Latency target (default: the table's median latency).")
@@ -631,8 +645,8 @@ def _controller_spec(text: str) -> tuple[str, dict[str, Any]]:
 @click.option("--beta", type=float, default=None, help="Exponent over the target (overrides the preset).")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Folder for bench.json, bench.md and bench.png (must not exist yet).")
-def bench_cmd(table, space_name, space_params, controllers, seeds, trials, kind, target_ms, preset, alpha, beta,
-              out) -> None:
+def bench_cmd(table, space_name, space_params, controllers, seeds, trials, latency, kind, target_ms, preset, alpha,
+              beta, out) -> None:
     """Run controllers against a table of trained archs, by lookup instead of training.
 
     \b
@@ -652,11 +666,9 @@ def bench_cmd(table, space_name, space_params, controllers, seeds, trials, kind,
     specs = [_controller_spec(c) for c in controllers] or [("random", {}), ("evolution", {}), ("mnas", {})]
     if out is not None and Path(out).exists() and any(Path(out).iterdir()):
         raise UserError(f"--out: folder {out!r} exists and is not empty; give a new folder")
-    if space_name is None and not space_params:
-        space_name, params = DEFAULT_SPACE[0], dict(DEFAULT_SPACE[1])
-    else:
-        params = _parse_params(space_params)
-        space_name = space_name or DEFAULT_SPACE[0]
+    params = _parse_params(space_params)
+    if space_name is None:  # the shipped table's space; --param adjusts it (e.g. searched=[2,3])
+        space_name, params = DEFAULT_SPACE[0], {**DEFAULT_SPACE[1], **params}
     import search_spaces
 
     from .controllers import get_controller
@@ -665,7 +677,7 @@ def bench_cmd(table, space_name, space_params, controllers, seeds, trials, kind,
     # Every controller is built once up front, so a bad parameter fails before the runs.
     for name, p in specs:
         get_controller(name, space, seed=0, **p)
-    tab = Table.load(table)
+    tab = Table.load(table, latency=latency)
     rcfg = RewardConfig(kind=kind, target_ms=target_ms or float(np.median(tab.latency_ms)), preset=preset,
                         alpha=alpha, beta=beta)
     rcfg.exponents  # noqa: B018 - validates the combination before any work

@@ -7,7 +7,8 @@ line naming the key path, the value given and what is allowed (pydantic does the
 A minimal experiment::
 
     version: 1
-    space: {name: efficientnet_edgetpu, resolution: 32, width: 0.25, depth: 0.5}
+    space: {name: efficientnet_edgetpu, resolution: 128, width: 1.0, num_classes: 10}   # what you ship
+    proxy: {resolution: 32, width: 0.25, depth: 0.5}     # what each candidate is trained as
     controller: {name: mnas}
     reward: {target_ms: 2.0}
     latency: {source: edgetpu-model}
@@ -17,6 +18,7 @@ A minimal experiment::
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,16 +33,45 @@ class _Strict(BaseModel):
 
 
 class SpaceConfig(_Strict):
+    """The deployment model's space: the network the user will ship (its resolution, width,
+    depth and the data's classes). Latency, memory, reward and constraints are its."""
+
     name: str
     resolution: int | None = Field(None, ge=8, le=4096)
     width: float | None = Field(None, gt=0, le=8)
     depth: float | None = Field(None, gt=0, le=8)
+    num_classes: int | None = Field(None, ge=2, le=1_000_000, description="the data's classes (default: counted "
+                                    "from the data when the search starts, so arch strings carry them)")
     params: dict[str, Any] = Field(default_factory=dict, description="other constructor arguments")
 
     def kwargs(self) -> dict[str, Any]:
-        out = {k: v for k, v in (("resolution", self.resolution), ("width", self.width), ("depth", self.depth))
-               if v is not None}
+        out = {k: v for k, v in (("resolution", self.resolution), ("width", self.width), ("depth", self.depth),
+                                 ("num_classes", self.num_classes)) if v is not None}
         return {**self.params, **out}
+
+
+class ProxyConfig(_Strict):
+    """How a candidate is made cheap to train: compound scaling (``search_spaces.scale``) of the
+    deployment arch. ``width`` and ``depth`` multiply the deployment arch's channels and
+    repeats; ``resolution`` is the proxy's input size (default: the deployment's)."""
+
+    resolution: int | None = Field(None, ge=8, le=4096)
+    width: float = Field(1.0, ge=0.05, le=8)
+    depth: float = Field(1.0, ge=0.05, le=8)
+
+    @model_validator(mode="after")
+    def _not_larger(self):
+        for key in ("width", "depth"):
+            v = getattr(self, key)
+            if v > 1:
+                raise ValueError(f"proxy.{key}: {v:g} would make the proxy larger than the deployment model; "
+                                 f"allowed (0.05 <= {key} <= 1, a multiplier of the deployment arch's "
+                                 f"{'channels' if key == 'width' else 'repeats'})")
+        return self
+
+    @property
+    def identity(self) -> bool:
+        return self.resolution is None and self.width == 1 and self.depth == 1
 
 
 class ControllerConfig(_Strict):
@@ -141,6 +172,7 @@ class ExperimentConfig(_Strict):
     name: str = "experiment"
     seed: int = 0
     space: SpaceConfig
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
     reward: RewardSection
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
@@ -158,6 +190,14 @@ class ExperimentConfig(_Strict):
             raise ValueError("reward: with preset null give alpha and beta")
         return self
 
+    @model_validator(mode="after")
+    def _proxy_resolution(self):
+        p, s = self.proxy.resolution, self.space.resolution
+        if p is not None and s is not None and p > s:
+            raise ValueError(f"proxy.resolution: {p} is larger than the deployment model's space.resolution {s}; "
+                             f"allowed 8..{s}")
+        return self
+
 
 def _describe(err: dict) -> str:
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -167,7 +207,14 @@ def _describe(err: dict) -> str:
     if err["type"] == "missing":
         return f"{loc}: missing (required)"
     text = err["msg"].removeprefix("Value error, ")
+    if _KEYED.match(text):
+        # A check across keys (a model validator) names its own key and value: the input
+        # here is the whole section, which says nothing more.
+        return text
     return f"{loc}: {text} (given {given!r})"
+
+
+_KEYED = re.compile(r"^[a-z_]+(\.[a-z_0-9]+)*: ")
 
 
 def parse_experiment(data: Any, where: str = "experiment") -> ExperimentConfig:

@@ -4,7 +4,8 @@ A controller works on a :class:`~search_spaces.SearchSpace`'s decisions (choice 
 and never trains or measures anything itself: the runner owns the loop. Every controller is
 seeded and deterministic given its seed and the order of feedback. A result is any mapping
 with ``reward`` (a float; NaN, inf or None mean "no usable reward") and optionally
-``status``; failed or infeasible trials are counted but never learned from.
+``status``; a search tells the read-only view of its :class:`~nas.record.TrialRecord`. Failed
+or infeasible trials are counted but never learned from (:func:`usable_reward`).
 
 Writing a controller::
 
@@ -30,7 +31,6 @@ from __future__ import annotations
 import collections
 import difflib
 import logging
-import math
 from typing import Any, ClassVar, Iterable, Mapping
 
 import numpy as np
@@ -40,14 +40,20 @@ from search_spaces import Arch, SearchSpace
 log = logging.getLogger(__name__)
 
 
-def usable_reward(result: Mapping[str, Any] | None) -> float | None:
-    """The reward of a result if it may be learned from, else None."""
-    if not result or result.get("status", "ok") not in ("ok", None):
+def usable_reward(result: Any) -> float | None:
+    """The reward of a result if it may be learned from, else None.
+
+    ``result`` is a :class:`~nas.record.TrialRecord`, what a search tells a controller (its
+    ``controller_view()``), or any mapping with ``reward`` and optionally ``status``; the
+    test is the record's one definition, :attr:`~nas.record.TrialRecord.usable`.
+    """
+    from .record import RecordError, TrialRecord
+
+    try:
+        rec = TrialRecord.coerce(result)
+    except RecordError:
         return None
-    r = result.get("reward")
-    if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r):
-        return None
-    return float(r)
+    return rec.reward if rec.usable else None
 
 
 class Controller:

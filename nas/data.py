@@ -213,6 +213,24 @@ def check_source(source: str) -> None:
                              "and a network connection")
 
 
+def class_count(source: str, *, limit: int | None = None, seed: int = 0) -> int | None:
+    """The number of classes a trial's head gets from this source (as :func:`load` counts
+    them: the highest label + 1 of the images kept), without decoding any image; None when
+    that needs the data itself (``tfds:``, which is counted when it loads)."""
+    if source in ("mnist5k", "digits"):
+        y = _raw(source, 8)[1]
+    elif source.startswith("npz:"):
+        y = _raw(source, 8)[1]
+    elif source.startswith("folder:"):
+        y = _folder_files(source.partition(":")[2])[1]
+    else:
+        return None
+    order = np.random.default_rng(seed).permutation(len(y))
+    if limit is not None:
+        order = order[:limit]
+    return int(y[order].max()) + 1
+
+
 def _folder_files(arg: str) -> tuple[list[str], np.ndarray]:
     """The image files of a folder with one sub-folder per class, and their labels."""
     p = Path(arg)

@@ -1,14 +1,21 @@
 """``nas export``: the best (or a given) arch of a run, trained and written as plain artefacts.
 
+What is exported is what the user ships: the *deployment* arch (the run's best, at the
+space's resolution and width), trained on the experiment's data at the deployment
+resolution. ``--scale proxy`` trains and writes the proxy instead (the model the search
+trained, minutes instead of hours at full size); the latencies in the summary are the
+deployment model's either way.
+
 Writes into a new folder (``RUN/export`` by default; an existing non-empty folder is refused)::
 
     model.keras           the trained model; standard Keras layers only, so
                           keras.saving.load_model() loads it without this toolkit
     model_int8.tflite     full-integer (int8 in and out), calibrated on training images
     model_edgetpu.tflite  the Edge TPU build, when edgetpu_compiler is installed
-    arch.txt              the arch string
-    summary.json          accuracy, latency (the experiment's source, and tflite-cpu measured
-                          here), params, MACs, on/off-chip bytes, input format, versions
+    arch.txt              the arch string of the model written
+    summary.json          the scale trained, accuracy (float and int8), the deployment
+                          model's latency (the experiment's source, and tflite-cpu measured
+                          here), params, MACs, on/off-chip bytes, input format
 
 The files are written to a temporary folder beside the output and renamed into place at the
 end, so a failed export leaves nothing half-written.
@@ -43,11 +50,20 @@ def run_experiment(run: RunFolder) -> ExperimentConfig:
     return cfg
 
 
+SCALES = ("deployment", "proxy")
+
+
 def export(run_dir: str | Path, *, arch: str | None = None, epochs: int | None = None,
-           out: str | Path | None = None) -> dict[str, Any]:
-    """Train and write the artefacts; the summary (also written as summary.json)."""
+           out: str | Path | None = None, scale: str = "deployment") -> dict[str, Any]:
+    """Train and write the artefacts; the summary (also written as summary.json).
+
+    ``arch`` is a deployment arch string (default: the run's best); ``scale`` says which of
+    its two models is trained and written: ``deployment`` (what is shipped) or ``proxy``.
+    """
     from search_spaces import Arch
 
+    if scale not in SCALES:
+        raise ValueError(f"--scale: unknown {scale!r}; allowed: {', '.join(SCALES)}")
     run = RunFolder(run_dir)
     if not run.path.is_dir():
         raise RunFolderError(f"RUN_DIR: {str(run_dir)!r} does not exist")
@@ -66,27 +82,33 @@ def export(run_dir: str | Path, *, arch: str | None = None, epochs: int | None =
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise RunFolderError(f"--out: {str(out_dir)!r} already exists and is not empty; choose another --out")
     with staged_folder(out_dir) as work:
-        summary = _export(parsed, cfg, epochs, work)
+        summary = _export(parsed, cfg, epochs, work, scale)
     summary["out"] = str(out_dir)
     return summary
 
 
-def _export(arch, cfg: ExperimentConfig, epochs: int | None, work: Path) -> dict[str, Any]:
+def _export(deploy, cfg: ExperimentConfig, epochs: int | None, work: Path, scale: str) -> dict[str, Any]:
     import keras
 
     from latency_models import Target, get_source
     from latency_models.convert import to_int8_tflite
     from search_spaces import build_model, count_macs, count_params
 
+    from . import proxy
     from .trial import load_data, measure_latency, train_model
 
+    small = proxy.of(deploy, cfg)
+    arch = deploy if scale == "deployment" else small
     res = arch.resolution
     split = load_data(cfg, res)
+    classes = split.num_classes
     shape = (res, res, cfg.data.channels)
+    deploy_shape = (deploy.resolution, deploy.resolution, cfg.data.channels)
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(arch, shape, split.num_classes, seed=cfg.seed)
+    model = build_model(arch, shape, classes, seed=cfg.seed)
     t0 = time.perf_counter()
-    log.info("training %s for %s epochs", arch.to_string(), epochs or cfg.train.epochs)
+    log.info("training the %s model %s at %d px for %s epochs", scale, arch.to_string(), res,
+             epochs or cfg.train.epochs)
     acc, n_epochs = train_model(model, split, cfg, epochs=epochs)
     train_s = time.perf_counter() - t0
     files = ["model.keras", "model_int8.tflite", "arch.txt", "summary.json"]
@@ -96,16 +118,26 @@ def _export(arch, cfg: ExperimentConfig, epochs: int | None, work: Path) -> dict
     (work / "model_int8.tflite").write_bytes(tflite)
     (work / "arch.txt").write_text(arch.to_string() + "\n")
 
-    lat = measure_latency(arch, cfg, split.num_classes)
-    cpu = get_source("tflite-cpu")(Target(tflite))
+    lat = measure_latency(deploy, cfg, classes)
+    cpu_src = get_source("tflite-cpu")
+    cpu = cpu_src(Target(tflite))
+    # The deployment model's host latency: the file just written when it is that model; for a
+    # proxy export, the deployment arch converted here (latency needs no trained weights).
+    deploy_cpu = cpu if arch == deploy else cpu_src(Target(deploy, input_shape=deploy_shape, num_classes=classes))
     int8_acc = _int8_accuracy(tflite, *split.val_arrays(limit=2000))
     summary: dict[str, Any] = {
-        "arch": arch.to_string(), "accuracy": acc, "int8_accuracy": int8_acc, "epochs": n_epochs,
-        "train_s": round(train_s, 1), **lat, "tflite_cpu_ms": cpu.latency_ms, "tflite_cpu_source": cpu.source_version,
-        "tflite_cpu_xnnpack": cpu.details.get("xnnpack"),
-        "params": count_params(arch, shape, split.num_classes), "macs": count_macs(arch, shape, split.num_classes),
+        "scale": scale, "arch": arch.to_string(), "deployment_arch": deploy.to_string(),
+        "proxy_arch": small.to_string(), "accuracy": acc, "int8_accuracy": int8_acc, "epochs": n_epochs,
+        "train_s": round(train_s, 1),
+        # The deployment model's figures, whatever was trained:
+        **lat, "tflite_cpu_ms": deploy_cpu.latency_ms, "tflite_cpu_source": cpu.source_version,
+        "tflite_cpu_xnnpack": deploy_cpu.details.get("xnnpack"),
+        "params": count_params(deploy, deploy_shape, classes), "macs": count_macs(deploy, deploy_shape, classes),
+        # The model written:
+        "model": {"params": count_params(arch, shape, classes), "macs": count_macs(arch, shape, classes),
+                  "tflite_cpu_ms": cpu.latency_ms, "resolution": res},
         "input": {"shape": list(shape), "dtype": "float32", "range": [0.0, 1.0], "data": cfg.data.source},
-        "num_classes": split.num_classes, "experiment": cfg.name, "files": files,
+        "num_classes": classes, "experiment": cfg.name, "files": files,
     }
     edgetpu = _compile_edgetpu(work)
     if edgetpu is not None:
@@ -151,4 +183,4 @@ def _compile_edgetpu(work: Path) -> dict[str, Any] | None:
     for log_file in work.glob("*.log"):
         log_file.unlink()
     return {"on_chip_bytes": report.on_chip_bytes, "off_chip_bytes": report.off_chip_bytes,
-            "ops_on_tpu": report.ops_on_tpu, "ops_on_cpu": report.ops_on_cpu}
+            "ops_on_tpu": report.n_ops_on_tpu, "ops_on_cpu": report.n_ops_on_cpu}

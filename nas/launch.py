@@ -16,11 +16,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, TextIO
+from typing import Any, TextIO
 
 import yaml
 
+from . import proxy
 from .config import ExperimentConfig, load_experiment, parse_experiment
+from .record import Status, TrialRecord
 from .search import RunFolder, RunFolderError, SearchState, best_result, make_controller, make_space, pareto_front
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,8 @@ def _absolute_data(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
 
 
 def check(cfg: ExperimentConfig) -> None:
-    """Every name in the experiment resolves and the hardware it asks for exists (else ValueError)."""
+    """Every name in the experiment resolves, the proxy scales the space's archs down and the
+    hardware it asks for exists (else ValueError)."""
     from latency_models import get_source
 
     from .data import check_source
@@ -73,6 +76,39 @@ def check(cfg: ExperimentConfig) -> None:
     check_source(cfg.data.source)
     if cfg.space.resolution is None and not hasattr(space, "resolution"):
         raise ValueError("space.resolution: missing (the proxy task needs an input resolution)")
+    proxy.check(space, cfg)
+
+
+def with_classes(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The deployment model has the data's classes: a space that takes ``num_classes`` gets
+    them (counted from the data when the experiment does not say), so every arch string
+    carries its head and ``nas latency predict ARCH`` scores the very model a trial did. A
+    class count, given or the space's own, that differs from the data's is an error."""
+    import inspect
+
+    from .data import check_source, class_count
+
+    check_source(cfg.data.source)  # its one-line errors first: counting would meet them less clearly
+    space = make_space(cfg)
+    fixed = getattr(space, "num_classes", None)
+    # A space given as an instance (module:object) is what it is: get() returns that very
+    # object and takes no arguments, so its classes cannot be filled in.
+    takes = "num_classes" in inspect.signature(type(space)).parameters and make_space(cfg) is not space
+    if not takes and cfg.space.num_classes is not None:
+        raise ValueError(f"space.num_classes: space {cfg.space.name!r} takes no num_classes argument "
+                         f"(given {cfg.space.num_classes})")
+    if not takes and fixed is None:
+        return cfg  # a space without classes of its own: the trial's head has the data's
+    n = class_count(cfg.data.source, limit=cfg.data.limit, seed=cfg.seed)
+    if n is None:
+        return cfg  # not countable before loading (tfds): trials use the data's, strings lack it
+    if fixed is not None and fixed != n:
+        key = "space.num_classes" if cfg.space.num_classes is not None else f"space {cfg.space.name!r}"
+        raise ValueError(f"{key}: {fixed} classes, but data.source {cfg.data.source!r} has {n}; allowed: {n}"
+                         + (" (or leave it out)" if cfg.space.num_classes is not None else ""))
+    if not takes or fixed == n:
+        return cfg
+    return _override(cfg, **{"space.num_classes": n})
 
 
 def prepare(experiment: str | Path, *, out: str | None = None, resume: bool = False, address: str | None = None,
@@ -104,6 +140,8 @@ def prepare(experiment: str | Path, *, out: str | None = None, resume: bool = Fa
         cfg = _override(cfg, seed=seed)
     cfg = _override(cfg, **{"ray.address": address, "budget.trials": max_trials})
     cfg = _absolute_data(cfg, exp_path.parent)
+    if not resume:  # a resumed run keeps the classes it was made with (a run made before, none)
+        cfg = with_classes(cfg)
     check(cfg)
     return Launch(cfg, run, cfg.budget.trials, text, resume)
 
@@ -119,7 +157,8 @@ def search(launch: Launch, *, runner: str = "ray", stream: TextIO | None = None,
         run.write_budget(launch.budget)
     else:
         run.create(launch.experiment_text, launch.budget)
-    overrides = {"seed": cfg.seed, "ray.address": cfg.ray.address, "budget.trials": launch.budget}
+    overrides = {"seed": cfg.seed, "ray.address": cfg.ray.address, "budget.trials": launch.budget,
+                 "space.num_classes": cfg.space.num_classes}
     meta = json.loads((run.path / "run.json").read_text())
     meta["overrides"] = overrides
     from .search import atomic_write
@@ -147,10 +186,10 @@ class Progress:
                  enabled: bool = True):
         from tqdm import tqdm
 
-        self.results: list[Mapping[str, Any]] = list(prior.ordered_results()) if prior else []
+        self.results: list[TrialRecord] = list(prior.ordered_results()) if prior else []
         self.running: set[str] = set()
         self.stream = stream
-        self.front_key: tuple = tuple(r["trial_id"] for r in pareto_front(self.results))
+        self.front_key: tuple = tuple(r.trial_id for r in pareto_front(self.results))
         self.bar = tqdm(total=total, initial=min(total, len(self.results)), file=stream, disable=None if enabled else True,
                         unit="trial", dynamic_ncols=True, leave=True)
         self._postfix()
@@ -159,23 +198,23 @@ class Progress:
         if event == "start":
             self.running.add(payload)
         elif event == "result":
-            self.running.discard(payload["trial_id"])
+            self.running.discard(payload.trial_id)
             self.results.append(payload)
-            self.bar.write(_trial_line(payload), file=self.stream)
+            self.bar.write(trial_line(payload), file=self.stream)
             self.bar.update(1)
             front = pareto_front(self.results)
-            key = tuple(r["trial_id"] for r in front)
+            key = tuple(r.trial_id for r in front)
             if key != self.front_key and front:
                 self.front_key = key
-                self.bar.write("  pareto: " + ", ".join(f"{r['accuracy']:.3f}@{r['latency_ms']:.2f}ms" for r in front),
+                self.bar.write("  pareto: " + ", ".join(f"{r.accuracy:.3f}@{r.latency_ms:.2f}ms" for r in front),
                                file=self.stream)
         self._postfix()
 
     def _postfix(self) -> None:
-        failed = sum(r.get("status") in ("failed", "infeasible") for r in self.results)
+        failed = sum(r.status in (Status.FAILED, Status.INFEASIBLE) for r in self.results)
         best = best_result(self.results)
         self.bar.set_postfix_str(f"running {len(self.running)}, failed {failed}, best "
-                                 f"{best['reward']:.4f}" if best else f"running {len(self.running)}, failed {failed}")
+                                 f"{best.reward:.4f}" if best else f"running {len(self.running)}, failed {failed}")
 
     def close(self) -> None:
         self.bar.close()
@@ -185,29 +224,49 @@ def _num(v: Any, fmt: str) -> str:
     return format(v, fmt) if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)) else "-"
 
 
-def _trial_line(r: Mapping[str, Any]) -> str:
-    head = f"{r['status']:<10} {r['trial_id']}"
-    if r["status"] in ("ok", "stopped"):
-        return (f"{head}  acc {_num(r.get('accuracy'), '.4f')}  latency {_num(r.get('latency_ms'), '.3f')} ms  "
-                f"reward {_num(r.get('reward'), '.4f')}  ({_num(r.get('trial_s'), '.1f')} s)")
-    return f"{head}  {r.get('reason')}"
+def mib(n: Any) -> str:
+    """Bytes as MiB with two decimals ("-" for no value)."""
+    return _num(n / 2**20 if isinstance(n, (int, float)) else None, ".2f")
 
 
-def pareto_table(results: list[Mapping[str, Any]]) -> str:
-    """The Pareto front (accuracy vs latency) and the best arch, as text."""
+def _size(n: Any) -> str:
+    if not isinstance(n, (int, float)):
+        return "-"
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
+
+
+def trial_line(r: TrialRecord) -> str:
+    """One line per finished trial: proxy accuracy, deployment latency and memory, both sizes."""
+    head = f"{r.status.value:<10} {r.trial_id}"
+    sizes = f"params {_size(r.params)} (proxy {_size(r.proxy_params)})"
+    memory = f"off-chip {mib(r.off_chip_bytes)} MiB" if r.off_chip else "on-chip"
+    if r.status in (Status.OK, Status.STOPPED):
+        return (f"{head}  acc {_num(r.accuracy, '.4f')}  latency {_num(r.latency_ms, '.3f')} ms  {memory}  {sizes}  "
+                f"reward {_num(r.reward, '.4f')}  ({_num(r.trial_s, '.1f')} s)")
+    if r.status is Status.INFEASIBLE:
+        return f"{head}  latency {_num(r.latency_ms, '.3f')} ms  {memory}  {sizes}  {r.reason}"
+    return f"{head}  {r.reason}"
+
+
+def pareto_table(results: list[TrialRecord]) -> str:
+    """The Pareto front (proxy accuracy vs deployment latency) and the best arch, as text."""
     front = pareto_front(results)
     buf = io.StringIO()
-    n_ok = sum(r.get("status") == "ok" for r in results)
-    buf.write(f"{len(results)} trials, {n_ok} ok; Pareto front (accuracy vs latency), {len(front)} archs:\n")
-    buf.write(f"{'accuracy':>9} {'latency_ms':>10} {'reward':>8} {'params':>9} {'MACs':>9} {'off_chip':>9}  trial\n")
+    n_ok = sum(r.usable for r in results)
+    n_off = sum(r.off_chip for r in results if r.latency_ms is not None)
+    buf.write(f"{len(results)} trials, {n_ok} usable, {n_off} with parameters off-chip; Pareto front "
+              f"(proxy accuracy vs deployment latency), {len(front)} archs:\n")
+    buf.write(f"{'accuracy':>9} {'latency_ms':>10} {'reward':>8} {'params':>10} {'MACs':>13} {'off_chip':>10} "
+              f"{'proxy_params':>12}  trial\n")
     for r in front:
-        buf.write(f"{_num(r['accuracy'], '.4f'):>9} {_num(r['latency_ms'], '.3f'):>10} {_num(r['reward'], '.4f'):>8} "
-                  f"{_num(r['params'], ','):>9} {_num(r['macs'], ','):>9} {_num(r['off_chip_bytes'], ','):>9}  "
-                  f"{r['trial_id']}\n")
+        buf.write(f"{_num(r.accuracy, '.4f'):>9} {_num(r.latency_ms, '.3f'):>10} {_num(r.reward, '.4f'):>8} "
+                  f"{_num(r.params, ','):>10} {_num(r.macs, ','):>13} {_num(r.off_chip_bytes, ','):>10} "
+                  f"{_num(r.proxy_params, ','):>12}  {r.trial_id}\n")
     best = best_result(results)
     if best is not None:
-        buf.write(f"best reward {best['reward']:.4f} (accuracy {best['accuracy']:.4f}, "
-                  f"{best['latency_ms']:.3f} ms), trial {best['trial_id']}:\n  {best['arch']}\n")
+        buf.write(f"best reward {best.reward:.4f} (proxy accuracy {best.accuracy:.4f}, deployment "
+                  f"{best.latency_ms:.3f} ms), trial {best.trial_id}:\n  {best.arch}\n"
+                  f"  trained as {best.proxy_arch}\n")
     else:
         buf.write("no trial succeeded\n")
     return buf.getvalue()

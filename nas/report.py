@@ -4,8 +4,10 @@ Writes into ``RUN/report`` (or ``--out``)::
 
     report.md      the Pareto table, failures by reason, and the best archs with their
                    per-layer latency breakdown and on/off-chip split
-    pareto.png     accuracy vs latency: every trial (coloured by when it ran), the Pareto
-                   front, the target latency and the references scaled to the run's size
+    pareto.png     proxy accuracy vs the deployment model's latency: every trial (coloured by
+                   when it ran; off-chip ones ringed), the Pareto front, the target latency and
+                   the references at the deployment scale; beside it, accuracy vs the
+                   deployment model's parameter bytes against the Edge TPU's SRAM
     reward.png     reward of every trial in completion order, the best so far, failures
     entropy.png    how decided the controller became: its policy entropy (``mnas``) and the
                    entropy of the decisions it proposed over a sliding window (any controller)
@@ -20,7 +22,6 @@ non-empty folder is refused.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import math
 from collections import Counter
@@ -30,13 +31,19 @@ from typing import Any
 
 import numpy as np
 
+from . import proxy
 from .config import ExperimentConfig
-from .search import RunFolder, RunFolderError, best_result, make_space, pareto_front, staged_folder
-from .tblog import USABLE, EventLog, log_trials, usable
+from .record import TrialRecord
+from .search import RunFolder, RunFolderError, best_result, make_space, pareto_front, read_state_json, staged_folder
+from .tblog import EventLog, log_trials
 
 log = logging.getLogger(__name__)
 
 REFERENCES = {"efficientnet_edgetpu_s": "EfficientNet-EdgeTPU-S", "mnasnet_a1": "MnasNet-A1"}
+#: The Edge TPU's on-chip memory; parameters past what it caches stream from the host.
+SRAM_BYTES = 8 * 2**20
+#: The most of it the compiler keeps for activations (compiler 16, a 224 px model).
+RESERVE_BYTES = 2 * 2**20
 
 
 @dataclass
@@ -52,14 +59,14 @@ class Reference:
 class Report:
     run: RunFolder
     cfg: ExperimentConfig
-    results: list[dict[str, Any]]
+    results: list[TrialRecord]
     policy_entropy: list[float] = field(default_factory=list)   # one per proposal (mnas), nats/decision
     decision_entropy: list[float] = field(default_factory=list)  # windowed, one per proposal
     max_entropy: float = 0.0                                     # of a uniform policy, nats/decision
     window: int = 20
     random_window_entropy: float = 0.0                           # uniform proposals, same window
     references: list[Reference] = field(default_factory=list)
-    breakdowns: list[tuple[dict[str, Any], Any]] = field(default_factory=list)  # (trial, LatencyResult)
+    breakdowns: list[tuple[TrialRecord, Any]] = field(default_factory=list)  # (trial, LatencyResult)
     breakdown_source: str = ""
 
 
@@ -93,13 +100,12 @@ def controller_entropy(cfg: ExperimentConfig, state_text: str, window: int):
     """
     from search_spaces import Arch
 
-    from .search import _controller_view, make_controller
+    from .search import make_controller
 
     space = make_space(cfg)
     n_choices = [len(d.choices) for d in space.decision_list]
     max_ent = float(np.mean([math.log(n) for n in n_choices])) if n_choices else 0.0
-    d = json.loads(state_text)
-    events, archs, results = d["events"], d["archs"], d["results"]
+    _, events, archs, results = read_state_json(state_text)
     ctrl = make_controller(cfg, space)
     policy, proposed = [], []
     # A window longer than a short run would leave no full window to show.
@@ -113,7 +119,7 @@ def controller_entropy(cfg: ExperimentConfig, state_text: str, window: int):
                 policy.append(ent)
             proposed.append(archs[tid])
         elif kind == "tell":
-            ctrl.feedback(Arch.from_string(archs[tid]), _controller_view(results[tid]))
+            ctrl.feedback(Arch.from_string(archs[tid]), results[tid].controller_view())
     indices = []
     for a in proposed:
         try:
@@ -150,17 +156,17 @@ def _target(arch, cfg: ExperimentConfig, num_classes: int | None):
     return Target(arch, input_shape=(res, res, cfg.data.channels), num_classes=num_classes)
 
 
-def _num_classes(cfg: ExperimentConfig, results: list[dict[str, Any]]) -> int:
+def _num_classes(cfg: ExperimentConfig, results: list[TrialRecord]) -> int:
     """The class count the trials were built with: recorded per trial; for runs made before
     it was, from the data (the head's size changes the latency)."""
     for r in results:
-        if isinstance(r.get("num_classes"), int):
-            return r["num_classes"]
+        if r.num_classes is not None:
+            return r.num_classes
     from search_spaces import Arch
 
     from .trial import load_data
 
-    return load_data(cfg, Arch.from_string(results[0]["arch"]).resolution).num_classes
+    return load_data(cfg, Arch.from_string(results[0].arch).resolution).num_classes
 
 
 def build(run_dir: str | Path, *, top: int = 3, window: int = 20, train_references: bool = False) -> Report:
@@ -183,16 +189,18 @@ def build(run_dir: str | Path, *, top: int = 3, window: int = 20, train_referenc
             (rep.policy_entropy, rep.decision_entropy, rep.max_entropy, rep.window,
              rep.random_window_entropy) = controller_entropy(
                 cfg, run.state_file.read_text(), window)
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, IndexError) as e:
             log.warning("report: cannot replay %s (%s); no entropy plot", run.state_file, e)
 
     src = _breakdown_source(cfg)
     rep.breakdown_source = src.describe()
     classes = _num_classes(cfg, results)
-    ranked = sorted((r for r in results if usable(r)), key=lambda r: -r["reward"])[:top]
+    ranked = sorted((r for r in results if r.usable), key=lambda r: -r.reward)[:top]
     for r in ranked:
-        rep.breakdowns.append((r, src.measure(_target(Arch.from_string(r["arch"]), cfg, classes))))
+        rep.breakdowns.append((r, src.measure(_target(Arch.from_string(r.arch), cfg, classes))))
 
+    # References at the deployment scale (their latency); a trained one is trained as its
+    # proxy, like every trial.
     sp = cfg.space
     for key, label in REFERENCES.items():
         kw = {k: v for k, v in (("width", sp.width), ("depth", sp.depth), ("resolution", sp.resolution)) if v}
@@ -207,11 +215,11 @@ def build(run_dir: str | Path, *, top: int = 3, window: int = 20, train_referenc
             from .trial import run_trial
 
             out = run_trial(ref.arch, cfg)
-            if out["status"] == "ok":
-                ref.accuracy = out["accuracy"]
-                ref.latency_ms = out["latency_ms"]
+            if out.usable:
+                ref.accuracy = out.accuracy
+                ref.latency_ms = out.latency_ms
             else:
-                log.warning("report: training %s failed: %s", label, out.get("reason"))
+                log.warning("report: training %s failed: %s", label, out.reason)
         rep.references.append(ref)
     return rep
 
@@ -224,44 +232,52 @@ def _n(v: Any, fmt: str) -> str:
 
 def markdown(rep: Report) -> str:
     cfg, results = rep.cfg, rep.results
-    status = Counter(r.get("status") for r in results)
+    status = Counter(r.status.value for r in results)
     rw = cfg.reward
     reward_text = (f"{rw.kind} reward, target {rw.target_ms} ms" +
                    (f", preset {rw.preset}" if rw.preset and rw.alpha is None and rw.beta is None else "") +
                    (f", alpha {rw.alpha}" if rw.alpha is not None else "") + (f", beta {rw.beta}" if rw.beta is not None else ""))
+    measured = [r for r in results if r.latency_ms is not None]
     b = io.StringIO()
     b.write(f"# Search report: {cfg.name}\n\n")
     b.write(f"Run folder `{rep.run.path}`: {len(results)} trials "
-            f"({', '.join(f'{n} {s}' for s, n in status.most_common())}) of `{cfg.space.name}` "
-            f"(resolution {cfg.space.resolution}, width {cfg.space.width}, depth {cfg.space.depth}) with the "
-            f"`{cfg.controller.name}` controller; {reward_text}; latency from `{cfg.latency.source}`; "
-            f"data `{cfg.data.source}`, {cfg.train.epochs} epochs.\n\n")
+            f"({', '.join(f'{n} {s}' for s, n in status.most_common())}) with the "
+            f"`{cfg.controller.name}` controller; {proxy.describe(cfg)}; {reward_text}; latency from "
+            f"`{cfg.latency.source}`; data `{cfg.data.source}`, {cfg.train.epochs} epochs.\n\n")
+    if measured:
+        lats = [r.latency_ms for r in measured]
+        b.write(f"Deployment latency of the trials: {min(lats):.3f} to {max(lats):.3f} ms "
+                f"({max(lats) / min(lats):.1f}x); {sum(r.off_chip for r in measured)} of {len(measured)} stream "
+                f"parameters from the host (the Edge TPU's {SRAM_BYTES / 2**20:.0f} MiB SRAM cannot hold them).\n\n")
     front = pareto_front(results)
-    b.write(f"## Pareto front (accuracy vs latency), {len(front)} archs\n\n")
-    b.write("| trial | accuracy | latency ms | reward | params | MACs | on-chip B | off-chip B |\n"
-            "|---|---|---|---|---|---|---|---|\n")
+    b.write(f"## Pareto front (proxy accuracy vs deployment latency), {len(front)} archs\n\n")
+    b.write("| trial | accuracy | latency ms | reward | params | MACs | on-chip B | off-chip B | proxy params | "
+            "proxy MACs |\n|---|---|---|---|---|---|---|---|---|---|\n")
     for r in front:
-        b.write(f"| {r['trial_id']} | {_n(r['accuracy'], '.4f')} | {_n(r['latency_ms'], '.3f')} | "
-                f"{_n(r['reward'], '.4f')} | {_n(r.get('params'), ',')} | {_n(r.get('macs'), ',')} | "
-                f"{_n(r.get('on_chip_bytes'), ',')} | {_n(r.get('off_chip_bytes'), ',')} |\n")
+        b.write(f"| {r.trial_id} | {_n(r.accuracy, '.4f')} | {_n(r.latency_ms, '.3f')} | {_n(r.reward, '.4f')} | "
+                f"{_n(r.params, ',')} | {_n(r.macs, ',')} | {_n(r.on_chip_bytes, ',')} | "
+                f"{_n(r.off_chip_bytes, ',')} | {_n(r.proxy_params, ',')} | {_n(r.proxy_macs, ',')} |\n")
     best = best_result(results)
     if best is not None:
-        b.write(f"\nBest reward {best['reward']:.4f} (accuracy {best['accuracy']:.4f}, {best['latency_ms']:.3f} ms), "
-                f"trial {best['trial_id']}: `{best['arch']}`\n")
-    failed = Counter(str(r.get("reason")) for r in results if r.get("status") not in USABLE)
-    if failed:
+        b.write(f"\nBest reward {best.reward:.4f} (proxy accuracy {best.accuracy:.4f}, deployment "
+                f"{best.latency_ms:.3f} ms), trial {best.trial_id}: `{best.arch}`, trained as `{best.proxy_arch}`\n")
+    bad = [r for r in results if not r.usable]
+    if bad:
         b.write("\n## Failed and infeasible trials\n\n| trials | status: reason |\n|---|---|\n")
-        by = Counter((r.get("status"), str(r.get("reason"))) for r in results if r.get("status") not in USABLE)
-        for (s, why), n in by.most_common():
-            b.write(f"| {n} | {s}: {why.replace('|', '/')} |\n")
+        by = Counter((r.status.value, str(r.reason)) for r in bad)
+        for (st, why), n in by.most_common():
+            b.write(f"| {n} | {st}: {why.replace('|', '/')} |\n")
     if rep.references:
-        b.write("\n## References at the run's size\n\n| reference | latency ms | accuracy |\n|---|---|---|\n")
+        b.write("\n## References at the deployment scale\n\n| reference | latency ms | accuracy (as a proxy) |\n"
+                "|---|---|---|\n")
         for ref in rep.references:
             b.write(f"| {ref.label} | {_n(ref.latency_ms, '.3f')} | "
                     f"{_n(ref.accuracy, '.4f') if ref.accuracy is not None else 'not trained (--train-references)'} |\n")
-    b.write(f"\n## Best archs, per layer\n\nLatency breakdown from `{rep.breakdown_source}`.\n")
+    b.write(f"\n## Best archs, per layer of the deployment model\n\nLatency breakdown from `{rep.breakdown_source}`.\n")
     for r, lat in rep.breakdowns:
-        b.write(f"\n### {r['trial_id']}: reward {r['reward']:.4f}, accuracy {r['accuracy']:.4f}\n\n`{r['arch']}`\n\n")
+        b.write(f"\n### {r.trial_id}: reward {r.reward:.4f}, accuracy {r.accuracy:.4f}\n\n`{r.arch}`\n\n"
+                f"trained as `{r.proxy_arch}` ({_n(r.proxy_params, ',')} params; deployed "
+                f"{_n(r.params, ',')})\n\n")
         on, off = lat.on_chip_bytes, lat.off_chip_bytes
         split = ""
         if on is not None and off is not None:
@@ -276,7 +292,8 @@ def markdown(rep: Report) -> str:
             for i, ly in enumerate(lat.layers):
                 b.write(f"| {i} | {ly.name} | {ly.op} | {ly.latency_ms:.4f} | {100 * ly.latency_ms / total:.1f}% | "
                         f"{ly.on_chip_bytes:,} | {ly.off_chip_bytes:,} | {ly.device} |\n")
-    b.write("\n## Plots\n\n![accuracy vs latency](pareto.png)\n\n![reward over trials](reward.png)\n")
+    b.write("\n## Plots\n\n![accuracy vs deployment latency and parameter bytes](pareto.png)\n\n"
+            "![reward over trials](reward.png)\n")
     if rep.decision_entropy:
         b.write("\n![controller entropy](entropy.png)\n")
     return b.getvalue()
@@ -301,24 +318,37 @@ def _finish(plt, fig, ax, path: Path, legend_loc: str) -> None:
 
 
 def plot_pareto(rep: Report, path: Path) -> None:
+    """Left: proxy accuracy vs deployment latency. Right: the same accuracy vs the deployment
+    model's parameter bytes on the Edge TPU, with its SRAM: what lies right of it streams."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    order = {r["trial_id"]: i for i, r in enumerate(rep.results)}
-    ok = [r for r in rep.results if usable(r)]
-    if ok:
-        sc = ax.scatter([r["latency_ms"] for r in ok], [r["accuracy"] for r in ok], s=18,
-                        c=[order[r["trial_id"]] + 1 for r in ok], cmap="viridis", zorder=2, label="trials")
-        fig.colorbar(sc, ax=ax, label="trial (completion order)")
-    bad = [r for r in rep.results if r.get("status") == "infeasible" and isinstance(r.get("latency_ms"), float)]
-    if bad:
-        ax.scatter([r["latency_ms"] for r in bad], [0 for _ in bad], marker="x", c="0.5", label="infeasible")
-    front = sorted(pareto_front(rep.results), key=lambda r: r["latency_ms"])
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12.5, 5), gridspec_kw={"width_ratios": [1.35, 1]})
+    order = {r.trial_id: i for i, r in enumerate(rep.results)}
+    ok = [r for r in rep.results if r.usable]
+    sc = None
+    for a, x_of in ((ax, lambda r: r.latency_ms), (ax2, _param_mib)):
+        placed = [r for r in ok if x_of(r) is not None]
+        if placed:
+            sc = a.scatter([x_of(r) for r in placed], [r.accuracy for r in placed], s=18,
+                           c=[order[r.trial_id] + 1 for r in placed], cmap="viridis", zorder=2, label="trials",
+                           vmin=1, vmax=len(rep.results))
+        off = [r for r in placed if r.off_chip]
+        if off:
+            a.scatter([x_of(r) for r in off], [r.accuracy for r in off], s=70, facecolors="none",
+                      edgecolors="tab:red", lw=1, zorder=3, label=f"parameters off-chip ({len(off)})")
+        bad = [r for r in rep.results if r.status.value == "infeasible" and x_of(r) is not None]
+        if bad:
+            a.scatter([x_of(r) for r in bad], [0 for _ in bad], marker="x", c="0.5", label=f"infeasible ({len(bad)})")
+    if sc is not None:
+        fig.colorbar(sc, ax=ax2, label="trial (completion order)")
+    front = sorted(pareto_front(rep.results), key=lambda r: r.latency_ms)
     if front:
-        ax.step([r["latency_ms"] for r in front], [r["accuracy"] for r in front], where="post", c="tab:orange",
+        ax.step([r.latency_ms for r in front], [r.accuracy for r in front], where="post", c="tab:orange",
                 lw=1.5, zorder=3, label="Pareto front")
         best = best_result(rep.results)
-        ax.scatter([best["latency_ms"]], [best["accuracy"]], s=160, facecolors="none", edgecolors="tab:red",
-                   lw=1.5, zorder=4, label="best reward")
+        for a, x in ((ax, best.latency_ms), (ax2, _param_mib(best))):
+            if x is not None:
+                a.scatter([x], [best.accuracy], s=160, facecolors="none", edgecolors="tab:red", lw=1.5,
+                          zorder=4, label="best reward")
     ax.axvline(rep.cfg.reward.target_ms, ls=":", c="0.3", label=f"target {rep.cfg.reward.target_ms} ms")
     for i, ref in enumerate(r for r in rep.references if r.latency_ms is not None):
         color = ("tab:red", "tab:purple", "tab:brown")[i % 3]
@@ -327,16 +357,54 @@ def plot_pareto(rep: Report, path: Path) -> None:
                        label=f"{ref.label} (same recipe)")
         else:
             ax.axvline(ref.latency_ms, ls="--", c=color, lw=1, label=f"{ref.label} latency (not trained)")
-    ax.set(xlabel=f"latency (ms, {rep.cfg.latency.source})", ylabel="validation accuracy",
-           title=f"{rep.cfg.name}: accuracy vs latency")
+    cap = rep.cfg.reward.constraints.max_off_chip_bytes
+    ax2.axvline(SRAM_BYTES / 2**20, c="tab:red", ls="--", lw=1, label=f"Edge TPU SRAM ({SRAM_BYTES / 2**20:.0f} MiB)")
+    # What of the SRAM holds parameters depends on the activations (the compiler reserves up
+    # to about 2 MiB for them), so the cliff lies somewhere in this band.
+    ax2.axvspan((SRAM_BYTES - RESERVE_BYTES) / 2**20, SRAM_BYTES / 2**20, color="tab:red", alpha=0.08,
+                label="the parameter cache ends in here")
+    if cap is not None:
+        ax2.axvline((SRAM_BYTES + cap) / 2**20, c="0.3", ls=":", lw=1,
+                    label=f"max_off_chip_bytes {cap:,} (beyond the SRAM)")
+    latency_axis(ax)
+    ax.set(xlabel=f"deployment latency (ms, {rep.cfg.latency.source})", ylabel="validation accuracy (proxy)",
+           title=f"{rep.cfg.name}: accuracy vs deployment latency")
+    ax2.set(xlabel="deployment parameters on the Edge TPU (MiB, on + off chip)", ylabel="validation accuracy (proxy)",
+            title="against the on-chip memory")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=8, loc="lower right")
     _finish(plt, fig, ax, path, "lower right")
+
+
+def latency_axis(ax) -> None:
+    """A latency x axis: log scale with plain tick labels (1, 2, 5, 10 ms) when the values span
+    more than 8x, as deployment latencies do once some models outgrow the SRAM."""
+    lo, hi = ax.get_xlim()
+    if hi / max(lo, 1e-9) <= 8:
+        return
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in (0.5, 1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 300, 500, 1000) if lo <= t <= hi]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _param_mib(r: TrialRecord) -> float | None:
+    """The deployment model's compiled parameter bytes (on + off chip), in MiB."""
+    if r.on_chip_bytes is None or r.off_chip_bytes is None:
+        return None
+    return (r.on_chip_bytes + r.off_chip_bytes) / 2**20
 
 
 def plot_reward(rep: Report, path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4))
     x = np.arange(1, len(rep.results) + 1)
-    rew = np.array([r["reward"] if usable(r) else np.nan for r in rep.results], dtype=float)
+    rew = np.array([r.reward if r.usable else np.nan for r in rep.results], dtype=float)
     okm = np.isfinite(rew)
     ax.scatter(x[okm], rew[okm], s=14, c="tab:blue", label="trial reward")
     if okm.any():
@@ -384,7 +452,7 @@ def write_tensorboard(rep: Report, folder: Path) -> None:
             events.scalar("controller/decision_entropy", e, step)
         b = best_result(rep.results)
         if b is not None:
-            events.text("search/best_arch", b["arch"], len(rep.results))
+            events.text("search/best_arch", b.arch, len(rep.results))
     finally:
         events.close()
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import ExperimentConfig
+from .record import TrialRecord
 from .search import FINISHED, RunFolder, SearchState
 from .trial import run_trial
 
@@ -149,9 +150,9 @@ def _ray_trial(config: dict, experiment: str = "") -> None:
     _check_allocator(cfg)
     # Host name and Ray node: on one machine with several Ray nodes the host alone is ambiguous.
     node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
-    result = run_trial(config["arch"], cfg, report=lambda m: tune.report(_reportable(m)), trial_id=trial_id,
+    result = run_trial(config["arch"], cfg, report=lambda rec: tune.report(rec.to_ray()), trial_id=trial_id,
                        can_die=True, node=node)
-    tune.report(_reportable(result))
+    tune.report(result.to_ray())
 
 
 _allocator_checked = False
@@ -169,12 +170,6 @@ def _check_allocator(cfg: ExperimentConfig) -> None:
                     "creep up from trial to trial", os.environ["LD_PRELOAD"])
 
 
-def _reportable(m: dict[str, Any]) -> dict[str, Any]:
-    # Ray keeps None poorly in its result tables; NaN marks "no value" for floats.
-    return {k: (float("nan") if v is None and k not in ("reason", "latency_source", "trial_id", "node") else v)
-            for k, v in m.items()}
-
-
 def _searcher_class():
     from ray.tune.search import Searcher
 
@@ -188,7 +183,7 @@ def _searcher_class():
             self.run = RunFolder(run_dir)
             self.listener: Listener | None = None
 
-        def record(self, trial_id: str, result: dict | None) -> None:
+        def record(self, trial_id: str, result: TrialRecord) -> None:
             """Record a finished trial at once (tables, progress), whoever hears of it first."""
             rec = self.state.record(trial_id, result)
             if rec is not None:
@@ -215,7 +210,7 @@ def _searcher_class():
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             # The results were recorded by _RecordCallback when the trials ended; this is the
             # (possibly batched) moment the controller learns from them.
-            self.record(trial_id, _ray_result(result, error))
+            self.record(trial_id, TrialRecord.from_ray(result, error=error))
             self.state.tell(trial_id)
             self.run.save(self.state)
 
@@ -231,12 +226,6 @@ def _searcher_class():
             self.run.save(self.state)
 
     return ControllerSearcher
-
-
-def _ray_result(result: dict | None, error: bool, why: str = "") -> dict[str, Any]:
-    if error or not result:
-        return {"status": "failed", "reason": f"the trial's worker failed{': ' + why if why else ''}"}
-    return result
 
 
 def _callback_class():
@@ -266,7 +255,7 @@ def _callback_class():
             if error and getattr(trial, "error_file", None) and Path(trial.error_file).is_file():
                 lines = [ln for ln in Path(trial.error_file).read_text().splitlines() if ln.strip()]
                 why = lines[-1][:300] if lines else ""
-            self.searcher.record(trial.trial_id, _ray_result(trial.last_result, error, why))
+            self.searcher.record(trial.trial_id, TrialRecord.from_ray(trial.last_result, error=error, why=why))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._record(trial, error=False)

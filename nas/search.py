@@ -11,8 +11,8 @@ exactly where the recorded one stopped.
     RUN/experiment.yaml   the experiment, as given
     RUN/run.json          the budget and the toolkit version that made the run
     RUN/state.json        the search state (event log, pending trials), rewritten atomically
-    RUN/trials.csv        one row per finished trial (every field of nas.trial.FIELDS)
-    RUN/pareto.csv        the accuracy/latency Pareto front of the successful trials
+    RUN/trials.csv        one row per finished trial (every field of nas.record.FIELDS)
+    RUN/pareto.csv        the Pareto front of the usable trials: proxy accuracy vs deployment latency
     RUN/best_arch.txt     the arch string of the best reward
     RUN/tensorboard/      per-trial scalars, appended as trials finish (:mod:`nas.tblog`)
     RUN/ray/              Ray Tune's experiment state (Tuner.restore reads it)
@@ -24,11 +24,8 @@ half-written table.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -40,13 +37,17 @@ from search_spaces import Arch, SearchSpace
 from .config import ExperimentConfig
 from .controllers import Controller, get_controller
 from .faults import kill_point
+from .record import RecordError, Status, TrialRecord, best_result, csv_text, legacy_dict, pareto_front, read_csv
 from .tblog import LiveLog
-from .trial import FIELDS
 
 log = logging.getLogger(__name__)
 
 FINISHED = "FINISHED"
-STATE_VERSION = 1
+#: 2: results are trial records with deployment and proxy figures; 1 (read, migrated): before.
+STATE_VERSION = 2
+_READABLE_STATES = (1, 2)
+
+__all__ = ["FINISHED", "RunFolder", "RunFolderError", "SearchState", "best_result", "pareto_front"]
 
 
 class RunFolderError(ValueError):
@@ -109,43 +110,20 @@ def make_controller(cfg: ExperimentConfig, space: SearchSpace | None = None) -> 
     return get_controller(cfg.controller.name, space or make_space(cfg), seed=cfg.seed, **cfg.controller.params)
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def read_state_json(text: str, where: str = "state.json") -> tuple[dict, list, dict[str, str], dict[str, TrialRecord]]:
+    """(the whole document, events, trial_id -> arch, trial_id -> record) of a ``state.json``.
 
-
-def pareto_front(results: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Successful results not dominated in (higher accuracy, lower latency), by latency."""
-    ok = [r for r in results if r.get("status") == "ok" and _finite(r.get("accuracy")) and _finite(r.get("latency_ms"))]
-    ok.sort(key=lambda r: (r["latency_ms"], -r["accuracy"]))
-    front, best_acc = [], -math.inf
-    for r in ok:
-        if r["accuracy"] > best_acc:
-            front.append(r)
-            best_acc = r["accuracy"]
-    return front
-
-
-def best_result(results: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    usable = [r for r in results if r.get("status") == "ok" and _finite(r.get("reward"))]
-    return max(usable, key=lambda r: r["reward"]) if usable else None
-
-
-def _clean(result: Mapping[str, Any]) -> dict[str, Any]:
-    """A result as JSON-safe values: non-finite floats become None."""
-    out = {}
-    for k in FIELDS:
-        v = result.get(k)
-        if isinstance(v, float) and not math.isfinite(v):
-            v = None
-        elif hasattr(v, "item"):  # numpy scalars
-            v = v.item()
-        out[k] = v
-    return out
-
-
-def _controller_view(rec: Mapping[str, Any]) -> Mapping[str, Any]:
-    # An early-stopped trial counts with the reward the scheduler judged it on.
-    return {**rec, "status": "ok"} if rec.get("status") == "stopped" else rec
+    Version 1 states (before deployment and proxy were told apart) are read as records whose
+    proxy is the arch itself, which is what those runs trained.
+    """
+    try:
+        d = json.loads(text)
+        if d.get("version") not in _READABLE_STATES:
+            raise ValueError(f"version {d.get('version')!r}, expected one of {_READABLE_STATES}")
+        load = legacy_dict if d["version"] == 1 else TrialRecord.from_dict
+        return d, d["events"], d["archs"], {t: load(r) for t, r in d["results"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise RunFolderError(f"{where}: not a search state this version can resume ({e})") from None
 
 
 class SearchState:
@@ -161,7 +139,7 @@ class SearchState:
         self.controller = controller or make_controller(cfg)
         self.events: list[list[str]] = []          # ["ask", trial_id] / ["tell", trial_id]
         self.archs: dict[str, str] = {}            # trial_id -> arch string (all asked trials)
-        self.results: dict[str, dict[str, Any]] = {}  # trial_id -> result (completed)
+        self.results: dict[str, TrialRecord] = {}  # trial_id -> record (completed)
         self.pending: dict[str, str] = {}          # trial_id -> arch string (asked, not told)
         self.untold: list[str] = []                # recorded, not yet fed to the controller (batching)
         self.orphans: list[str] = []               # archs asked but unknown to the runner after a resume
@@ -188,7 +166,7 @@ class SearchState:
         self.events.append(["ask", trial_id])
         return arch
 
-    def record(self, trial_id: str, result: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    def record(self, trial_id: str, result: TrialRecord | Mapping[str, Any] | None) -> TrialRecord | None:
         """Store a finished trial's result (at once, for the tables); None if already recorded.
 
         A result still marked ``running`` is the last epoch of a trial the scheduler (ASHA)
@@ -197,11 +175,11 @@ class SearchState:
         if trial_id in self.results or trial_id not in self.archs:
             return None
         arch = self.pending.pop(trial_id, self.archs[trial_id])
-        result = dict(result or {"status": "failed", "reason": "no result"})
-        if result.get("status") == "running":
-            result.update(status="stopped", reason=f"stopped early by the scheduler after {result.get('epochs')} epochs")
-        rec = _clean(result)
-        rec.update(trial_id=trial_id, arch=arch)
+        rec = TrialRecord.coerce(result)
+        if rec.status is Status.RUNNING:
+            rec = rec.replace(status=Status.STOPPED,
+                              reason=f"stopped early by the scheduler after {rec.epochs} epochs")
+        rec = rec.replace(trial_id=trial_id, arch=arch)
         self.results[trial_id] = rec
         self.untold.append(trial_id)
         return rec
@@ -214,34 +192,28 @@ class SearchState:
         rec = self.results[trial_id]
         self.events.append(["tell", trial_id])
         kill_point("tell")
-        self.controller.feedback(Arch.from_string(rec["arch"]), _controller_view(rec))
+        self.controller.feedback(Arch.from_string(rec.arch), rec.controller_view())
 
-    def complete(self, trial_id: str, result: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    def complete(self, trial_id: str, result: TrialRecord | Mapping[str, Any] | None) -> TrialRecord | None:
         rec = self.record(trial_id, result)
         self.tell(trial_id)
         return rec
 
     # -- records ------------------------------------------------------------------------------
 
-    def ordered_results(self) -> list[dict[str, Any]]:
+    def ordered_results(self) -> list[TrialRecord]:
         return list(self.results.values())  # dicts keep insertion (= completion) order
 
     def to_json(self) -> str:
         return json.dumps({"version": STATE_VERSION, "budget": self.budget, "events": self.events,
-                           "archs": self.archs, "results": self.results, "untold": self.untold,
-                           "orphans": self.orphans}, indent=1)
+                           "archs": self.archs, "results": {t: r.as_dict() for t, r in self.results.items()},
+                           "untold": self.untold, "orphans": self.orphans}, indent=1)
 
     @classmethod
     def from_json(cls, cfg: ExperimentConfig, text: str, budget: int | None = None,
                   where: str = "state.json") -> "SearchState":
         """Rebuild a state (and a fresh controller replayed through its events) from JSON."""
-        try:
-            d = json.loads(text)
-            if d.get("version") != STATE_VERSION:
-                raise ValueError(f"version {d.get('version')!r}, expected {STATE_VERSION}")
-            events, archs, results = d["events"], d["archs"], d["results"]
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise RunFolderError(f"{where}: not a search state this version can resume ({e})") from None
+        d, events, archs, results = read_state_json(text, where)
         st = cls(cfg, budget if budget is not None else int(d["budget"]))
         c = st.controller
         for ev in events:
@@ -252,7 +224,7 @@ class SearchState:
                     log.warning("replay: the controller now proposes %s where the run had %s; continuing "
                                 "with the recorded arch (was the controller or space changed?)", redrawn, archs[tid])
             elif kind == "tell":
-                c.feedback(Arch.from_string(archs[tid]), _controller_view(results[tid]))
+                c.feedback(Arch.from_string(archs[tid]), results[tid].controller_view())
         st.events = [list(e) for e in events]
         st.archs, st.results = dict(archs), dict(results)
         orphaned = {e[1] for e in events if e[0] == "orphan"}
@@ -352,40 +324,19 @@ class RunFolder:
         """State first, then the tables derived from it."""
         atomic_write(self.state_file, state.to_json())
         results = state.ordered_results()
-        atomic_write(self.path / "trials.csv", _csv(results))
-        atomic_write(self.path / "pareto.csv", _csv(pareto_front(results)))
-        best = best_result(results)
-        if best is not None:
-            atomic_write(self.path / "best_arch.txt", best["arch"] + "\n")
+        atomic_write(self.path / "trials.csv", csv_text(results))
+        atomic_write(self.path / "pareto.csv", csv_text(pareto_front(results)))
+        top = best_result(results)
+        if top is not None:
+            atomic_write(self.path / "best_arch.txt", top.arch + "\n")
         self.tensorboard.update(results)
 
-    def results(self) -> list[dict[str, Any]]:
+    def results(self) -> list[TrialRecord]:
+        """The records of ``trials.csv`` (a run made before proxy columns existed reads too)."""
         p = self.path / "trials.csv"
         if not p.is_file():
             return []
-        return [_parse_row(r) for r in csv.DictReader(io.StringIO(p.read_text()))]
-
-
-def _csv(rows: list[Mapping[str, Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in FIELDS})
-    return buf.getvalue()
-
-
-_INTS = {"params", "macs", "num_classes", "on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu", "epochs"}
-_TEXT = {"trial_id", "status", "reason", "latency_source", "node", "arch"}
-
-
-def _parse_row(row: Mapping[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in row.items():
-        if k in _TEXT:
-            out[k] = v or None
-        elif v == "":
-            out[k] = None
-        else:
-            out[k] = int(v) if k in _INTS else float(v)
-    return out
+        try:
+            return read_csv(p.read_text(), str(p))
+        except RecordError as e:
+            raise RunFolderError(str(e)) from None

@@ -5,7 +5,8 @@ The search appends one step per finished trial (step = completion order) to
 follows a running search::
 
     trial/failed            1 for a failed, infeasible or unusable trial, else 0
-    trial/<metric>          accuracy, latency_ms, reward, params, macs, off_chip_bytes, train_s
+    trial/<metric>          accuracy (the proxy's), latency_ms, params, macs, off_chip_bytes (the
+                            deployment model's), proxy_params, proxy_macs, reward, train_s
     search/best_reward      the best reward so far
 
 Event files are written with TensorBoard's own writer and protos, not TensorFlow's: the
@@ -20,20 +21,17 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from .record import TrialRecord
 
 log = logging.getLogger(__name__)
 
 #: The per-trial metrics logged as ``trial/<name>``.
-TRIAL_SCALARS = ("accuracy", "latency_ms", "reward", "params", "macs", "off_chip_bytes", "train_s")
-USABLE = ("ok", "stopped")
+TRIAL_SCALARS = ("accuracy", "latency_ms", "reward", "params", "macs", "off_chip_bytes", "proxy_params",
+                 "proxy_macs", "train_s")
 _STEP_TAG = "trial/failed"  # written once per trial, usable or not: marks the steps logged
-
-
-def usable(r: Mapping[str, Any]) -> bool:
-    """A result with an accuracy, a latency and a reward the search can rank."""
-    return r.get("status") in USABLE and all(
-        isinstance(r.get(k), (int, float)) and math.isfinite(r[k]) for k in ("accuracy", "latency_ms", "reward"))
 
 
 class EventLog:
@@ -67,18 +65,17 @@ class EventLog:
         self._writer.close()
 
 
-def log_trials(events: EventLog, results: Sequence[Mapping[str, Any]], start: int = 0) -> None:
+def log_trials(events: EventLog, results: Sequence[TrialRecord], start: int = 0) -> None:
     """Log ``results[start:]`` at steps ``start + 1, ...`` (the best so far counts all of them)."""
-    best = max((r["reward"] for r in results[:start] if usable(r)), default=-math.inf)
+    best = max((r.reward for r in results[:start] if r.usable), default=-math.inf)
     for step, r in enumerate(results[start:], start=start + 1):
-        ok = usable(r)
-        events.scalar(_STEP_TAG, 0.0 if ok else 1.0, step)
-        if not ok:
+        events.scalar(_STEP_TAG, 0.0 if r.usable else 1.0, step)
+        if not r.usable:
             continue
-        best = max(best, r["reward"])
+        best = max(best, r.reward)
         for k in TRIAL_SCALARS:
-            v = r.get(k)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            v = getattr(r, k)
+            if v is not None:  # records hold finite numbers or None
                 events.scalar(f"trial/{k}", v, step)
         events.scalar("search/best_reward", best, step)
 
@@ -110,7 +107,7 @@ class LiveLog:
         self._done: int | None = None
         self._broken = False
 
-    def update(self, results: Sequence[Mapping[str, Any]]) -> None:
+    def update(self, results: Sequence[TrialRecord]) -> None:
         """Log the results not logged yet (``results`` in completion order, as recorded)."""
         if self._broken:
             return

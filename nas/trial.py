@@ -1,4 +1,9 @@
-"""The trial: one arch trained on the proxy task, measured, scored, reported.
+"""The trial: one candidate's proxy trained on the proxy task, its deployment model scored.
+
+The candidate is a *deployment* arch string (what the user ships). The trial trains its
+proxy (:mod:`nas.proxy`: the arch compound-scaled down by the experiment's ``proxy``
+section) for accuracy, and takes latency, on/off-chip bytes, ops on the TPU/CPU, params and
+MACs from the deployment arch; so do the reward and the hard constraints.
 
 :func:`run_trial` is plain Python (the Ray entry point in :mod:`nas.runner` only wraps it), so
 a trial can be run and tested without Ray::
@@ -6,8 +11,8 @@ a trial can be run and tested without Ray::
     from nas.config import load_experiment
     from nas.trial import run_trial
     cfg = load_experiment("experiments/quickstart.yaml")
-    result = run_trial("v1-res32:stem-k3-s2-o8-relu:ds-r1-k3-s1-o8-relu:head-o64-relu-d0.2", cfg)
-    result["status"], result["accuracy"], result["latency_ms"], result["reward"]
+    rec = run_trial("v1-res128-cls10:stem-k3-s2-o32-relu:ds-r1-k3-s1-o16-relu:head-o1280-relu-d0.2", cfg)
+    rec.status, rec.accuracy, rec.latency_ms, rec.reward, rec.proxy_arch
 
 Order of work: the latency (and hard constraints) come first, because they are cheap for the
 predictors and because a candidate that cannot be converted, or that breaks a constraint,
@@ -32,17 +37,16 @@ import sys
 import time
 from typing import Any, Callable
 
+from . import proxy
 from .config import ExperimentConfig
+from .record import FIELDS, Status, TrialRecord
 from .reward import Constraints, RewardConfig, reward
 
 log = logging.getLogger(__name__)
 
-#: Every field a finished trial reports, in the order of ``trials.csv``.
-FIELDS = ("trial_id", "status", "reason", "reward", "accuracy", "latency_ms", "params", "macs", "num_classes",
-          "on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu", "epochs", "train_s", "build_s",
-          "latency_s", "trial_s", "rss_mb", "peak_rss_mb", "latency_source", "node", "arch")
+__all__ = ["FIELDS", "TrialFailure", "run_trial", "train_model", "measure_latency", "reward_config"]
 
-Report = Callable[[dict[str, Any]], None]
+Report = Callable[[TrialRecord], None]
 
 
 class TrialFailure(Exception):
@@ -111,7 +115,8 @@ def _peak_rss_mb() -> float:
 # ------------------------------------------------------------------------------ pieces
 
 def measure_latency(arch, cfg: ExperimentConfig, num_classes: int, fault: str | None = None) -> dict[str, Any]:
-    """Latency and memory split of ``arch`` at the experiment's input shape, from the configured source."""
+    """Latency and memory split of ``arch`` (the deployment arch) at its resolution with the
+    experiment's channels, from the configured source: the record's latency fields."""
     from latency_models import LatencyError, Target
     from latency_models.convert import ConversionError
 
@@ -194,11 +199,11 @@ def train_model(model, split, cfg: ExperimentConfig, *, epochs: int | None = Non
 # ------------------------------------------------------------------------------ the trial
 
 def run_trial(arch_text: str, cfg: ExperimentConfig, *, report: Report | None = None,
-              trial_id: str = "", can_die: bool = False, node: str | None = None) -> dict[str, Any]:
-    """Run one trial; return the full result (see :data:`FIELDS`). Never raises for a bad candidate.
+              trial_id: str = "", can_die: bool = False, node: str | None = None) -> TrialRecord:
+    """Run one trial of the deployment arch ``arch_text``; the record. Never raises for a bad candidate.
 
-    ``report`` receives an intermediate result after each epoch (``status: running``, the
-    reward at the accuracy so far); the returned dict is the final result. ``can_die`` says
+    ``report`` receives an intermediate record after each epoch (``status: running``, the
+    reward at the accuracy so far); the returned record is the final result. ``can_die`` says
     this process is a disposable worker (Ray's), which an injected ``worker_killed`` fault
     may SIGKILL; elsewhere that fault fails the trial instead. ``node`` names where it ran
     (default: this host's name).
@@ -207,30 +212,28 @@ def run_trial(arch_text: str, cfg: ExperimentConfig, *, report: Report | None = 
 
     fault = pick(cfg.faults, arch_text)
     t0 = time.perf_counter()
-    out: dict[str, Any] = {f: None for f in FIELDS}
-    out.update(trial_id=trial_id, arch=arch_text, status="failed", reward=float("nan"),
-               accuracy=float("nan"), epochs=0, node=node or socket.gethostname())
+    out = TrialRecord(trial_id=trial_id, arch=arch_text, status=Status.FAILED, epochs=0,
+                      node=node or socket.gethostname())
     model = None
     try:
-        out.update(_run(arch_text, cfg, out, report, fault, can_die))
-        out["status"] = out.get("status") or "ok"
+        _run(arch_text, cfg, out, report, fault, can_die)
     except TrialFailure as e:
-        out.update(status="failed", reason=str(e))
+        out.status, out.reason = Status.FAILED, str(e)
     except MemoryError:
-        out.update(status="failed", reason="out of memory (MemoryError)")
+        out.status, out.reason = Status.FAILED, "out of memory (MemoryError)"
     except Exception as e:  # noqa: BLE001 - any candidate-specific failure must not stop the search
         name = type(e).__name__
-        reason = "out of memory" if name == "ResourceExhaustedError" else name
-        out.update(status="failed", reason=f"{reason}: {str(e).splitlines()[0][:300] if str(e) else ''}")
+        why = "out of memory" if name == "ResourceExhaustedError" else name
+        out.status, out.reason = Status.FAILED, f"{why}: {str(e).splitlines()[0][:300] if str(e) else ''}"
         log.debug("trial %s failed", trial_id, exc_info=True)
     finally:
         del model
         free_memory()
-        out["trial_s"] = round(time.perf_counter() - t0, 3)
-        out["rss_mb"] = _rss_mb()
-        out["peak_rss_mb"] = _peak_rss_mb()
-    if out["status"] != "ok":
-        out["reward"] = float("nan")
+        out.trial_s = round(time.perf_counter() - t0, 3)
+        out.rss_mb = _rss_mb()
+        out.peak_rss_mb = _peak_rss_mb()
+    if out.status is not Status.OK:
+        out.reward = None
     return out
 
 
@@ -286,8 +289,9 @@ def _malloc_trim() -> None:
         mallctl(b"arena.4096.purge", None, None, None, ctypes.c_size_t(0))
 
 
-def _run(arch_text: str, cfg: ExperimentConfig, out: dict[str, Any], report: Report | None,
-         fault: str | None = None, can_die: bool = False) -> dict[str, Any]:
+def _run(arch_text: str, cfg: ExperimentConfig, out: TrialRecord, report: Report | None,
+         fault: str | None = None, can_die: bool = False) -> None:
+    """Fill ``out``: deployment figures first (cheap), then train the proxy."""
     from search_spaces import Arch, build_model, count_macs, count_params
 
     try:
@@ -296,36 +300,49 @@ def _run(arch_text: str, cfg: ExperimentConfig, out: dict[str, Any], report: Rep
         raise TrialFailure(f"arch: {e}") from None
     if fault == "exception":
         raise RuntimeError("injected fault: exception")
-    res = arch.resolution
-    split = load_data(cfg, res)
-    shape = (res, res, cfg.data.channels)
-    out["num_classes"] = split.num_classes  # with the arch string and resolution, the whole model
-    out["params"] = count_params(arch, shape, split.num_classes)
-    out["macs"] = count_macs(arch, shape, split.num_classes)
+    try:
+        small = proxy.of(arch, cfg)
+    except ValueError as e:
+        raise TrialFailure(f"proxy: {e}") from None
+    out.proxy_arch = small.to_string()
+    split = load_data(cfg, small.resolution)
+    classes = split.num_classes
+    if arch.num_classes is not None and arch.num_classes != classes:
+        raise TrialFailure(f"arch: it has {arch.num_classes} classes, the data {classes}")
+    channels = cfg.data.channels
+    deploy_shape = (arch.resolution, arch.resolution, channels)
+    proxy_shape = (small.resolution, small.resolution, channels)
+    out.num_classes = classes  # with the arch string and resolution, the whole model
+    out.params = count_params(arch, deploy_shape, classes)
+    out.macs = count_macs(arch, deploy_shape, classes)
+    out.proxy_params = count_params(small, proxy_shape, classes)
+    out.proxy_macs = count_macs(small, proxy_shape, classes)
     rcfg = reward_config(cfg)
 
     t = time.perf_counter()
-    out.update(measure_latency(arch, cfg, split.num_classes, fault))
-    out["latency_s"] = round(time.perf_counter() - t, 3)
-    why = rcfg.constraints.violation(out)
+    for k, v in measure_latency(arch, cfg, classes, fault).items():
+        setattr(out, k, v)
+    out.latency_s = round(time.perf_counter() - t, 3)
+    why = rcfg.constraints.violation(out.as_dict())
     if why is not None:
-        return {"status": "infeasible", "reason": why}
+        out.status, out.reason = Status.INFEASIBLE, why
+        return
 
     import keras
 
     _limit_threads(cfg.budget.cpus_per_trial)
     t = time.perf_counter()
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(arch, shape, split.num_classes, seed=cfg.seed)
-    out["build_s"] = round(time.perf_counter() - t, 3)
+    model = build_model(small, proxy_shape, classes, seed=cfg.seed)
+    out.build_s = round(time.perf_counter() - t, 3)
 
     def on_epoch(epoch: int, acc: float) -> None:
-        out["epochs"] = epoch
+        out.epochs = epoch
         # The last epoch is reported once, complete, by the caller: a scheduler that stops
         # trials at their last epoch must see the final result, not an intermediate one.
         if report is not None and epoch < cfg.train.epochs:
-            report({**out, "status": "running", "accuracy": acc, "reward": reward(acc, out["latency_ms"], rcfg),
-                    "train_s": round(time.perf_counter() - t, 3)})
+            report(out.replace(status=Status.RUNNING, accuracy=acc, reward=reward(acc, out.latency_ms, rcfg),
+                               train_s=round(time.perf_counter() - t, 3)))
 
     if fault == "worker_killed":
         from .faults import kill_worker
@@ -334,7 +351,7 @@ def _run(arch_text: str, cfg: ExperimentConfig, out: dict[str, Any], report: Rep
     t = time.perf_counter()
     acc, epochs = train_model(model, split, cfg, on_epoch=on_epoch if report is not None else None,
                               poison=fault == "nan_loss")
-    out["train_s"] = round(time.perf_counter() - t, 3)
+    out.train_s = round(time.perf_counter() - t, 3)
     del model
-    return {"accuracy": acc, "epochs": epochs, "reward": reward(acc, out["latency_ms"], rcfg), "status": "ok"}
-
+    out.accuracy, out.epochs, out.reward = acc, epochs, reward(acc, out.latency_ms, rcfg)
+    out.status = Status.OK

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,10 +129,47 @@ CASES = [
      "Edge TPU compiler 'edgetpu_compiler' not found on PATH"),
     ("predict-float-tflite", lambda t: ["latency", "predict", float_tflite(t)],
      "float.tflite: not an int8-quantized model"),
+    ("proxy-wider-than-deployment", lambda t: ["search", exp(t, with_("proxy", {"width": 1.5}))],
+     "proxy.width: 1.5 would make the proxy larger than the deployment model; allowed (0.05 <= width <= 1"),
+    ("proxy-deeper-than-deployment", lambda t: ["search", exp(t, with_("proxy", {"depth": 2}))],
+     "proxy.depth: 2 would make the proxy larger than the deployment model"),
+    ("proxy-higher-resolution", lambda t: ["search", exp(t, with_("proxy", {"resolution": 64}))],
+     "proxy.resolution: 64 is larger than the deployment model's space.resolution 32; allowed 8..32"),
+    ("proxy-unknown-key", lambda t: ["search", exp(t, with_("proxy", {"size": 0.5}))],
+     "proxy.size: unknown key (given 0.5)"),
+    ("proxy-space-that-does-not-scale", lambda t: ["search", exp(t, thin_space(t))],
+     "proxy: scaling the archs of space thin by (width 0.5, depth 1, resolution unchanged) makes them larger"),
+    ("space-classes-not-the-datas", lambda t: ["search", exp(t, with_("space.num_classes", 7))],
+     "space.num_classes: 7 classes, but data.source 'digits' has 10; allowed: 10 (or leave it out)"),
+    ("export-bad-scale", lambda t: ["export", "norun", "--scale", "full"],
+     "Invalid value for '--scale': 'full' is not one of 'deployment', 'proxy'."),
     ("bench-controller-typo", lambda t: ["bench", "-c", "randm"], "--controller: unknown name 'randm'"),
     ("bench-table-missing", lambda t: ["bench", "--table", "nope.csv"], "table: file 'nope.csv' does not exist"),
 ]
 
+
+
+THIN_SPACE = '''
+from search_spaces import Arch, Block, Decision, Head, SearchSpace, Stem
+
+
+class Thin(SearchSpace):
+    # 4-channel stages: rounding to multiples of 8 makes any 'smaller' copy wider
+    name = "thin"
+    resolution = 32
+
+    def decisions(self):
+        return [Decision("kernel", (3, 5))]
+
+    def make_arch(self, c):
+        return Arch(stem=Stem(4), head=Head(16), resolution=32,
+                    stages=(Block("ds", 4, kernel=c["kernel"]), Block("ds", 4, stride=2)))
+'''
+
+
+def thin_space(tmp):
+    (tmp / "thin_space.py").write_text(THIN_SPACE)
+    return {**with_("space", {"name": "thin_space:Thin"}), "proxy": {"width": 0.5}}
 
 
 def float_tflite(tmp):
@@ -152,8 +188,10 @@ def float_tflite(tmp):
 def test_bad_input_gives_one_clear_line(tmp_path, setup, expected):
     argv = setup(tmp_path)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    # (no bytecode: a user module imported from the folder must not count as written)
     r = subprocess.run([sys.executable, "-m", "nas.cli", *map(str, argv)], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                       text=True, timeout=300,
+                       env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONDONTWRITEBYTECODE": "1"})
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr[-2000:]

@@ -58,7 +58,10 @@ def test_the_shipped_experiments_and_the_documented_schema_parse():
 
     quick = load_experiment(ROOT / "experiments" / "quickstart.yaml")
     assert (quick.space.resolution, quick.latency.source, quick.controller.name, quick.data.source) == \
-        (32, "edgetpu-model", "mnas", "mnist5k")
+        (128, "edgetpu-model", "mnas", "mnist5k")
+    # the deployment model is searched, a 32 px proxy of it trained
+    assert (quick.space.width, quick.space.num_classes) == (1.0, 10)
+    assert (quick.proxy.resolution, quick.proxy.width, quick.proxy.depth) == (32, 0.25, 0.5)
     check(quick)  # every name resolves on this machine
     svr = load_experiment(ROOT / "experiments" / "searched_vs_references.yaml")
     check(svr)
@@ -76,3 +79,52 @@ def test_the_shipped_experiments_and_the_documented_schema_parse():
     block = re.search(r"```yaml\n(.*?)```", (ROOT / "experiments" / "README.md").read_text(), re.S).group(1)
     documented = parse_experiment(yaml.safe_load(block))
     assert documented.ray.scheduler == "fifo" and documented.train.bn_momentum == 0.9
+    assert documented.proxy.resolution == 32 and documented.space.num_classes == 10
+
+
+def test_without_a_proxy_section_the_proxy_is_the_deployment_model():
+    from nas import proxy
+    from search_spaces import reference
+
+    cfg = parse_experiment(GOOD)
+    assert cfg.proxy.identity
+    s = reference("efficientnet_edgetpu_s", num_classes=10)
+    assert proxy.of(s, cfg) is s
+
+
+def test_a_proxy_that_cannot_scale_the_spaces_archs_is_one_line(monkeypatch):
+    from nas import proxy
+    from nas.search import make_space
+
+    cfg = parse_experiment({**GOOD, "proxy": {"width": 0.5}})
+
+    def refuse(*a, **k):
+        raise ValueError("block 2: filters 4 is out of range")
+
+    monkeypatch.setattr(proxy, "scale", refuse)
+    with pytest.raises(ValueError, match=r"^proxy: the archs of space efficientnet_edgetpu cannot be scaled by "
+                                         r"\(width 0.5, depth 1, resolution unchanged\): block 2: filters 4 is out"):
+        proxy.check(make_space(cfg), cfg)
+
+
+def test_the_data_gives_the_deployment_model_its_classes():
+    from nas.launch import with_classes
+
+    cfg = with_classes(parse_experiment({**GOOD, "data": {"source": "digits", "limit": 300}}))
+    assert cfg.space.num_classes == 10 and cfg.space.kwargs()["num_classes"] == 10
+    assert with_classes(cfg) == cfg  # given and right: unchanged
+
+
+def test_a_space_whose_own_classes_are_not_the_datas_is_refused(tmp_path):
+    import numpy as np
+
+    from nas.launch import with_classes
+
+    np.savez(tmp_path / "three.npz", x=np.zeros((30, 8, 8), np.uint8), y=np.arange(30) % 3)
+    cfg = parse_experiment({**GOOD, "space": {"name": "my_spaces:TinySpace"},
+                            "data": {"source": f"npz:{tmp_path / 'three.npz'}"}})
+    with pytest.raises(ValueError, match=r"^space 'my_spaces:TinySpace': 10 classes, but data.source 'npz:.*three.npz' "
+                                         r"has 3; allowed: 3$"):
+        with_classes(cfg)
+    ten = parse_experiment({**GOOD, "space": {"name": "my_spaces:TinySpace"}, "data": {"source": "digits"}})
+    assert with_classes(ten) == ten  # its own 10 are the digits'

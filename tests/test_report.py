@@ -21,13 +21,16 @@ from latency_models import Target, get_source
 from nas.config import parse_experiment
 from nas.report import build, windowed_decision_entropy
 from nas.reward import reward
+from nas import proxy
 from nas.search import RunFolder, SearchState, pareto_front
 from nas.trial import reward_config
-from search_spaces import Arch
+from search_spaces import Arch, count_params
 
 EXPERIMENT = {
     "name": "report-test", "seed": 1,
-    "space": {"name": "efficientnet_edgetpu", "resolution": 32, "width": 0.25, "depth": 0.5},
+    # A deployment model the SRAM constrains (128 px, width 1), trained as a 32 px proxy.
+    "space": {"name": "efficientnet_edgetpu", "resolution": 128, "width": 1.0, "num_classes": 10},
+    "proxy": {"resolution": 32, "width": 0.25, "depth": 0.5},
     "controller": {"name": "mnas", "params": {"batch_size": 4}},
     "reward": {"target_ms": 1.8},
     "data": {"source": "digits", "limit": 200},
@@ -57,12 +60,15 @@ def run_dir(tmp_path_factory):
             st.complete(tid, {"status": "failed", "reason": "NaN loss in epoch 1"})
             continue
         a = Arch.from_string(arch)
-        lat = src.measure(Target(a, input_shape=(32, 32, 3), num_classes=CLASSES))
-        params = sum(s.filters * s.repeats for s in a.stages)
-        acc = 0.5 + 0.4 * (1 - math.exp(-params / 400))
+        lat = src.measure(Target(a, input_shape=(128, 128, 3), num_classes=CLASSES))
+        small = proxy.of(a, cfg)
+        width = sum(s.filters * s.repeats for s in small.stages)
+        acc = 0.5 + 0.4 * (1 - math.exp(-width / 400))
         st.complete(tid, {"status": "ok", "accuracy": acc, "latency_ms": lat.latency_ms,
-                          "reward": reward(acc, lat.latency_ms, rcfg), "params": params, "num_classes": CLASSES,
-                          "on_chip_bytes": lat.on_chip_bytes, "off_chip_bytes": lat.off_chip_bytes})
+                          "reward": reward(acc, lat.latency_ms, rcfg), "params": count_params(a, num_classes=10),
+                          "num_classes": CLASSES, "on_chip_bytes": lat.on_chip_bytes,
+                          "off_chip_bytes": lat.off_chip_bytes, "proxy_arch": small.to_string(),
+                          "proxy_params": count_params(small, num_classes=10)})
     run.save(st)
     return path
 
@@ -84,14 +90,17 @@ def test_build_reads_the_run(run_dir):
     assert len(rep.policy_entropy) == n and len(rep.decision_entropy) == n
     assert 0.9 * rep.max_entropy < rep.policy_entropy[0] <= rep.max_entropy + 1e-9
     assert all(0 <= e <= rep.max_entropy + 1e-9 for e in rep.decision_entropy)
-    assert [r["trial_id"] for r, _ in rep.breakdowns] == [
-        r["trial_id"] for r in sorted((r for r in rep.results if r["status"] == "ok"), key=lambda r: -r["reward"])[:2]]
+    assert [r.trial_id for r, _ in rep.breakdowns] == [
+        r.trial_id for r in sorted((r for r in rep.results if r.usable), key=lambda r: -r.reward)[:2]]
     for r, lat in rep.breakdowns:
-        assert lat.latency_ms == pytest.approx(r["latency_ms"])  # same source, same arch
+        assert lat.latency_ms == pytest.approx(r.latency_ms)  # same source, same (deployment) arch
         assert lat.layers and sum(ly.on_chip_bytes + ly.off_chip_bytes for ly in lat.layers) == (
             lat.on_chip_bytes + lat.off_chip_bytes)
     assert {ref.label for ref in rep.references} == {"EfficientNet-EdgeTPU-S", "MnasNet-A1"}
     assert all(ref.latency_ms > 0 and ref.accuracy is None for ref in rep.references)
+    # references at the deployment scale: EfficientNet-EdgeTPU-S at 128 px, 10 classes
+    s_ref = next(ref for ref in rep.references if ref.key == "efficientnet_edgetpu_s")
+    assert s_ref.arch.startswith("v1-res128-cls10:stem-k3-s2-o32-relu:")
 
 
 def test_nas_report_writes_the_page_plots_and_tensorboard(run_dir):
@@ -105,12 +114,18 @@ def test_nas_report_writes_the_page_plots_and_tensorboard(run_dir):
     results = RunFolder(run_dir).results()
     front = pareto_front(results)
     section = md.split("## Pareto front")[1].split("##")[0]
-    assert re.findall(r"^\| (t\d+) \|", section, re.M) == [r["trial_id"] for r in front]
+    assert re.findall(r"^\| (t\d+) \|", section, re.M) == [r.trial_id for r in front]
     n_failed = EXPERIMENT["budget"]["trials"] // FAIL_EVERY
     assert f"| {n_failed} | failed: NaN loss in epoch 1 |" in md
     assert md.count("### t") == 2 and "| share |" in md
     assert "EfficientNet-EdgeTPU-S" in md and "MnasNet-A1" in md
     assert "Pareto front" in p.stdout and "reference MnasNet-A1:" in p.stdout
+    # deployment terms: the scales side by side, the SRAM and who exceeded it
+    n_off = sum(r.off_chip for r in results)
+    assert 0 < n_off < len(results)
+    assert f"{n_off} of {len(results) - n_failed} stream parameters from the host" in md
+    assert "trained as a proxy at 32 px, width x0.25, depth x0.5" in md and "| proxy params |" in md
+    assert re.search(r"trained as `v1-res32-cls10:", md)
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -118,7 +133,7 @@ def test_nas_report_writes_the_page_plots_and_tensorboard(run_dir):
     ea.Reload()
     scalars = {tag: {e.step: e.value for e in ea.Scalars(tag)} for tag in ea.Tags()["scalars"]}
     assert "search/best_arch" in ea.Tags()["tensors"]
-    ok = {i + 1: r["reward"] for i, r in enumerate(results) if r["status"] == "ok"}
+    ok = {i + 1: r.reward for i, r in enumerate(results) if r.usable}
     assert scalars["trial/reward"].keys() == ok.keys()
     assert all(scalars["trial/reward"][k] == pytest.approx(ok[k], rel=1e-6) for k in ok)
     assert len(scalars["controller/policy_entropy"]) == len(results)

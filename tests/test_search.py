@@ -14,13 +14,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import COMPILER_LOGS
 from nas.config import parse_experiment
+from nas.record import FIELDS, Status, TrialRecord
 from nas.search import FINISHED, RunFolder, RunFolderError, SearchState, pareto_front
-from nas.trial import FIELDS
 
+# The deployment model (64 px, width 0.5) is searched; each trial trains its 32 px proxy at
+# width 0.25 and depth 0.25 of the skeleton's, which is what keeps these tests fast.
 TINY_EXPERIMENT = {
     "name": "tiny", "seed": 3,
-    "space": {"name": "efficientnet_edgetpu", "resolution": 32, "width": 0.25, "depth": 0.25},
+    "space": {"name": "efficientnet_edgetpu", "resolution": 64, "width": 0.5, "depth": 0.5},
+    "proxy": {"resolution": 32, "width": 0.5, "depth": 0.5},
     "controller": {"name": "evolution", "params": {"population": 2, "sample": 2}},
     "reward": {"target_ms": 1.8},
     "data": {"source": "digits", "limit": 200},
@@ -43,16 +47,16 @@ def fake_result(arch: str, reward: float | None = 0.5, status: str = "ok"):
 def test_state_honours_the_budget_and_records_each_trial_once():
     st = SearchState(cfg(), budget=3)
     a, b, c = (st.suggest(t) for t in ("t1", "t2", "t3"))
-    assert all(isinstance(x, str) and x.startswith("v1-res32") for x in (a, b, c))
+    assert all(isinstance(x, str) and x.startswith("v1-res64") for x in (a, b, c))
     assert st.suggest("t4") == FINISHED  # 3 asked, none finished: still the budget
     assert st.complete("t2", fake_result(b)) is not None
     assert st.complete("t2", fake_result(b, 0.9)) is None  # a re-run after resume is not recorded twice
-    assert st.results["t2"]["reward"] == 0.5 and st.results["t2"]["arch"] == b
+    assert st.results["t2"].reward == 0.5 and st.results["t2"].arch == b
     assert st.complete("nope", fake_result(b)) is None
     st.complete("t1", {"status": "failed", "reason": "boom"})
     st.complete("t3", {**fake_result(c), "reward": float("nan")})
     assert st.suggest("t5") == FINISHED and st.n_done == 3
-    assert st.results["t3"]["reward"] is None  # NaN is stored as "no value"
+    assert st.results["t3"].reward is None  # NaN is stored as "no value"
     assert st.controller.n_failed == 2 and st.controller.best[1] == 0.5
 
 
@@ -74,7 +78,7 @@ def test_a_stopped_trial_keeps_its_partial_reward_and_batches_are_told_later():
     st = SearchState(cfg(), budget=4)
     a = st.suggest("t1")
     rec = st.record("t1", {**fake_result(a, 0.3), "status": "running", "epochs": 1})
-    assert rec["status"] == "stopped" and "after 1 epochs" in rec["reason"]
+    assert rec.status is Status.STOPPED and "after 1 epochs" in rec.reason and rec.usable
     assert st.controller.n_feedback == 0  # recorded for the tables, not yet told
     st.tell("t1")
     st.tell("t1")
@@ -95,10 +99,12 @@ def test_orphans_asked_before_a_crash_are_reissued_not_lost():
 
 
 def test_pareto_front():
-    rows = [{"trial_id": str(i), "status": s, "accuracy": a, "latency_ms": l}
+    rows = [TrialRecord(trial_id=str(i), status=s, accuracy=a, latency_ms=l, reward=a)
             for i, (s, a, l) in enumerate([("ok", 0.9, 2.0), ("ok", 0.8, 1.0), ("ok", 0.85, 2.5),
-                                           ("ok", 0.95, 3.0), ("failed", 0.99, 0.5), ("ok", float("nan"), 1.0)])]
-    assert [r["trial_id"] for r in pareto_front(rows)] == ["1", "0", "3"]
+                                           ("ok", 0.95, 3.0), ("failed", 0.99, 0.5), ("ok", float("nan"), 1.0),
+                                           ("stopped", 0.97, 4.0), ("infeasible", 0.99, 0.4)])]
+    # The one definition of usable: an ASHA-stopped trial counts, failed and infeasible ones do not.
+    assert [r.trial_id for r in pareto_front(rows)] == ["1", "0", "3", "6"]
 
 
 def test_the_run_folder_is_written_atomically_and_never_reused(tmp_path):
@@ -113,7 +119,8 @@ def test_the_run_folder_is_written_atomically_and_never_reused(tmp_path):
     assert sorted(p.name for p in run.path.iterdir()) == ["best_arch.txt", "experiment.yaml", "pareto.csv",
                                                           "run.json", "state.json", "tensorboard", "trials.csv"]
     rows = run.results()
-    assert list(rows[0]) == list(FIELDS) and rows[0]["params"] == 1234 and rows[0]["reward"] == 0.7
+    assert rows == [st.results["t1"]] and rows[0].params == 1234 and rows[0].reward == 0.7
+    assert (run.path / "trials.csv").read_text().splitlines()[0] == ",".join(FIELDS)
     assert (run.path / "best_arch.txt").read_text().strip() == a
 
 
@@ -133,17 +140,17 @@ def test_local_runner_resumes_without_repeating(tmp_path, monkeypatch):
     run.create("x: 1\n", 3)
     with pytest.raises(KeyboardInterrupt):
         runner.run_local(cfg(), run, 3)
-    assert [r["trial_id"] for r in run.results()] == ["local_00000"]
+    assert [r.trial_id for r in run.results()] == ["local_00000"]
     st = runner.run_local(cfg(), run, 3, resume=True)
-    assert [r["trial_id"] for r in run.results()] == ["local_00000", "local_00002", "local_00003"]
+    assert [r.trial_id for r in run.results()] == ["local_00000", "local_00002", "local_00003"]
     assert st.n_done == 3 and calls == ["local_00000", "local_00001", "local_00002", "local_00003"]
 
 
 # ------------------------------------------------------------------------------ the command line
 
-def nas(*args, cwd, timeout=600):
+def nas(*args, cwd, timeout=600, env=None):
     return subprocess.run([sys.executable, "-m", "nas.cli", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
 
 
 def write_experiment(tmp_path: Path, **changes) -> Path:
@@ -205,15 +212,31 @@ def test_search_end_to_end_through_ray(searched):
     assert len(rows) == 4 and len({row["trial_id"] for row in rows}) == 4
     assert list(rows[0]) == list(FIELDS)
     assert all(row["status"] == "ok" and float(row["latency_ms"]) > 0 and int(row["params"]) > 0 for row in rows)
+    # arch: the deployment model (the space's 64 px, the data's 10 classes); proxy_arch: what was trained
+    assert all(row["arch"].startswith("v1-res64-cls10:") and row["proxy_arch"].startswith("v1-res32-cls10:")
+               for row in rows)
+    assert all(int(row["proxy_params"]) < int(row["params"]) and int(row["proxy_macs"]) < int(row["macs"])
+               for row in rows)
     assert {"experiment.yaml", "trials.csv", "pareto.csv", "best_arch.txt", "state.json", "ray", "tensorboard"} <= \
         {p.name for p in run.iterdir()}
     assert (run / "ray" / "search" / "tuner.pkl").is_file()  # Ray's own experiment state
     best = max(rows, key=lambda row: float(row["reward"]))
     assert (run / "best_arch.txt").read_text().strip() == best["arch"]
-    assert "Pareto front (accuracy vs latency)" in r.stdout and best["arch"] in r.stdout
+    assert "Pareto front (proxy accuracy vs deployment latency)" in r.stdout and best["arch"] in r.stdout
     assert r.stderr.count("ok ") >= 4  # one progress line per trial
     state = json.loads((run / "state.json").read_text())
     assert [e[0] for e in state["events"]].count("tell") == 4
+    assert json.loads((run / "run.json").read_text())["overrides"]["space.num_classes"] == 10
+
+
+def test_the_latency_of_a_trial_is_what_nas_latency_predict_says_for_its_arch(searched):
+    tmp, _, r, _ = searched
+    row = read_trials(tmp / "run")[0]
+    out = nas("latency", "predict", row["arch"], "--json", cwd=tmp)
+    assert out.returncode == 0, out.stderr
+    predicted = json.loads(out.stdout)
+    assert predicted["latency_ms"] == pytest.approx(float(row["latency_ms"]), rel=1e-9)
+    assert predicted["off_chip_bytes"] == int(row["off_chip_bytes"])
 
 
 def test_resume_extends_a_finished_search_without_repeating(searched):
@@ -253,26 +276,54 @@ def test_a_killed_search_resumes_losing_and_repeating_nothing(tmp_path):
         assert set(pending) <= {row["arch"] for row in rows}
 
 
-def test_export_writes_a_model_that_plain_keras_loads_and_evaluates(searched):
+def test_export_writes_a_model_that_plain_keras_loads_and_evaluates(searched, tmp_path):
+    """The deployment model, trained and written. No edgetpu_compiler here: a fake one on PATH
+    copies the model and prints a real compiler log from ../shared, so the export's compile
+    branch runs end to end (it once read fields the compiler report does not have); without
+    ../shared the export runs as on a machine without the compiler (also the proxy test's)."""
     tmp, _, r, _ = searched
     assert r.returncode == 0
     run = tmp / "run"
-    out = nas("export", run, "--epochs", "1", cwd=tmp)
+    log_file = COMPILER_LOGS / "v15_all_mapped_small_spill.txt"
+    env = {}
+    if log_file.is_file():
+        from test_edgetpu_source import make_fake_compiler
+
+        args_file = make_fake_compiler(tmp_path / "bin", log_file)
+        env["PATH"] = f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    out = nas("export", run, "--epochs", "1", cwd=tmp, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     exp = run / "export"
-    assert {"model.keras", "model_int8.tflite", "arch.txt", "summary.json"} <= {p.name for p in exp.iterdir()}
+    files = {p.name for p in exp.iterdir()}
+    assert {"model.keras", "model_int8.tflite", "arch.txt", "summary.json"} <= files
     summary = json.loads((exp / "summary.json").read_text())
-    assert summary["arch"] == (run / "best_arch.txt").read_text().strip() == (exp / "arch.txt").read_text().strip()
+    if env:
+        from latency_models.edgetpu_compiler import parse_compiler_output
+
+        assert "model_int8.tflite" in args_file.read_text()  # the compiler was run on the int8 file
+        assert "model_edgetpu.tflite" in files and "model_edgetpu.tflite" in summary["files"]
+        report = parse_compiler_output(log_file.read_text())
+        assert summary["edgetpu_compiler"] == {"on_chip_bytes": report.on_chip_bytes,
+                                               "off_chip_bytes": report.off_chip_bytes,
+                                               "ops_on_tpu": report.n_ops_on_tpu, "ops_on_cpu": report.n_ops_on_cpu}
+    best = (run / "best_arch.txt").read_text().strip()
+    # What is exported is the deployment model: the best arch itself, at the space's 64 px.
+    assert summary["scale"] == "deployment" and summary["arch"] == summary["deployment_arch"] == best
+    assert (exp / "arch.txt").read_text().strip() == best and summary["input"]["shape"] == [64, 64, 3]
+    row = next(r for r in read_trials(run) if r["arch"] == best)
+    assert summary["proxy_arch"] == row["proxy_arch"] and summary["params"] == int(row["params"])
+    assert summary["latency_ms"] == pytest.approx(float(row["latency_ms"]))
     assert summary["latency_source"] == "edgetpu-model" and summary["latency_ms"] > 0 and summary["tflite_cpu_ms"] > 0
-    assert 0 <= summary["accuracy"] <= 1 and summary["params"] > 0
+    assert 0 <= summary["accuracy"] <= 1 and summary["model"]["params"] == summary["params"]
     assert (exp / "model_int8.tflite").read_bytes()[4:8] == b"TFL3"
     # A Python that never imports the toolkit loads and evaluates the model.
     probe = f"""
 import sys, numpy as np, keras
 from sklearn.datasets import load_digits
 m = keras.saving.load_model({str(exp / 'model.keras')!r})
+assert m.input_shape == (None, 64, 64, 3), m.input_shape
 d = load_digits()
-x = keras.ops.convert_to_numpy(keras.ops.image.resize(np.repeat(d.images[..., None] / 16.0, 3, -1), (32, 32)))
+x = keras.ops.convert_to_numpy(keras.ops.image.resize(np.repeat(d.images[..., None] / 16.0, 3, -1), (64, 64)))
 loss, acc = m.evaluate(x[:100].astype("float32"), d.target[:100], verbose=0)
 assert not any(k.split('.')[0] in ('nas', 'search_spaces', 'latency_models') for k in sys.modules)
 print("ACC", acc)
@@ -283,6 +334,23 @@ print("ACC", acc)
     assert 0 <= float(r.stdout.split("ACC")[-1]) <= 1
     again = nas("export", run, "--epochs", "1", cwd=tmp)
     assert again.returncode == 2 and "already exists and is not empty" in again.stderr
+
+
+def test_export_of_the_proxy_trains_the_small_model_and_reports_the_deployment_latency(searched):
+    tmp, _, r, _ = searched
+    run = tmp / "run"
+    out = nas("export", run, "--scale", "proxy", "--epochs", "1", "--out", tmp / "proxy_export", cwd=tmp)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp / "proxy_export" / "summary.json").read_text())
+    best = (run / "best_arch.txt").read_text().strip()
+    row = next(r for r in read_trials(run) if r["arch"] == best)
+    assert summary["scale"] == "proxy" and summary["arch"] == row["proxy_arch"] != best
+    assert summary["deployment_arch"] == best and summary["input"]["shape"] == [32, 32, 3]
+    assert summary["model"]["params"] == int(row["proxy_params"]) < summary["params"] == int(row["params"])
+    assert summary["latency_ms"] == pytest.approx(float(row["latency_ms"]))  # the deployment model's
+    assert summary["tflite_cpu_ms"] > 0 and summary["model"]["tflite_cpu_ms"] > 0
+    bad = nas("export", run, "--scale", "tiny", cwd=tmp)
+    assert bad.returncode == 2 and "'tiny' is not one of 'deployment', 'proxy'" in bad.stderr
 
 
 def test_trials_ask_ray_for_their_cpus_and_an_edge_tpu_when_measuring_on_one():
@@ -437,3 +505,4 @@ def test_onednn_that_cannot_take_effect_is_warned_about(tmp_path, monkeypatch, c
     assert [r.getMessage() for r in caplog.records if r.name == "nas.runner"] == [
         "TensorFlow is already loaded in this process: train.onednn=False cannot take effect here"]
     assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1"  # a loaded TensorFlow is not lied to
+

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
 
 from nas.config import parse_experiment
-from nas.trial import FIELDS, run_trial
+from nas.record import Status, TrialRecord
+from nas.trial import run_trial
 
 TINY = "v1-res32:stem-k3-s2-o8-relu:ds-r1-k3-s1-o8-relu,mbconv-r1-k3-s2-e2-o16-relu:head-o64-relu-d0.2"
+# A deployment arch (96 px, wide) and the proxy the experiment below trains for it.
+DEPLOY = ("v1-res96-cls10:stem-k3-s2-o32-relu:fused_mbconv-r2-k3-s1-e4-o32-relu,mbconv-r4-k5-s2-e6-o96-relu,"
+          "mbconv-r2-k3-s2-e6-o160-se0.25-relu:head-o1280-relu-d0.2")
+PROXY = {"resolution": 32, "width": 0.25, "depth": 0.5}
 
 
 def experiment(**sections):
@@ -26,26 +30,51 @@ def experiment(**sections):
 def test_a_trial_trains_measures_scores_and_reports_every_field():
     epochs = []
     r = run_trial(TINY, experiment(), report=epochs.append, trial_id="t1")
-    assert set(r) == set(FIELDS)
-    assert r["status"] == "ok" and r["reason"] is None and r["trial_id"] == "t1" and r["arch"] == TINY
-    assert 0.0 <= r["accuracy"] <= 1.0 and r["latency_ms"] > 0 and r["latency_source"] == "edgetpu-model"
-    assert r["params"] > 1000 and r["macs"] > 10_000 and r["off_chip_bytes"] == 0 and r["ops_on_cpu"] == 0
-    assert r["epochs"] == 2 and r["train_s"] > 0 and r["trial_s"] >= r["train_s"]
-    assert r["reward"] == pytest.approx(r["accuracy"] * (r["latency_ms"] / 1.8) ** -0.07)
+    assert isinstance(r, TrialRecord)
+    assert r.status is Status.OK and r.reason is None and r.trial_id == "t1" and r.arch == r.proxy_arch == TINY
+    assert 0.0 <= r.accuracy <= 1.0 and r.latency_ms > 0 and r.latency_source == "edgetpu-model"
+    assert r.params > 1000 and r.macs > 10_000 and r.off_chip_bytes == 0 and r.ops_on_cpu == 0
+    assert (r.proxy_params, r.proxy_macs) == (r.params, r.macs)  # no proxy section: it trains the arch itself
+    assert r.epochs == 2 and r.train_s > 0 and r.trial_s >= r.train_s
+    assert r.reward == pytest.approx(r.accuracy * (r.latency_ms / 1.8) ** -0.07)
     # One intermediate report per epoch but the last (that one is the final result), for
     # schedulers such as ASHA.
-    assert [e["epochs"] for e in epochs] == [1] and all(e["status"] == "running" for e in epochs)
+    assert [e.epochs for e in epochs] == [1] and all(e.status is Status.RUNNING for e in epochs)
+
+
+def test_a_trial_trains_the_proxy_and_scores_the_deployment_model():
+    from latency_models import Target, get_source
+    from search_spaces import Arch, count_params
+
+    r = run_trial(DEPLOY, experiment(proxy=PROXY, train={"epochs": 1}))
+    assert r.status is Status.OK, r.reason
+    deploy, small = Arch.from_string(r.arch), Arch.from_string(r.proxy_arch)
+    assert (deploy.resolution, small.resolution) == (96, 32) and small.stem.filters == 8
+    assert [b.repeats for b in small.stages] == [1, 2, 1]  # ceil(0.5 * repeats)
+    # latency, memory, params and MACs are the deployment model's; proxy_* the trained one's
+    lat = get_source("edgetpu-model").measure(Target(deploy, input_shape=(96, 96, 3), num_classes=10))
+    assert (r.latency_ms, r.on_chip_bytes, r.off_chip_bytes) == (lat.latency_ms, lat.on_chip_bytes,
+                                                                 lat.off_chip_bytes)
+    assert r.params == count_params(deploy, num_classes=10) > 20 * r.proxy_params
+    assert r.proxy_params == count_params(small, num_classes=10) and r.proxy_macs < r.macs / 100
+    assert r.reward == pytest.approx(r.accuracy * (r.latency_ms / 1.8) ** -0.07)
+
+
+def test_constraints_judge_the_deployment_model_not_the_proxy():
+    r = run_trial(DEPLOY, experiment(proxy=PROXY, reward={"constraints": {"max_params": 500_000}}))
+    assert r.status is Status.INFEASIBLE and r.reason.startswith(f"params {r.params:,} > max_params 500,000")
+    assert r.proxy_params < 500_000 and r.train_s is None  # the proxy would have fitted; it was not trained
 
 
 def test_training_learns_the_digits():
     r = run_trial(TINY, experiment(data={"limit": 600}, train={"epochs": 8, "learning_rate": 0.01}))
-    assert r["status"] == "ok" and r["accuracy"] > 0.5, r  # chance is 0.1
+    assert r.status is Status.OK and r.accuracy > 0.5, r  # chance is 0.1
 
 
 def test_a_broken_constraint_is_infeasible_without_training():
     r = run_trial(TINY, experiment(reward={"constraints": {"max_params": 100}}))
-    assert r["status"] == "infeasible" and r["reason"].startswith("params ") and "max_params 100" in r["reason"]
-    assert r["train_s"] is None and math.isnan(r["reward"])
+    assert r.status is Status.INFEASIBLE and r.reason.startswith("params ") and "max_params 100" in r.reason
+    assert r.train_s is None and r.reward is None and not r.usable
 
 
 def test_a_nan_loss_is_a_failed_trial(tmp_path):
@@ -53,8 +82,8 @@ def test_a_nan_loss_is_a_failed_trial(tmp_path):
     x[5, 3, 3, 0] = np.nan  # a corrupt image poisons the loss
     np.savez(tmp_path / "bad.npz", x=x, y=np.arange(60) % 3)
     r = run_trial(TINY, experiment(data={"source": f"npz:{tmp_path / 'bad.npz'}", "limit": None}))
-    assert r["status"] == "failed" and r["reason"].startswith("NaN loss at epoch 1"), r["reason"]
-    assert math.isnan(r["reward"])
+    assert r.status is Status.FAILED and r.reason.startswith("NaN loss at epoch 1"), r.reason
+    assert r.reward is None
 
 
 def test_a_conversion_failure_is_a_failed_trial(monkeypatch):
@@ -65,7 +94,7 @@ def test_a_conversion_failure_is_a_failed_trial(monkeypatch):
 
     monkeypatch.setattr(convert, "cached_int8_tflite", refuse)
     r = run_trial(TINY, experiment(latency={"source": "tflite-cpu"}))
-    assert r["status"] == "failed" and r["reason"] == "latency: ConversionError: the converter refused the model"
+    assert r.status is Status.FAILED and r.reason == "latency: ConversionError: the converter refused the model"
 
 
 def test_out_of_memory_and_bad_archs_are_failed_trials(monkeypatch):
@@ -76,9 +105,11 @@ def test_out_of_memory_and_bad_archs_are_failed_trials(monkeypatch):
 
     monkeypatch.setattr(trial, "train_model", oom)
     r = run_trial(TINY, experiment())
-    assert r["status"] == "failed" and r["reason"] == "out of memory (MemoryError)"
+    assert r.status is Status.FAILED and r.reason == "out of memory (MemoryError)"
     r = run_trial("v1-res32:nonsense", experiment())
-    assert r["status"] == "failed" and r["reason"].startswith("arch: ")
+    assert r.status is Status.FAILED and r.reason.startswith("arch: ")
+    r = run_trial(TINY.replace("v1-res32", "v1-res32-cls7"), experiment())
+    assert r.status is Status.FAILED and r.reason == "arch: it has 7 classes, the data 10"
 
 
 def test_trained_models_do_not_stay_alive_between_trials():
@@ -96,6 +127,6 @@ def test_trained_models_do_not_stay_alive_between_trials():
     run_trial(TINY, cfg)
     after_one = live_graphs()
     for _ in range(2):
-        assert run_trial(TINY, cfg)["status"] == "ok"
+        assert run_trial(TINY, cfg).status is Status.OK
     assert live_graphs() <= after_one
     assert not [k for k in ops._gradient_registry._registry if str(k).startswith("CustomGradient-")]
