@@ -11,7 +11,7 @@ nothing from it.
 
 >>> cfg = RewardConfig(target_ms=2.0)                       # MNAS soft
 >>> round(reward(0.75, 4.0, cfg), 4)                        # twice the target
-0.7143
+0.7145
 """
 
 from __future__ import annotations
