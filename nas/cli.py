@@ -56,7 +56,9 @@ def _space(name: str, params: tuple[str, ...]):
 
 
 def _fmt_count(n: int) -> str:
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
+    from .launch import count_text  # one format for counts, in tables and progress lines
+
+    return count_text(n)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

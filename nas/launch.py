@@ -224,22 +224,23 @@ def _num(v: Any, fmt: str) -> str:
     return format(v, fmt) if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)) else "-"
 
 
-def mib(n: Any) -> str:
+def _mib(n: Any) -> str:
     """Bytes as MiB with two decimals ("-" for no value)."""
     return _num(n / 2**20 if isinstance(n, (int, float)) else None, ".2f")
 
 
-def _size(n: Any) -> str:
+def count_text(n: Any) -> str:
+    """A parameter or MAC count in brief: 4.46M, 230.0K ("-" for no value)."""
     if not isinstance(n, (int, float)):
         return "-"
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
 
 
 def trial_line(r: TrialRecord) -> str:
     """One line per finished trial: proxy accuracy, deployment latency and memory, both sizes."""
     head = f"{r.status.value:<10} {r.trial_id}"
-    sizes = f"params {_size(r.params)} (proxy {_size(r.proxy_params)})"
-    memory = f"off-chip {mib(r.off_chip_bytes)} MiB" if r.off_chip else "on-chip"
+    sizes = f"params {count_text(r.params)} (proxy {count_text(r.proxy_params)})"
+    memory = f"off-chip {_mib(r.off_chip_bytes)} MiB" if r.off_chip else "on-chip"
     if r.status in (Status.OK, Status.STOPPED):
         return (f"{head}  acc {_num(r.accuracy, '.4f')}  latency {_num(r.latency_ms, '.3f')} ms  {memory}  {sizes}  "
                 f"reward {_num(r.reward, '.4f')}  ({_num(r.trial_s, '.1f')} s)")

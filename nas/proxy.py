@@ -61,6 +61,7 @@ def check(space: SearchSpace, cfg: ExperimentConfig) -> None:
                              f"{arch.resolution} (space {space.label}); allowed 8..{arch.resolution}")
         try:
             small = of(arch, cfg)
+            # Any one head for both: only which of the two is bigger matters here.
             small_macs = count_macs(small, num_classes=10)
         except (ValueError, TypeError, AttributeError) as e:
             raise ValueError(f"proxy: the archs of space {space.label} cannot be scaled by (width {cfg.proxy.width:g}, "

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from latency_models.edgetpu_model import Constants as _EdgeTPUConstants
+
 from . import proxy
 from .config import ExperimentConfig
 from .record import TrialRecord
@@ -40,10 +42,10 @@ from .tblog import EventLog, log_trials
 log = logging.getLogger(__name__)
 
 REFERENCES = {"efficientnet_edgetpu_s": "EfficientNet-EdgeTPU-S", "mnasnet_a1": "MnasNet-A1"}
-#: The Edge TPU's on-chip memory; parameters past what it caches stream from the host.
-SRAM_BYTES = 8 * 2**20
-#: The most of it the compiler keeps for activations (compiler 16, a 224 px model).
-RESERVE_BYTES = 2 * 2**20
+# The Edge TPU's on-chip memory (parameters past what it caches stream from the host) and the
+# most of it the compiler keeps for activations: the predictor's own constants.
+SRAM_BYTES = _EdgeTPUConstants().sram_bytes
+RESERVE_BYTES = _EdgeTPUConstants().max_reserve_bytes
 
 
 @dataclass
