@@ -173,6 +173,7 @@ _CONTROLLERS: dict[str, Any] = {
     "random": RandomSearch,
     "evolution": RegularizedEvolution,
     "mnas": "nas.mnas_controller:MNASController",
+    "optuna": "nas.optuna_controller:OptunaController",  # imported on use, so only its searches load optuna
 }
 
 
