@@ -148,6 +148,20 @@ CASES = [
      "Invalid value for '--scale': 'full' is not one of 'deployment', 'proxy'."),
     ("bench-controller-typo", lambda t: ["bench", "-c", "randm"], "--controller: unknown name 'randm'"),
     ("bench-table-missing", lambda t: ["bench", "--table", "nope.csv"], "table: file 'nope.csv' does not exist"),
+    ("bench-surrogate-option-in-table-mode", lambda t: ["bench", "--landscapes", "5"],
+     "--landscapes: applies to --mode surrogate only; given 5 with --mode table"),
+    ("bench-table-option-in-surrogate-mode", lambda t: ["bench", "--mode", "surrogate", "--table", "t.csv"],
+     "--table: applies to --mode table only; given 't.csv' with --mode surrogate"),
+    ("bench-mode-typo", lambda t: ["bench", "--mode", "landscape"],
+     "Invalid value for '--mode': 'landscape' is not one of 'table', 'surrogate'."),
+    ("bench-batch-zero", lambda t: ["bench", "--batch", "0"],
+     "Invalid value for '--batch': 0 is not in the range x>=1."),
+    ("bench-repeats-typo", lambda t: ["bench", "--repeats", "retrain"],
+     "Invalid value for '--repeats': 'retrain' is not one of 'record', 'train'."),
+    ("bench-controller-import-missing", lambda t: ["bench", "-c", "no_such_module:Greedy"],
+     "controller 'no_such_module:Greedy': cannot import it (No module named 'no_such_module')"),
+    ("bench-controller-twice", lambda t: ["bench", "-c", "evolution", "-c", "evolution"],
+     "--controller: 'evolution' given twice; give each controller once"),
 ]
 
 
