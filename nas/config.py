@@ -115,6 +115,14 @@ class TrainConfig(_Strict):
     schedule: Literal["constant", "cosine"] = "cosine"
     augment: bool = False
     bn_momentum: float = Field(0.9, gt=0, lt=1, description="BatchNorm moving-average momentum for proxy runs")
+    loop: Literal["step", "keras"] = Field(
+        "step", description="step: one traced training step with each variable's update in one fused kernel "
+        "(nas.training; the same arithmetic as Keras's optimizers, a fraction of the tracing); keras: "
+        "model.fit with Keras's optimizer (the reference path, ~10-20 s more per trial)")
+    graph_optimizer: bool = Field(
+        False, description="TensorFlow's graph optimizer (grappler) on the traced step of train.loop: step. Off: "
+        "it spent 0.5-3 s per trial rewriting the step, and the rewritten step ran no faster at proxy size "
+        "(benchmarks/trial_cost.py). The setting is process-wide, so it is applied in the trial workers only")
     onednn: bool = Field(False, description="TensorFlow's oneDNN CPU kernels in the trial workers: no faster "
                          "at proxy size here (within +-5%), and they cache compiled kernels per layer shape and "
                          "thread and never free them, so a worker's memory grows with every new arch")
@@ -129,6 +137,16 @@ class BudgetConfig(_Strict):
     concurrency: int = Field(1, ge=1, le=1024)
     cpus_per_trial: float = Field(1.0, gt=0, le=256)
     time_limit_s: float | None = Field(None, gt=0)
+
+
+class SearchConfig(_Strict):
+    repeats: Literal["record", "train"] = Field(
+        "record", description="record: a proposal of an arch already recorded in this run is answered with that "
+        "trial's result (the controller learns from it again; nothing is trained, no trial of the budget is "
+        "spent); train: it is trained again as a new trial")
+    max_repeats: int = Field(
+        1000, ge=1, le=1_000_000, description="with repeats: record, this many proposals in a row of recorded "
+        "archs end the search early, with a warning: the controller has converged")
 
 
 class RayConfig(_Strict):
@@ -179,6 +197,7 @@ class ExperimentConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     budget: BudgetConfig
+    search: SearchConfig = Field(default_factory=SearchConfig)
     output: str = "runs"
     ray: RayConfig = Field(default_factory=RayConfig)
     faults: FaultsConfig = Field(default_factory=FaultsConfig)

@@ -69,6 +69,7 @@ class Controller:
         self.n_feedback = 0
         self.n_failed = 0
         self.best: tuple[Arch, float] | None = None
+        self.planned: tuple[int, int] | None = None
 
     # -- what a subclass implements -----------------------------------------------------------
 
@@ -77,6 +78,12 @@ class Controller:
 
     def learn(self, arch: Arch, reward: float) -> None:
         """Called with usable rewards only."""
+
+    def plan(self, budget: int, concurrency: int) -> None:
+        """Told once, before the first proposal: the search's trial budget and how many
+        proposals are out at a time (concurrency, or a benchmark's batch). A controller whose
+        settings depend on them (``mnas``'s default preset) derives them here."""
+        self.planned = (budget, concurrency)
 
     # -- the shared protocol ------------------------------------------------------------------
 

@@ -56,15 +56,63 @@ class _Adam:
             params[k] -= self.lr * mhat / (np.sqrt(vhat) + 1e-7)
 
 
+#: MnasNet's settings (Tan et al. 2019, for ~8,000 sampled models): ``preset: paper``.
+PAPER = {"learning_rate": 3.5e-4, "batch_size": 8, "ppo_epochs": 5, "entropy_weight": 1e-5, "baseline_decay": 0.95}
+#: ``preset: budget`` (the default): what is not derived from the budget (tuned on the
+#: surrogate landscapes of ``nas bench``, seeds apart from the reported ones).
+BUDGET = {"ppo_epochs": 5, "entropy_weight": 1e-3, "baseline_decay": 0.9}
+#: How far, in Adam steps times learning rate, the policy may move over the whole budget.
+#: The paper's settings move it 3.5e-4 x 5 epochs x 8000/8 batches = 1.75 over 8,000 models;
+#: the budget preset gives a 100-trial search the same reach (tuned, see BUDGET).
+REACH = 1.75
+
+
+def budget_settings(budget: int, concurrency: int, ppo_epochs: int = BUDGET["ppo_epochs"]) -> dict[str, Any]:
+    """The learning rate and batch that let the policy move as far in ``budget`` trials as
+    the paper's settings do in 8,000: one update per round of ``concurrency`` results (at
+    least 2, so the baseline-centred advantages of a batch carry information), and a step
+    size of REACH / (updates x epochs), clipped to [3.5e-4, 0.05]."""
+    batch = int(min(max(2, concurrency), 32))
+    updates = max(1.0, budget / batch)
+    lr = float(min(0.05, max(PAPER["learning_rate"], REACH / (updates * ppo_epochs))))
+    return {"learning_rate": lr, "batch_size": batch}
+
+
 class MNASController(Controller):
-    """LSTM policy + PPO (default) or REINFORCE, per-batch updates, EMA baseline."""
+    """LSTM policy + PPO (default) or REINFORCE, per-batch updates, EMA baseline.
+
+    ``preset: budget`` (default): the learning rate and the update batch come from the
+    search's budget and concurrency (:func:`budget_settings`, told through :meth:`plan`;
+    before that, 100 trials one at a time), the rest from :data:`BUDGET`. ``preset: paper``:
+    MnasNet's settings (:data:`PAPER`), which need thousands of trials to move the policy.
+    A parameter given explicitly overrides either.
+
+    >>> import search_spaces
+    >>> from nas.mnas_controller import MNASController
+    >>> space = search_spaces.get("efficientnet_edgetpu_bench", resolution=32, width=0.25, depth=0.5)
+    >>> c = MNASController(space, seed=0)
+    >>> c.plan(budget=200, concurrency=8)
+    >>> c.batch_size, round(c.learning_rate, 4)
+    (8, 0.014)
+    >>> MNASController(space, preset="paper").learning_rate
+    0.00035
+    """
 
     name = "mnas"
 
-    def __init__(self, space: SearchSpace, seed: int = 0, *, hidden: int = 100, learning_rate: float = 3.5e-4,
-                 algorithm: str = "ppo", batch_size: int = 8, ppo_epochs: int = 5, clip: float = 0.2,
-                 entropy_weight: float = 1e-5, baseline_decay: float = 0.95, init_range: float = 0.1):
+    def __init__(self, space: SearchSpace, seed: int = 0, *, preset: str = "budget", hidden: int = 100,
+                 learning_rate: float | None = None, algorithm: str = "ppo", batch_size: int | None = None,
+                 ppo_epochs: int | None = None, clip: float = 0.2, entropy_weight: float | None = None,
+                 baseline_decay: float | None = None, init_range: float = 0.1):
         super().__init__(space, seed)
+        if preset not in ("budget", "paper"):
+            raise ValueError(f"controller.preset: unknown {preset!r}; allowed: budget, paper")
+        given = {"learning_rate": learning_rate, "batch_size": batch_size, "ppo_epochs": ppo_epochs,
+                 "entropy_weight": entropy_weight, "baseline_decay": baseline_decay}
+        self.preset, self.explicit = preset, {k for k, v in given.items() if v is not None}
+        base = PAPER if preset == "paper" else {**BUDGET, **budget_settings(100, 1)}
+        learning_rate, batch_size, ppo_epochs, entropy_weight, baseline_decay = (
+            base[k] if v is None else v for k, v in given.items())
         if algorithm not in ("ppo", "reinforce"):
             raise ValueError(f"controller.algorithm: unknown {algorithm!r}; allowed: ppo, reinforce")
         for what, v, lo, hi in (("hidden", hidden, 1, 4096), ("batch_size", batch_size, 1, 10_000),
@@ -224,5 +272,17 @@ class MNASController(Controller):
         self.buffer.clear()
         self.updates += 1
 
+    def plan(self, budget: int, concurrency: int) -> None:
+        """With ``preset: budget``, derive the learning rate and the batch (unless given)."""
+        super().plan(budget, concurrency)
+        if self.preset != "budget" or self.n_feedback:
+            return
+        derived = budget_settings(budget, concurrency, self.ppo_epochs)
+        if "learning_rate" not in self.explicit:
+            self.learning_rate = self.optimizer.lr = derived["learning_rate"]
+        if "batch_size" not in self.explicit:
+            self.batch_size = derived["batch_size"]
+
     def summary(self) -> dict[str, Any]:
-        return super().summary() | {"entropy": self.last_entropy, "baseline": self.baseline, "updates": self.updates}
+        return super().summary() | {"entropy": self.last_entropy, "baseline": self.baseline, "updates": self.updates,
+                                    "learning_rate": self.learning_rate, "batch_size": self.batch_size}

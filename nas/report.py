@@ -102,26 +102,25 @@ def controller_entropy(cfg: ExperimentConfig, state_text: str, window: int):
     """
     from search_spaces import Arch
 
-    from .search import make_controller
+    from .search import make_controller, replay
 
     space = make_space(cfg)
     n_choices = [len(d.choices) for d in space.decision_list]
     max_ent = float(np.mean([math.log(n) for n in n_choices])) if n_choices else 0.0
-    _, events, archs, results = read_state_json(state_text)
+    d, events, archs, results = read_state_json(state_text)
     ctrl = make_controller(cfg, space)
+    ctrl.plan(*(d.get("plan") or (int(d["budget"]), cfg.budget.concurrency)))
     policy, proposed = [], []
     # A window longer than a short run would leave no full window to show.
-    window = min(window, max(2, sum(e[0] == "ask" for e in events) // 2))
-    for ev in events:
-        kind, tid = ev[0], ev[1]
-        if kind == "ask":
-            ctrl.ask()
-            ent = ctrl.summary().get("entropy")
-            if isinstance(ent, float) and math.isfinite(ent):
-                policy.append(ent)
-            proposed.append(archs[tid])
-        elif kind == "tell":
-            ctrl.feedback(Arch.from_string(archs[tid]), results[tid].controller_view())
+    window = min(window, max(2, sum(e[0] in ("ask", "repeat") for e in events) // 2))
+
+    def on_ask(arch: str) -> None:
+        ent = ctrl.summary().get("entropy")
+        if isinstance(ent, float) and math.isfinite(ent):
+            policy.append(ent)
+        proposed.append(arch)
+
+    replay(ctrl, events, archs, results, on_ask=on_ask)
     indices = []
     for a in proposed:
         try:

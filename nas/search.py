@@ -126,23 +126,64 @@ def read_state_json(text: str, where: str = "state.json") -> tuple[dict, list, d
         raise RunFolderError(f"{where}: not a search state this version can resume ({e})") from None
 
 
+def replay(controller: Controller, events: list, archs: Mapping[str, str], results: Mapping[str, TrialRecord],
+           on_ask=None) -> None:
+    """Feed a recorded event log to a fresh ``controller``, as the search fed the original.
+
+    Events: ``["ask", tid]`` (a proposal that became trial ``tid``), ``["tell", tid]`` (its
+    result fed back), ``["repeat", arch]`` (a proposal of an arch already recorded, not
+    trained) and ``["tell-repeat", arch, tid]`` (that proposal answered with trial ``tid``'s
+    result); ``reissue``/``orphan`` are the runner's bookkeeping. ``on_ask(arch_string)`` is
+    called after every proposal (the report reads the policy's entropy there).
+    """
+    for ev in events:
+        kind = ev[0]
+        if kind in ("ask", "repeat"):
+            recorded = archs[ev[1]] if kind == "ask" else ev[1]
+            redrawn = controller.ask().to_string()
+            if redrawn != recorded:
+                log.warning("replay: the controller now proposes %s where the run had %s; continuing with the "
+                            "recorded arch (was the controller or space changed?)", redrawn, recorded)
+            if on_ask is not None:
+                on_ask(recorded)
+        elif kind == "tell":
+            controller.feedback(Arch.from_string(archs[ev[1]]), results[ev[1]].controller_view())
+        elif kind == "tell-repeat":
+            controller.feedback(Arch.from_string(ev[1]), results[ev[2]].controller_view())
+
+
 class SearchState:
     """The controller plus the record of one search; serialisable to JSON and replayable.
 
-    ``suggest(trial_id)`` returns an arch string, None (wait: concurrency or batch) or
-    :data:`FINISHED`; ``complete(trial_id, result)`` feeds the result back and records it.
+    ``suggest(trial_id)`` returns an arch string or :data:`FINISHED`; ``complete(trial_id,
+    result)`` feeds the result back and records it.
+
+    Repeats (``search.repeats: record``, the default): a proposal of an arch this run has
+    already recorded is not a trial. The controller is told the recorded result and asked
+    again, and the budget is not spent. A proposal of an arch still running (or recorded but
+    not yet fed back, when a runner batches) is answered when that trial is told. Both are
+    events of the log, so a resumed search replays them exactly. ``search.max_repeats``
+    proposals of known archs in a row end the search: the controller has converged.
     """
 
-    def __init__(self, cfg: ExperimentConfig, budget: int, controller: Controller | None = None):
+    def __init__(self, cfg: ExperimentConfig, budget: int, controller: Controller | None = None,
+                 plan: tuple[int, int] | None = None):
         self.cfg = cfg
         self.budget = budget
         self.controller = controller or make_controller(cfg)
+        # What the controller is told before its first proposal. A resumed search keeps the
+        # original's (even when --max-trials changed the budget), so its replay is exact.
+        self.plan = tuple(plan) if plan else (budget, cfg.budget.concurrency)
+        self.controller.plan(*self.plan)
         self.events: list[list[str]] = []          # ["ask", trial_id] / ["tell", trial_id]
         self.archs: dict[str, str] = {}            # trial_id -> arch string (all asked trials)
         self.results: dict[str, TrialRecord] = {}  # trial_id -> record (completed)
         self.pending: dict[str, str] = {}          # trial_id -> arch string (asked, not told)
         self.untold: list[str] = []                # recorded, not yet fed to the controller (batching)
         self.orphans: list[str] = []               # archs asked but unknown to the runner after a resume
+        self.waiting: dict[str, int] = {}          # arch -> repeats proposed, answered when a trial of it is told
+        self.converged = False                     # search.max_repeats known archs in a row: no new proposal
+        self.n_repeats = 0                         # proposals answered from the record
 
     # -- the protocol -------------------------------------------------------------------------
 
@@ -151,7 +192,7 @@ class SearchState:
         return len(self.results)
 
     def finished(self) -> bool:
-        return self.n_done + len(self.pending) >= self.budget and not self.orphans
+        return (self.converged or self.n_done + len(self.pending) >= self.budget) and not self.orphans
 
     def suggest(self, trial_id: str) -> str:
         if self.orphans:  # asked before a crash, never started: run them under this id
@@ -159,12 +200,42 @@ class SearchState:
             self.archs[trial_id] = self.pending[trial_id] = arch
             self.events.append(["reissue", trial_id, arch])
             return arch
-        if self.n_done + len(self.pending) >= self.budget:
+        if self.converged or self.n_done + len(self.pending) >= self.budget:
             return FINISHED
-        arch = self.controller.ask().to_string()
-        self.archs[trial_id] = self.pending[trial_id] = arch
-        self.events.append(["ask", trial_id])
-        return arch
+        dedupe = self.cfg.search.repeats == "record"
+        by_arch = self._trials_of
+        for _ in range(self.cfg.search.max_repeats if dedupe else 1):  # (a "train" search asks once)
+            arch = self.controller.ask().to_string()
+            if not dedupe or not (arch in by_arch or arch in self.orphans):
+                self.archs[trial_id] = self.pending[trial_id] = arch
+                self.events.append(["ask", trial_id])
+                return arch
+            self.n_repeats += 1
+            self.events.append(["repeat", arch])
+            told = next((t for t in by_arch.get(arch, []) if t in self.results and t not in self.untold), None)
+            if told is None:  # running, or recorded and not fed back yet: answered when it is
+                self.waiting[arch] = self.waiting.get(arch, 0) + 1
+            else:
+                self._tell_repeat(arch, told)
+        self.converged = True
+        log.warning("the controller proposed %d archs in a row that this run had already recorded "
+                    "(search.max_repeats): it has converged; the search ends after %d trials of %d",
+                    self.cfg.search.max_repeats, self.n_done + len(self.pending), self.budget)
+        return FINISHED
+
+    # -- repeats ------------------------------------------------------------------------------
+
+    @property
+    def _trials_of(self) -> dict[str, list[str]]:
+        """arch -> its trial ids, in the order asked."""
+        out: dict[str, list[str]] = {}
+        for tid, a in self.archs.items():
+            out.setdefault(a, []).append(tid)
+        return out
+
+    def _tell_repeat(self, arch: str, tid: str) -> None:
+        self.events.append(["tell-repeat", arch, tid])
+        self.controller.feedback(Arch.from_string(arch), self.results[tid].controller_view())
 
     def record(self, trial_id: str, result: TrialRecord | Mapping[str, Any] | None) -> TrialRecord | None:
         """Store a finished trial's result (at once, for the tables); None if already recorded.
@@ -193,6 +264,8 @@ class SearchState:
         self.events.append(["tell", trial_id])
         kill_point("tell")
         self.controller.feedback(Arch.from_string(rec.arch), rec.controller_view())
+        for _ in range(self.waiting.pop(rec.arch, 0)):  # repeats proposed while it ran
+            self._tell_repeat(rec.arch, trial_id)
 
     def complete(self, trial_id: str, result: TrialRecord | Mapping[str, Any] | None) -> TrialRecord | None:
         rec = self.record(trial_id, result)
@@ -207,25 +280,26 @@ class SearchState:
     def to_json(self) -> str:
         return json.dumps({"version": STATE_VERSION, "budget": self.budget, "events": self.events,
                            "archs": self.archs, "results": {t: r.as_dict() for t, r in self.results.items()},
-                           "untold": self.untold, "orphans": self.orphans}, indent=1)
+                           "untold": self.untold, "orphans": self.orphans, "converged": self.converged,
+                           "plan": list(self.plan)},
+                          indent=1)
 
     @classmethod
     def from_json(cls, cfg: ExperimentConfig, text: str, budget: int | None = None,
                   where: str = "state.json") -> "SearchState":
         """Rebuild a state (and a fresh controller replayed through its events) from JSON."""
         d, events, archs, results = read_state_json(text, where)
-        st = cls(cfg, budget if budget is not None else int(d["budget"]))
-        c = st.controller
-        for ev in events:
-            kind, tid = ev[0], ev[1]
-            if kind == "ask":
-                redrawn = c.ask().to_string()
-                if redrawn != archs[tid]:
-                    log.warning("replay: the controller now proposes %s where the run had %s; continuing "
-                                "with the recorded arch (was the controller or space changed?)", redrawn, archs[tid])
-            elif kind == "tell":
-                c.feedback(Arch.from_string(archs[tid]), results[tid].controller_view())
+        st = cls(cfg, budget if budget is not None else int(d["budget"]), plan=d.get("plan"))
+        replay(st.controller, events, archs, results)
         st.events = [list(e) for e in events]
+        for ev in events:  # repeats proposed and not answered yet
+            if ev[0] == "repeat":
+                st.waiting[ev[1]] = st.waiting.get(ev[1], 0) + 1
+            elif ev[0] == "tell-repeat":
+                st.waiting[ev[1]] -= 1
+        st.waiting = {a: n for a, n in st.waiting.items() if n > 0}
+        st.n_repeats = sum(e[0] == "repeat" for e in events)
+        # ``converged`` is not restored: a resumed search gives the controller max_repeats more tries.
         st.archs, st.results = dict(archs), dict(results)
         orphaned = {e[1] for e in events if e[0] == "orphan"}
         st.pending = {t: a for t, a in archs.items() if t not in results and t not in orphaned}

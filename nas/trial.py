@@ -98,6 +98,17 @@ def _limit_threads(n: float) -> None:
         pass
 
 
+def _graph_optimizer(cfg: ExperimentConfig) -> None:
+    """Grappler on or off for the traced step (``train.graph_optimizer``). Process-wide in
+    TensorFlow: fine in a trial worker, which only runs trials; the Keras loop keeps it on,
+    as it always ran."""
+    import tensorflow as tf
+
+    off = cfg.train.loop == "step" and not cfg.train.graph_optimizer
+    if tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False) != off:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": off})
+
+
 def _rss_mb() -> float | None:
     """Resident memory now (Linux), to see whether a worker grows from trial to trial."""
     try:
@@ -135,17 +146,10 @@ def measure_latency(arch, cfg: ExperimentConfig, num_classes: int, fault: str | 
 
 
 def _optimizer(cfg: ExperimentConfig, steps: int):
-    import keras
+    from .training import keras_optimizer
 
     t = cfg.train
-    lr = t.learning_rate
-    if t.schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(t.learning_rate, decay_steps=max(1, steps), alpha=0.01)
-    if t.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
-    if t.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(lr, rho=0.9, momentum=0.9)
-    return keras.optimizers.Adam(lr)
+    return keras_optimizer(t.optimizer, t.learning_rate, steps, t.schedule)
 
 
 def train_model(model, split, cfg: ExperimentConfig, *, epochs: int | None = None,
@@ -169,8 +173,23 @@ def train_model(model, split, cfg: ExperimentConfig, *, epochs: int | None = Non
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = min(layer.momentum, t.bn_momentum)
-    steps = epochs * math.ceil(split.n_train / t.batch_size)
-    model.compile(optimizer=_optimizer(cfg, steps), loss="sparse_categorical_crossentropy",
+    per_epoch = math.ceil(split.n_train / t.batch_size)
+    if t.loop == "step":
+        from .training import fit
+
+        try:
+            acc, n = fit(model, train, val, optimizer=t.optimizer, learning_rate=t.learning_rate, schedule=t.schedule,
+                         epochs=epochs, steps_per_epoch=per_epoch, on_epoch=on_epoch)
+        except FloatingPointError as e:
+            raise TrialFailure(str(e)) from None
+        if not math.isfinite(acc):
+            raise TrialFailure("validation accuracy is not finite")
+        # Compiled as fit leaves it (no tracing happens here), so a saved model evaluates and
+        # fine-tunes in plain Keras (nas export).
+        model.compile(optimizer=_optimizer(cfg, epochs * per_epoch), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"], jit_compile=False)
+        return acc, n
+    model.compile(optimizer=_optimizer(cfg, epochs * per_epoch), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"], jit_compile=False)
     state = {"epochs": 0, "nan": None}
 
@@ -244,8 +263,9 @@ def free_memory() -> None:
     if "keras" in sys.modules:
         import keras
 
-        keras.backend.clear_session(free_memory=True)
-    gc.collect()
+        keras.backend.clear_session(free_memory=True)  # this collects garbage too: once is enough (0.2 s)
+    else:
+        gc.collect()
     _malloc_trim()
 
 
@@ -331,6 +351,7 @@ def _run(arch_text: str, cfg: ExperimentConfig, out: TrialRecord, report: Report
     import keras
 
     _limit_threads(cfg.budget.cpus_per_trial)
+    _graph_optimizer(cfg)
     t = time.perf_counter()
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(small, proxy_shape, classes, seed=cfg.seed)

@@ -115,13 +115,45 @@ def test_controller_registry_and_parameters():
         register_controller(type("Other", (Mine,), {}))
 
 
-def test_mnas_defaults_follow_the_paper():
-    c = get_controller("mnas", SPACE)
-    assert c.hidden == 100 and c.baseline_decay == 0.95 and c.algorithm == "ppo"
+def test_mnas_paper_preset_follows_the_paper():
+    c = get_controller("mnas", SPACE, preset="paper")
+    c.plan(100, 4)  # the paper's settings do not depend on the budget
+    assert c.hidden == 100 and c.baseline_decay == 0.95 and c.algorithm == "ppo" and c.batch_size == 8
     assert c.learning_rate == pytest.approx(3.5e-4) and c.entropy_weight == 1e-5
     assert max(float(np.abs(v).max()) for v in c.params.values()) <= 0.1
     c.ask()
     assert 0 < c.summary()["entropy"] <= math.log(8)
+
+
+def test_mnas_default_preset_derives_step_size_and_batch_from_the_budget():
+    from nas.mnas_controller import PAPER, REACH
+
+    c = get_controller("mnas", SPACE)
+    c.plan(200, 8)
+    assert c.batch_size == 8 and c.optimizer.lr == c.learning_rate
+    # the policy's reach over the budget (updates x epochs x step) is the paper's over 8,000 models
+    assert (200 / c.batch_size) * c.ppo_epochs * c.learning_rate == pytest.approx(REACH)
+    assert PAPER["learning_rate"] * PAPER["ppo_epochs"] * 8000 / PAPER["batch_size"] == pytest.approx(REACH)
+    small = get_controller("mnas", SPACE)
+    small.plan(12, 1)
+    assert small.batch_size == 2 and small.learning_rate == 0.05  # clipped
+    given = get_controller("mnas", SPACE, learning_rate=0.002)
+    given.plan(200, 8)
+    assert given.learning_rate == 0.002 and given.batch_size == 8
+    with pytest.raises(ValueError, match="controller.preset: unknown 'mnas'; allowed: budget, paper"):
+        get_controller("mnas", SPACE, preset="mnas")
+
+
+def test_a_search_tells_its_controller_the_budget_and_keeps_it_on_resume():
+    from nas.config import parse_experiment
+    from nas.search import SearchState
+
+    c = parse_experiment({"space": {"name": "efficientnet_edgetpu_bench"}, "reward": {"target_ms": 2},
+                          "budget": {"trials": 40, "concurrency": 4}})
+    st = SearchState(c, 40)
+    assert st.controller.planned == (40, 4) and st.controller.batch_size == 4
+    again = SearchState.from_json(c, st.to_json(), budget=400)  # --max-trials 400 on resume
+    assert again.controller.planned == (40, 4) and again.controller.learning_rate == st.controller.learning_rate
 
 
 # ----------------------------------------------------------------------------------- rewards

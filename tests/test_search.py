@@ -74,6 +74,114 @@ def test_replaying_the_event_log_reproduces_the_next_proposal():
         assert again.pending.keys() == st.pending.keys()
 
 
+class _Cycle:
+    """A controller proposing a fixed cycle of members (repeats on purpose), recording what it is told."""
+
+    def __new__(cls, c, order):
+        from nas.controllers import Controller
+        from nas.search import make_space
+
+        class Cycle(Controller):
+            name = "cycle"
+
+            def __init__(self, space):
+                super().__init__(space)
+                self.archs = [space.decode_indices(i) for i in order]
+                self.told = []
+
+            def propose(self):
+                return self.archs[self.n_proposed % len(self.archs)]
+
+            def feedback(self, arch, result):
+                super().feedback(arch, result)
+                self.told.append((arch.to_string(), None if result is None else result.get("reward")))
+
+        return Cycle(make_space(c))
+
+
+def _bench_cfg(**search):
+    return cfg(space={"name": "efficientnet_edgetpu_bench", "resolution": 32, "width": 0.25, "depth": 0.5,
+                      "params": {"searched": [2]}}, proxy={}, search=search)
+
+
+def _idx(*bits):
+    return [list(b) for b in bits]
+
+
+def test_a_proposal_of_a_recorded_arch_is_answered_from_the_record_not_trained():
+    c = _bench_cfg()
+    A, B, C = _idx((0, 0, 0), (1, 0, 0), (0, 1, 0))
+    ctrl = _Cycle(c, [A, B, A, A, C])
+    st = SearchState(c, budget=3, controller=ctrl)
+    a = st.suggest("t1")
+    st.complete("t1", fake_result(a, 0.4))
+    b = st.suggest("t2")
+    st.complete("t2", fake_result(b, 0.2))
+    third = st.suggest("t3")  # A twice (answered with t1's result), then C
+    assert third not in (a, b) and st.n_repeats == 2 and st.n_done + len(st.pending) == 3
+    assert ctrl.told == [(a, 0.4), (b, 0.2), (a, 0.4), (a, 0.4)]
+    assert ["repeat", a] in st.events and ["tell-repeat", a, "t1"] in st.events
+    assert st.suggest("t4") == FINISHED  # the budget counts trials, not proposals
+
+
+def test_a_repeat_of_a_running_arch_is_answered_when_that_trial_is_told():
+    c = _bench_cfg()
+    A, B = _idx((0, 0, 0), (1, 0, 0))
+    ctrl = _Cycle(c, [A, A, B])
+    st = SearchState(c, budget=4, controller=ctrl)
+    a = st.suggest("t1")
+    b = st.suggest("t2")  # A again, while t1 runs: not a trial; B is
+    assert b != a and st.waiting == {a: 1} and ctrl.told == []
+    again = SearchState.from_json(c, st.to_json())
+    assert again.waiting == {a: 1}
+    st.complete("t1", fake_result(a, 0.7))
+    assert ctrl.told == [(a, 0.7), (a, 0.7)] and st.waiting == {}
+
+
+def test_repeats_train_again_when_asked_to():
+    c = _bench_cfg(repeats="train")
+    A = _idx((0, 0, 0))[0]
+    st = SearchState(c, budget=3, controller=_Cycle(c, [A]))
+    assert st.suggest("t1") == st.suggest("t2") == st.suggest("t3") and st.n_repeats == 0
+
+
+def test_a_controller_that_only_repeats_ends_the_search_with_a_warning(caplog):
+    c = _bench_cfg(max_repeats=5)
+    A = _idx((0, 0, 0))[0]
+    ctrl = _Cycle(c, [A])
+    st = SearchState(c, budget=10, controller=ctrl)
+    a = st.suggest("t1")
+    st.complete("t1", fake_result(a, 0.5))
+    with caplog.at_level("WARNING", logger="nas.search"):
+        assert st.suggest("t2") == FINISHED
+    assert st.finished() and st.n_repeats == 5 and len(ctrl.told) == 6
+    assert "5 archs in a row that this run had already recorded (search.max_repeats)" in caplog.text
+    assert "ends after 1 trials of 10" in caplog.text
+
+
+def test_resume_replays_repeats_exactly():
+    # 8 members and a controller that soon prefers some: repeats are common.
+    for name, params in (("mnas", {"batch_size": 2, "learning_rate": 0.01}), ("evolution", {"population": 2,
+                                                                                           "sample": 2})):
+        c = _bench_cfg()
+        c = c.model_copy(update={"controller": c.controller.model_copy(update={"name": name, "params": params})})
+        st = SearchState(c, budget=7)
+        running = []
+        for i in range(6):
+            if st.suggest(f"t{i}") != FINISHED:
+                running.append(f"t{i}")
+            if len(running) == 2 or i == 5:  # two running at a time
+                for t in running:
+                    st.complete(t, fake_result(st.archs[t], 0.1 * (sum(map(ord, st.archs[t])) % 7)))
+                running = []
+        assert st.n_repeats > 0, name
+        again = SearchState.from_json(c, st.to_json())
+        assert again.controller.n_feedback == st.controller.n_feedback
+        assert again.waiting == st.waiting and again.n_repeats == st.n_repeats
+        assert again.suggest("next") == st.suggest("next"), name
+        assert again.events == st.events
+
+
 def test_a_stopped_trial_keeps_its_partial_reward_and_batches_are_told_later():
     st = SearchState(cfg(), budget=4)
     a = st.suggest("t1")
