@@ -144,6 +144,12 @@ class SearchConfig(_Strict):
         "record", description="record: a proposal of an arch already recorded in this run is answered with that "
         "trial's result (the controller learns from it again; nothing is trained, no trial of the budget is "
         "spent); train: it is trained again as a new trial")
+    sync: bool = Field(
+        False, description="true: with concurrency above 1, propose the next round only when every trial of "
+        "the last has finished (the sample-a-batch-then-update loop, Ray's ConcurrencyLimiter(batch=True)); "
+        "a round waits for its slowest trial and Ray restarts the worker processes between rounds. false: a "
+        "new trial starts as soon as one ends, from the controller's current state (mnas still updates "
+        "every batch_size results)")
     max_repeats: int = Field(
         1000, ge=1, le=1_000_000, description="with repeats: record, this many proposals in a row of recorded "
         "archs end the search early, with a warning: the controller has converged")

@@ -3,9 +3,10 @@
 Ray Tune runs each trial as a task in a worker process sized by ``budget.cpus_per_trial``;
 actors are reused, so TensorFlow, the data and the latency source load once per worker.
 The controller sits behind :class:`ControllerSearcher` (``suggest`` / ``on_trial_complete``,
-``save`` / ``restore`` as JSON), wrapped in ``ConcurrencyLimiter``: for the ``mnas``
-controller with ``batch=True``, so results reach the policy a whole batch at a time, the
-sample-a-batch-then-update loop of MNAS. Results are written to the run folder the moment a
+``save`` / ``restore`` as JSON), wrapped in ``ConcurrencyLimiter``: asynchronous by
+default (a trial starts as soon as one ends, so workers stay busy and warm), with
+``batch=True`` under ``search.sync``, so results reach the controller a whole round at a
+time. Results are written to the run folder the moment a
 trial ends (a Tune callback), whatever the batching.
 
 Ray starts embedded and local, bound to loopback and without its dashboard, unless an
@@ -341,8 +342,12 @@ def run_ray(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool 
             if prior is not None:
                 prior.adopt_orphans(set())  # nothing of the old Ray experiment will run again
                 searcher.state = prior
+            # batch=True idles a worker until the round's slowest trial ends, and Ray then stops
+            # the idle actor: half the quickstart's trials started a fresh process (TensorFlow,
+            # the data and the latency source loaded again, ~7 s a trial). Asynchronous unless
+            # search.sync asks for rounds.
             limiter = ConcurrencyLimiter(searcher, max_concurrent=cfg.budget.concurrency,
-                                         batch=cfg.controller.name == "mnas" and cfg.budget.concurrency > 1)
+                                         batch=cfg.search.sync and cfg.budget.concurrency > 1)
             scheduler = None
             if cfg.ray.scheduler == "asha":
                 from ray.tune.schedulers import ASHAScheduler

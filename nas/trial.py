@@ -94,8 +94,16 @@ def _limit_threads(n: float) -> None:
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
-    except RuntimeError:  # TF already initialised in this process: keep what it has
-        pass
+    except RuntimeError:  # TF already initialised in this process: it keeps what it has
+        have = tf.config.threading.get_intra_op_parallelism_threads()
+        if have != threads and not _limit_threads.warned:
+            _limit_threads.warned = True
+            log.warning("TensorFlow was initialised in this process before the trial could size its thread pool: "
+                        "it uses %s threads per op where budget.cpus_per_trial gives %d", have or "all the cores'",
+                        threads)
+
+
+_limit_threads.warned = False
 
 
 def _graph_optimizer(cfg: ExperimentConfig) -> None:
@@ -325,6 +333,10 @@ def _run(arch_text: str, cfg: ExperimentConfig, out: TrialRecord, report: Report
     except ValueError as e:
         raise TrialFailure(f"proxy: {e}") from None
     out.proxy_arch = small.to_string()
+    # Before anything runs TensorFlow (loading the data resizes with it): the pool size can
+    # only be set before TF initialises. Found by the trial-cost benchmark: two quickstart
+    # trials each ran 2 threads on 2 cores, and trained 2-3x slower than one alone.
+    _limit_threads(cfg.budget.cpus_per_trial)
     split = load_data(cfg, small.resolution)
     classes = split.num_classes
     if arch.num_classes is not None and arch.num_classes != classes:
@@ -350,7 +362,6 @@ def _run(arch_text: str, cfg: ExperimentConfig, out: TrialRecord, report: Report
 
     import keras
 
-    _limit_threads(cfg.budget.cpus_per_trial)
     _graph_optimizer(cfg)
     t = time.perf_counter()
     keras.utils.set_random_seed(cfg.seed)

@@ -130,3 +130,27 @@ def test_trained_models_do_not_stay_alive_between_trials():
         assert run_trial(TINY, cfg).status is Status.OK
     assert live_graphs() <= after_one
     assert not [k for k in ops._gradient_registry._registry if str(k).startswith("CustomGradient-")]
+
+
+def test_a_trial_in_a_fresh_worker_sizes_tensorflow_to_its_cpus_before_loading_data():
+    """A Ray worker's first trial loads the data (TensorFlow resizes it) before training:
+    the pool must be sized first, or it keeps all the cores' threads (found when two
+    quickstart trials each ran two threads on two cores)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import tensorflow as tf
+from tests.test_trial import experiment, TINY
+from nas.trial import run_trial
+r = run_trial({TINY!r}, experiment(train={{"epochs": 1}}, budget={{"trials": 1, "cpus_per_trial": 1}}))
+assert str(r.status) == "ok", r.reason
+print("THREADS", tf.config.threading.get_intra_op_parallelism_threads(),
+      tf.config.threading.get_inter_op_parallelism_threads())
+"""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "THREADS 1 1" in p.stdout
