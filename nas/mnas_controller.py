@@ -69,12 +69,13 @@ BUDGET = {"ppo_epochs": 5, "entropy_weight": 1e-3, "baseline_decay": 0.9}
 REACH = 0.875
 
 
-def budget_settings(budget: int, concurrency: int, ppo_epochs: int = BUDGET["ppo_epochs"]) -> dict[str, Any]:
+def budget_settings(budget: int, concurrency: int, ppo_epochs: int = BUDGET["ppo_epochs"],
+                    batch_size: int | None = None) -> dict[str, Any]:
     """The learning rate and batch that let the policy move REACH in ``budget`` trials (half
     what the paper's settings allow in 8,000): one update per round of ``concurrency`` results (at
     least 2, so the baseline-centred advantages of a batch carry information), and a step
     size of REACH / (updates x epochs), clipped to [3.5e-4, 0.05]."""
-    batch = int(min(max(2, concurrency), 32))
+    batch = batch_size or int(min(max(2, concurrency), 32))  # a batch given explicitly sets the update count
     updates = max(1.0, budget / batch)
     lr = float(min(0.05, max(PAPER["learning_rate"], REACH / (updates * ppo_epochs))))
     return {"learning_rate": lr, "batch_size": batch}
@@ -279,7 +280,8 @@ class MNASController(Controller):
         super().plan(budget, concurrency)
         if self.preset != "budget" or self.n_feedback:
             return
-        derived = budget_settings(budget, concurrency, self.ppo_epochs)
+        derived = budget_settings(budget, concurrency, self.ppo_epochs,
+                                  self.batch_size if "batch_size" in self.explicit else None)
         if "learning_rate" not in self.explicit:
             self.learning_rate = self.optimizer.lr = derived["learning_rate"]
         if "batch_size" not in self.explicit:

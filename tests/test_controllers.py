@@ -140,6 +140,9 @@ def test_mnas_default_preset_derives_step_size_and_batch_from_the_budget():
     given = get_controller("mnas", SPACE, learning_rate=0.002)
     given.plan(200, 8)
     assert given.learning_rate == 0.002 and given.batch_size == 8
+    batch = get_controller("mnas", SPACE, batch_size=16)  # edgetpu_imagenet.yaml: 8,000 trials
+    batch.plan(8000, 4)
+    assert batch.batch_size == 16 and batch.learning_rate == pytest.approx(PAPER["learning_rate"])
     with pytest.raises(ValueError, match="controller.preset: unknown 'mnas'; allowed: budget, paper"):
         get_controller("mnas", SPACE, preset="mnas")
 
