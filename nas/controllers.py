@@ -198,7 +198,7 @@ def controller_names() -> list[str]:
 
 
 def get_controller(name: str, space: SearchSpace, seed: int = 0, **params: Any) -> Controller:
-    """A controller by name (``random``, ``evolution``, ``mnas``) or ``module:Class``."""
+    """A controller by name (``random``, ``evolution``, ``mnas``, ``optuna``) or ``module:Class``."""
     from search_spaces.importing import import_object
 
     entry = _CONTROLLERS.get(name)
