@@ -46,14 +46,14 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     from nas.bench import run_landscapes
-    from nas.cli import _controller_spec
+    from nas.cli import controller_spec
     from nas.controllers import controller_names
 
     names = args.controller or ["random", "evolution", "mnas"] + (["optuna"] if "optuna" in controller_names()
                                                                   else [])
     if not args.controller and "optuna" not in names:
         print("optuna is not a registered controller here: running without it", flush=True)
-    specs = [_controller_spec(c) for c in names]
+    specs = [controller_spec(c) for c in names]
     t0 = time.time()
 
     def progress(msg: str) -> None:

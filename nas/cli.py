@@ -609,7 +609,7 @@ def report_cmd(run_dir, out, top, window, train_references, no_tensorboard) -> N
 # -------------------------------------------------------------------------------- bench
 
 
-def _controller_spec(text: str) -> tuple[str, dict[str, Any]]:
+def controller_spec(text: str) -> tuple[str, dict[str, Any]]:
     """'mnas', 'mnas:batch_size=4,learning_rate=0.01', 'my_module:MyController' or
     'my_module:MyController:k=v,...' -> (name, params)."""
     from .controllers import controller_names
@@ -715,7 +715,7 @@ def bench_cmd(ctx, mode, table, space_name, space_params, landscapes, reference_
             shown = " ".join(v) if isinstance(v, tuple) else v
             raise UserError(f"{flags[p]}: applies to --mode {'surrogate' if mode == 'table' else 'table'} only; "
                             f"given {shown!r} with --mode {mode}")
-    specs = [_controller_spec(c) for c in controllers] or [("random", {}), ("evolution", {}), ("mnas", {})]
+    specs = [controller_spec(c) for c in controllers] or [("random", {}), ("evolution", {}), ("mnas", {})]
     labels = [n if not p else f"{n}({', '.join(f'{k}={v}' for k, v in p.items())})" for n, p in specs]
     dup = next((x for x in labels if labels.count(x) > 1), None)
     if dup:
