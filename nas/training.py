@@ -90,9 +90,16 @@ class Step:
         from keras.src.models.functional import operation_fn
 
         def op_fn(op):
-            if _fusable(op):
-                return lambda inputs, **_: _fused_bn(op, inputs, training)
-            return operation_fn(op, training=training)
+            keras_call = operation_fn(op, training=training)
+            if not _fusable(op):
+                return keras_call
+
+            def call(inputs, *args, **kwargs):
+                if args or kwargs.get("mask") is not None:  # a masked call: Keras's own path
+                    return keras_call(inputs, *args, **kwargs)
+                return _fused_bn(op, inputs, training)
+
+            return call
 
         out = runner([x], operation_fn=op_fn)
         return out[0] if isinstance(out, (list, tuple)) and len(out) == 1 else out
