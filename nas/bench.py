@@ -258,14 +258,21 @@ class BenchResult:
         for ax in (ax1, ax2):
             ax.grid(alpha=0.3)
         # One legend under both panels: controller labels with parameters are long.
-        handles, labels = ax1.get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
-        fig.suptitle(f"{Path(self.table.source).name}: {len(self.table)} archs, mean of {self.seeds} seeds, "
-                     "95% confidence bands")
-        rows = math.ceil(len(labels) / 3)
-        fig.tight_layout(rect=(0, 0.05 + 0.045 * rows, 1, 1))
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        _save_with_legend_below(fig, ax1, path, 3, 0.045,
+                                f"{Path(self.table.source).name}: {len(self.table)} archs, mean of {self.seeds} "
+                                "seeds, 95% confidence bands")
+
+
+def _save_with_legend_below(fig, ax, path, ncol: int, row_height: float, title: str) -> None:
+    """One legend under all panels (controller labels with parameters are long), then save."""
+    import matplotlib.pyplot as plt
+
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(ncol, len(labels)), fontsize=8, frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.05 + row_height * math.ceil(len(labels) / ncol), 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _finite(o: Any) -> Any:
@@ -689,14 +696,9 @@ class LandscapeResult:
             ax.set(xlabel="trials", yscale="log", title=f"landscape {self.landscapes[li].seed}")
             ax.grid(alpha=0.3, which="both")
         axes[0][0].set_ylabel("regret of the pick (true reward)")
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
-        fig.suptitle(f"{self.seeds} seeds, batch {self.batch}, repeats {self.repeats}: mean regret, 95% bootstrap "
-                     "bands")
-        rows = math.ceil(len(labels) / 4)
-        fig.tight_layout(rect=(0, 0.05 + 0.05 * rows, 1, 1))
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        _save_with_legend_below(fig, axes[0][0], path, 4, 0.05,
+                                f"{self.seeds} seeds, batch {self.batch}, repeats {self.repeats}: mean regret, "
+                                "95% bootstrap bands")
 
 
 def _ci(v: tuple[float, float, float], sign: bool = False) -> str:

@@ -280,8 +280,7 @@ class SearchState:
     def to_json(self) -> str:
         return json.dumps({"version": STATE_VERSION, "budget": self.budget, "events": self.events,
                            "archs": self.archs, "results": {t: r.as_dict() for t, r in self.results.items()},
-                           "untold": self.untold, "orphans": self.orphans, "converged": self.converged,
-                           "plan": list(self.plan)},
+                           "untold": self.untold, "orphans": self.orphans, "plan": list(self.plan)},
                           indent=1)
 
     @classmethod

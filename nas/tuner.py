@@ -260,11 +260,9 @@ class SpaceHyperModel(keras_tuner.HyperModel):
     def _make_optimizer(self):
         if callable(self.optimizer):
             return self.optimizer()
-        if self.optimizer == "sgd":
-            return keras.optimizers.SGD(self.learning_rate, momentum=0.9, nesterov=True)
-        if self.optimizer == "rmsprop":
-            return keras.optimizers.RMSprop(self.learning_rate, rho=0.9, momentum=0.9)
-        return keras.optimizers.Adam(self.learning_rate)
+        from .training import keras_optimizer  # the search's recipe, at a constant learning rate
+
+        return keras_optimizer(self.optimizer, self.learning_rate, total_steps=1, schedule="constant")
 
     def fit(self, hp: keras_tuner.HyperParameters, model, *args, **kwargs) -> dict[str, float]:
         """Measure the arch, train with ``model.fit(*args, **kwargs)``, return the metrics with ``reward``."""
