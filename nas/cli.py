@@ -412,22 +412,70 @@ def latency_profile(spaces, source, n, output, threads, device, runs, stable, re
     click.echo(f"measured {len(rows)} archs into {output} ({failed} failed)")
 
 
+FIT_KINDS = ("edgetpu-model",)  # what `nas latency fit KIND --measurements` fits
+
+
+def _looks_like_kind(arg: str) -> bool:
+    # A first argument that cannot be a profile CSV (no such file, no CSV suffix, no folder part)
+    # is a KIND: `nas latency fit edgetpu-model --measurements ...` vs `nas latency fit a.csv`.
+    from pathlib import Path
+
+    p = Path(arg)
+    return not p.exists() and len(p.parts) == 1 and not arg.endswith((".csv", ".csv.gz", ".gz"))
+
+
+def _accuracy_text(m: dict) -> str:
+    rho = m["spearman"]
+    rho = "n/a" if rho != rho else f"{rho:.4f}"  # NaN: fewer than 3 rows
+    return (f"n={m['n']}  spearman {rho}  median |error| {m['median_abs_error']:.1%}  MAPE {m['mape']:.2%}  "
+            f"within 10% {m['within_10pct']:.1%}  within 5% {m['within_5pct']:.1%}")
+
+
+def _nan_to_none(m: dict) -> dict:
+    # json.dumps writes NaN, which is not JSON; a Spearman of fewer than 3 rows is undefined.
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in m.items()}
+
+
 @latency.command("fit")
-@click.argument("profile_csv", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+@click.argument("inputs", nargs=-1, metavar="[KIND] [PROFILE_CSV]...")
+@click.option("--measurements", default=None, metavar="FILE.csv",
+              help="KIND edgetpu-model: your own Edge TPU measurements (columns model, latency_ms; optional "
+                   "on_chip_mib, off_chip_mib).")
+@click.option("-o", "--output", "--out", "output", required=True, type=click.Path(file_okay=False),
               help="Predictor directory to write (must not exist).")
 @click.option("--kinds", default="additive,gbt,mlp", show_default=True,
               help="Model kinds to try (learned predictors); the best on held-out rows is kept.")
 @click.option("--holdout", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def latency_fit(profile_csv, output, kinds, holdout, seed):
-    """Fit a predictor to a profile (one or more CSV shards): learned models, or the
-    edgetpu-model constants for a profile measured with --source edgetpu."""
+@click.pass_context
+def latency_fit(ctx, inputs, measurements, output, kinds, holdout, seed):
+    """Fit a latency predictor and write it to a directory (usable as --source DIR).
+
+    \b
+    nas latency fit edgetpu-model --measurements FILE.csv --out DIR
+      refits the edgetpu-model constants to your own Edge TPU set-up. FILE.csv has a column
+      model (a .keras or int8 .tflite file, relative to FILE.csv's folder) and latency_ms, and
+      optionally on_chip_mib and off_chip_mib (from the compiler's report); at least 3 rows.
+    nas latency fit PROFILE_CSV... -o DIR
+      learned models fitted to a profile (one or more CSV shards from 'nas latency profile'),
+      or the edgetpu-model constants for a profile measured with --source edgetpu.
+    """
     from pathlib import Path
 
+    out = Path(output)
+    kind = inputs[0] if inputs and _looks_like_kind(inputs[0]) else None
+    if measurements is not None or kind is not None:
+        _check_fit_kind(ctx, inputs, kind, measurements)
+        if out.exists():
+            raise UserError(f"--out: {output!r} already exists; choose a new directory")
+        _fit_measurements(measurements, out)
+        return
+    if not inputs:
+        raise UserError("expected PROFILE_CSV... (from 'nas latency profile'), or KIND --measurements FILE.csv "
+                        f"(KIND: {', '.join(FIT_KINDS)})")
+    profile_csv = inputs
     from latency_models.profile import read_profiles
 
-    out = Path(output)
     if out.exists():
         raise UserError(f"--output: {output!r} already exists; choose a new directory")
     rows = read_profiles(profile_csv)
@@ -450,33 +498,103 @@ def latency_fit(profile_csv, output, kinds, holdout, seed):
     click.echo(f"wrote {out}")
 
 
+def _check_fit_kind(ctx, inputs, kind, measurements) -> None:
+    """`nas latency fit KIND --measurements FILE.csv`: everything checkable before any work."""
+    import difflib
+    from pathlib import Path
+
+    from click.core import ParameterSource
+
+    if kind is None:
+        if not inputs:
+            raise UserError(f"KIND: missing (nas latency fit KIND --measurements FILE.csv --out DIR); allowed: "
+                            f"{', '.join(FIT_KINDS)}")
+        raise UserError(f"KIND: {inputs[0]!r} is a file, not a KIND; allowed with --measurements: "
+                        f"{', '.join(FIT_KINDS)}")
+    if kind not in FIT_KINDS:
+        hint = difflib.get_close_matches(kind, FIT_KINDS, n=1)
+        raise UserError(f"KIND: unknown {kind!r} (no such profile CSV either); allowed: {', '.join(FIT_KINDS)} "
+                        "with --measurements, or PROFILE_CSV files" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    if len(inputs) > 1:
+        raise UserError(f"{inputs[1]!r}: KIND {kind} fits --measurements only; fit profile CSVs in a separate "
+                        "'nas latency fit PROFILE_CSV... -o DIR'")
+    for opt in ("kinds", "holdout", "seed"):
+        if ctx.get_parameter_source(opt) is not ParameterSource.DEFAULT:
+            raise UserError(f"--{opt}: applies to learned predictors fitted from profile CSVs, not to KIND {kind}")
+    if measurements is None:
+        raise UserError(f"--measurements: missing; KIND {kind} is fitted to a CSV of your measurements "
+                        "(columns model, latency_ms)")
+    if not Path(measurements).is_file():
+        raise UserError(f"--measurements: {measurements!r} does not exist")
+
+
+def _fit_measurements(measurements: str, out) -> None:
+    from latency_models.edgetpu_calibration import calibrate_measurements, save_calibration
+
+    try:
+        cal = calibrate_measurements(measurements)
+    except ValueError as e:
+        raise UserError(str(e).splitlines()[0]) from None
+    path = save_calibration(cal, out)
+    refitted = (cal.fitted.fit or {}).get("fitted") or list(cal.changed)
+    click.echo(f"edgetpu-model refitted on {len(cal.rows)} measured models of {measurements} "
+               f"(refitted: {', '.join(refitted)})")
+    _echo_calibration(cal)
+    click.echo(f"wrote {path} (use it as --source {out} or latency.source: {out}; score it on other "
+               f"measurements with 'nas latency eval {out} OTHER.csv')")
+
+
+def _echo_calibration(cal) -> None:
+    click.echo(f"in-sample fit (the rows it was fitted on, not new ones): {_accuracy_text(cal.in_sample)}")
+    for name, (before, after) in cal.changed.items():
+        click.echo(f"  {name:<24} {before:.4g} -> {after:.4g}")
+
+
 def _fit_edgetpu(rows, out) -> None:
-    from search_spaces import Arch
+    from latency_models.edgetpu_calibration import calibrate_rows, profile_calibration_rows, save_calibration
 
-    from latency_models import edgetpu_model as em
-    from latency_models.analysis import analyze_arch
-
-    ok = [r for r in rows if r.get("status") == "ok"]
-    cal = [em.CalibrationRow(r["arch"][:40], analyze_arch(Arch.from_string(r["arch"]), None, int(r["num_classes"])),
-                             float(r["latency_ms"]),
-                             float(r["on_chip_bytes"]) if r.get("on_chip_bytes") not in ("", None) else None,
-                             float(r["off_chip_bytes"]) if r.get("off_chip_bytes") not in ("", None) else None)
-           for r in ok]
-    consts, report = em.fit(cal, em.load_constants().constants)
-    out.mkdir(parents=True)
-    model = em.FittedModel(consts, fitted_on=f"edgetpu profile ({len(cal)} rows)", fit=report)
-    (out / "edgetpu_model.json").write_text(model.to_json() + "\n")
-    click.echo(f"edgetpu-model refitted on {len(cal)} measured archs: median |error| "
-               f"{report['median_abs_error']:.1%}, max {report['max_abs_error']:.1%}; wrote {out}")
+    measured = profile_calibration_rows(rows)
+    cal = calibrate_rows(measured, f"edgetpu profile ({len(measured)} rows)")
+    save_calibration(cal, out)
+    worst = max(abs(r["error"]) for r in cal.in_sample["per_row"])
+    click.echo(f"edgetpu-model refitted on {len(measured)} measured archs: median |error| "
+               f"{cal.in_sample['median_abs_error']:.1%}, max {worst:.1%} (in-sample); wrote {out}")
 
 
 @latency.command("eval")
 @click.argument("predictor")
-@click.argument("profile_csv", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("profile_csv", nargs=-1, required=True, type=click.Path(dir_okay=False), metavar="CSV...")
 @click.option("--json", "as_json", is_flag=True)
 def latency_eval(predictor, profile_csv, as_json):
-    """Score PREDICTOR (a directory, or tflite-cpu-model) on a profile: Spearman, MAPE, share
-    within +-10% (on the held-out rows when it is the predictor's own training profile)."""
+    """Score PREDICTOR on measured rows: Spearman, MAPE, share within +-10% and +-5%.
+
+    \b
+    PREDICTOR a learned predictor directory (or tflite-cpu-model): CSV is a profile, scored
+      on its held-out rows when it is the predictor's own training profile.
+    PREDICTOR an edgetpu-model directory from 'nas latency fit edgetpu-model' (or
+      edgetpu-model, the shipped fit): CSV is a measurements CSV (model, latency_ms).
+    """
+    from pathlib import Path
+
+    from latency_models.edgetpu_calibration import edgetpu_model_constants, evaluate_measurements
+
+    is_edgetpu, constants = edgetpu_model_constants(predictor)
+    if is_edgetpu:
+        for f in profile_csv:
+            if not Path(f).is_file():
+                raise UserError(f"CSV: {f!r} does not exist")
+        try:
+            result = evaluate_measurements(constants, profile_csv)
+        except ValueError as e:
+            raise UserError(str(e).splitlines()[0]) from None
+        if as_json:
+            click.echo(json.dumps(_nan_to_none(result)))
+            return
+        click.echo(f"{result['rows']}: {_accuracy_text(result)}")
+        return
+    if Path(predictor).is_dir() and not (Path(predictor) / "predictor.json").is_file():
+        raise UserError(f"PREDICTOR: {predictor!r} holds neither predictor.json (a learned predictor) nor "
+                        "edgetpu_model.json (from 'nas latency fit edgetpu-model')")
     from latency_models.learned import SHIPPED, Predictor, evaluate
     from latency_models.profile import read_profiles
 
