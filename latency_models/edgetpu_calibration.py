@@ -46,10 +46,21 @@ def build(model: str, px: int):
         return apps.MobileNetV2(alpha=1.0, weights=None, input_shape=(px, px, 3))
     if model == "resnet50_v1":
         return apps.ResNet50(weights=None, input_shape=(px, px, 3))
+    if model.startswith("efficientnet_edgetpu_"):
+        # The searched family: our reference of it, built by the toolkit's own builder.
+        import search_spaces
+
+        return search_spaces.build_model(search_spaces.reference(model, resolution=px), seed=0)
     m = re.fullmatch(r"conv7x7_stack_(\d+)", model)
     if m:
         return _conv_stack(int(m.group(1)), px)
     return None
+
+
+def setup_of(described: str) -> str:
+    """The set-up key of a measurement row: "" for the Coral USB Accelerator on USB 3 (every
+    host in the file; their spread is the noise of public numbers), "devboard" for the Dev Board."""
+    return "devboard" if "dev board" in described.lower() else ""
 
 
 def calibration_rows(path: str | Path = MEASUREMENTS) -> tuple[list[CalibrationRow], list[str]]:
@@ -69,7 +80,7 @@ def calibration_rows(path: str | Path = MEASUREMENTS) -> tuple[list[CalibrationR
             mib = lambda v: float(v) * MIB if v not in ("", None) else None  # noqa: E731
             rows.append(CalibrationRow(name=f"{r['model']}@{r['input_px']} [{r['setup'][:40]}]", analysis=cache[key],
                                        latency_ms=float(r["latency_ms"]), on_chip_bytes=mib(r["on_chip_mib"]),
-                                       off_chip_bytes=mib(r["off_chip_mib"])))
+                                       off_chip_bytes=mib(r["off_chip_mib"]), setup=setup_of(r["setup"])))
     return rows, sorted(set(skipped))
 
 

@@ -10,8 +10,10 @@ Per op on the Edge TPU
     the systolic array, whose output channels come in tiles of ``channel_tile`` (a 32-channel
     conv pays for 64: the conv7x7 sweep, all 32 channels, runs at half the 4 TOPS peak);
     depthwise convs and fully connected layers reuse little and get their own efficiency;
-    element-wise ops (ADD, MUL, LOGISTIC, MEAN, ...) move bytes at ``elementwise_bytes_per_s``.
-    Every op also costs ``op_overhead_s``.
+    element-wise ops (ADD, MUL, LOGISTIC, MEAN, ...) move bytes at ``elementwise_bytes_per_s``;
+    pools (AVERAGE/MAX_POOL_2D) run window by window, output elements x window size at
+    ``pool_elements_per_s`` (NAS-Bench-201's 3x3 average pools cost 3-4 times an ADD on the
+    device). Every op also costs ``op_overhead_s``; ``clock`` scales every on-chip rate.
 
 Parameter cache planner
     The compiler caches parameters in on-chip SRAM (8 MiB) less what activations need
@@ -38,9 +40,15 @@ CPU fall-back
 
 Fitting: :func:`fit` minimises squared log errors of latency (and of on/off-chip bytes where
 known) by bounded least squares, with weak priors that keep every constant physical. The
-shipped constants (``data/edgetpu_model.json``) are fitted to the public measurements in
-``data/edgetpu_measurements.csv`` by ``benchmarks/edgetpu_model.py``; ``nas latency fit`` on a
-profile measured with ``--source edgetpu`` refits them to a user's own device.
+activation reserve moves layers between cached and streamed, a step function no gradient
+sees, so it is searched on a grid (:data:`RESERVE_GRID`). Rows measured on other set-ups
+(the Dev Board, the NAS-Bench-201 host) share the chip constants and get their own host
+constants (:data:`SETUP_NAMES`: fixed cost, link, clock). The shipped constants
+(``data/edgetpu_model.json``) are fitted by ``benchmarks/edgetpu_model.py`` to the public
+measurements in ``data/edgetpu_measurements.csv`` plus 100 of the NAS-Bench-201 networks
+measured on a real Edge TPU; :func:`calibrate` (``nas latency fit edgetpu-model
+--measurements FILE.csv``) refits a user's own set-up: the host constants from a handful of
+rows, every constant from 30 or more.
 
 >>> from latency_models import get_source
 >>> r = get_source("edgetpu-model")("efficientnet_edgetpu_s")       # doctest: +SKIP
@@ -49,6 +57,7 @@ profile measured with ``--source edgetpu`` refits them to a user's own device.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -64,7 +73,8 @@ from .base import LatencyResult, LatencySource, LayerLatency
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
-MODEL_VERSION = "edgetpu-model/1"
+# 2: pools have their own rate, the clock and set-ups exist, the reserve cap is fitted.
+MODEL_VERSION = "edgetpu-model/2"
 DATA = Path(__file__).with_name("data")
 DEFAULT_CONSTANTS_FILE = DATA / "edgetpu_model.json"
 
@@ -73,6 +83,7 @@ DEFAULT_CONSTANTS_FILE = DATA / "edgetpu_model.json"
 LINK_RATIO = {"usb3": 1.0, "usb2": 0.1, "pcie": 1.25}
 
 MATRIX_OPS = ("CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED")
+POOL_OPS = ("AVERAGE_POOL_2D", "MAX_POOL_2D")
 COMPUTE_OPS = MATRIX_OPS + ("DEPTHWISE_CONV_2D",)
 
 
@@ -88,6 +99,8 @@ class Constants:
     link_bytes_per_s: float = 3.2e8  # USB 3
     activation_reserve: float = 3.0
     elementwise_bytes_per_s: float = 2.0e9
+    # Pools run on the vector unit, window by window: output elements x window size per second.
+    pool_elements_per_s: float = 2.0e10
     # Not fitted (structure, or no public data to fit them):
     sram_bytes: int = 8 * MIB
     min_reserve_bytes: int = 160 * 1024
@@ -99,11 +112,16 @@ class Constants:
     channel_tile: int = 64
     cpu_macs_per_s: float = 2.0e10
     cpu_bytes_per_s: float = 2.0e9
+    # The Edge TPU's clock relative to the calibration set-up's: libedgetpu's "std" runtime
+    # runs it at a reduced clock, "max" at the full one; a board may differ too. Scales every
+    # on-chip rate (array, element-wise, per-op cost) together; a host-dependent constant.
+    clock: float = 1.0
 
     @classmethod
     def fitted_names(cls) -> tuple[str, ...]:
+        """The continuous constants :func:`fit` adjusts (the reserve is searched on a grid)."""
         return ("peak_macs_per_s", "depthwise_efficiency", "fc_efficiency", "op_overhead_s",
-                "inference_overhead_s", "link_bytes_per_s", "activation_reserve", "elementwise_bytes_per_s")
+                "inference_overhead_s", "link_bytes_per_s", "elementwise_bytes_per_s", "pool_elements_per_s")
 
 
 @dataclass(frozen=True)
@@ -130,7 +148,7 @@ def ops_arrays(ops) -> dict[str, np.ndarray]:
     output) and whether the Edge TPU rejects the op."""
     n = len(ops)
     kind = np.zeros(n, dtype=np.int8)
-    macs, cout, param, moved = np.zeros(n), np.ones(n), np.zeros(n), np.zeros(n)
+    macs, cout, param, moved, window = np.zeros(n), np.ones(n), np.zeros(n), np.zeros(n), np.zeros(n)
     unsupported = np.zeros(n, dtype=bool)
     for i, op in enumerate(ops):
         if op.op_type == "FULLY_CONNECTED":
@@ -139,12 +157,17 @@ def ops_arrays(ops) -> dict[str, np.ndarray]:
             kind[i] = 1
         elif op.op_type == "DEPTHWISE_CONV_2D":
             kind[i] = 2
+        elif op.op_type in POOL_OPS and op.kernel:
+            kind[i] = 4
+            # A pool reads a window per output: its work is output elements times window size.
+            window[i] = op.kernel[0] * op.kernel[1] * math.prod(op.output_shape)
         macs[i] = op.macs
         cout[i] = max(1, op.output_shape[-1] if op.output_shape else 1)
         param[i] = op.param_bytes
         moved[i] = op.activation_bytes + sum(math.prod(s) for s in op.input_shapes)
         unsupported[i] = not op.edgetpu_supported
-    return {"kind": kind, "macs": macs, "cout": cout, "param": param, "moved": moved, "unsupported": unsupported}
+    return {"kind": kind, "macs": macs, "cout": cout, "param": param, "moved": moved, "window": window,
+            "unsupported": unsupported}
 
 
 def _op_arrays(analysis) -> dict[str, np.ndarray]:
@@ -152,6 +175,31 @@ def _op_arrays(analysis) -> dict[str, np.ndarray]:
     a["in_bytes"] = np.array([float(math.prod(analysis.input_shape))])
     a["out_bytes"] = np.array([float(analysis.ops[-1].activation_bytes if analysis.ops else 0)])
     return a
+
+
+def link_bytes_per_s(c: Constants, link: str) -> float:
+    if link not in LINK_RATIO:
+        raise ValueError(f"link: unknown {link!r}; allowed: {', '.join(LINK_RATIO)}")
+    return c.link_bytes_per_s * LINK_RATIO[link]
+
+
+def op_costs(a: dict[str, np.ndarray], c: Constants, link: str = "usb3") -> tuple[np.ndarray, ...]:
+    """Per op, placement aside: its Edge TPU compute time (s), its compiled parameter bytes
+    (padded to the tile) and the time to stream its parameters over the link (s).
+
+    The one place the per-op model lives: :func:`evaluate_ops` (the exact path) and the batched
+    segment tables of :mod:`latency_models.fast` both build on it.
+    """
+    kind, macs, cout, param, moved = a["kind"], a["macs"], a["cout"], a["param"], a["moved"]
+    pad = np.ceil(cout / c.channel_tile) * c.channel_tile
+    fill = cout / pad  # share of the array's output tile doing useful work
+    eff = np.where(kind == 1, fill, np.where(kind == 2, c.depthwise_efficiency * fill,
+                                             np.where(kind == 3, c.fc_efficiency * fill, 1.0)))
+    compute = (np.where(kind == 4, a["window"] / c.pool_elements_per_s,
+                        np.where((kind > 0) & (kind < 4), macs / (c.peak_macs_per_s * np.maximum(eff, 1e-6)),
+                                 moved / c.elementwise_bytes_per_s)) + c.op_overhead_s) / c.clock
+    compiled = np.where(param > 0, param / fill, 0.0)
+    return compute, compiled, param / link_bytes_per_s(c, link)
 
 
 def evaluate_ops(a: dict[str, np.ndarray], n_ops: Sequence[int], io_bytes: np.ndarray, c: Constants,
@@ -164,13 +212,11 @@ def evaluate_ops(a: dict[str, np.ndarray], n_ops: Sequence[int], io_bytes: np.nd
     and per-network totals (``latency_s``, ``on_chip``, ``off_chip``, ``compute_total_s``,
     ``stream_total_s``, ``cpu_total_s``, ``io_s``, ``n_cpu``).
     """
-    if link not in LINK_RATIO:
-        raise ValueError(f"link: unknown {link!r}; allowed: {', '.join(LINK_RATIO)}")
     n_ops = np.asarray(n_ops, dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(n_ops)[:-1]]).astype(np.int64)
     net = np.repeat(np.arange(len(n_ops)), n_ops)
-    bw = c.link_bytes_per_s * LINK_RATIO[link]
-    kind, macs, cout, param, moved = a["kind"], a["macs"], a["cout"], a["param"], a["moved"]
+    bw = link_bytes_per_s(c, link)
+    kind, macs, param, moved = a["kind"], a["macs"], a["param"], a["moved"]
 
     def per_net(cum):  # a cumulative sum restarted at each network's first op
         return cum - np.repeat(np.concatenate([[0], cum])[starts], n_ops)
@@ -178,22 +224,17 @@ def evaluate_ops(a: dict[str, np.ndarray], n_ops: Sequence[int], io_bytes: np.nd
     # One Edge TPU partition per network: from its first unsupported op on, everything is CPU.
     cpu = per_net(np.cumsum(a["unsupported"].astype(np.int64))) > 0
     tpu = ~cpu
-    pad = np.ceil(cout / c.channel_tile) * c.channel_tile
-    fill = cout / pad  # share of the array's output tile doing useful work
-    eff = np.where(kind == 1, fill, np.where(kind == 2, c.depthwise_efficiency * fill,
-                                             np.where(kind == 3, c.fc_efficiency * fill, 1.0)))
-    compute = np.where(kind > 0, macs / (c.peak_macs_per_s * np.maximum(eff, 1e-6)),
-                       moved / c.elementwise_bytes_per_s) + c.op_overhead_s
+    compute, compiled_all, stream_all = op_costs(a, c, link)
 
     # Parameter cache planner: compiled size padded to the tile, placed in execution order
     # until the SRAM less the activation reserve (from the largest input + output of one op)
     # is full; the rest is streamed at its int8 size, overlapped with compute.
-    compiled = np.where((param > 0) & tpu, param / fill, 0.0)
+    compiled = np.where(tpu, compiled_all, 0.0)
     reserve = np.clip(c.activation_reserve * np.maximum.reduceat(moved, starts), c.min_reserve_bytes,
                       c.max_reserve_bytes)
     cached = tpu & (per_net(np.cumsum(compiled)) <= (c.sram_bytes - reserve)[net])
     streamed = tpu & ~cached & (param > 0)
-    stream_s = np.where(streamed, param / bw, 0.0)
+    stream_s = np.where(streamed, stream_all, 0.0)
     tpu_s = np.where(tpu, np.maximum(compute, stream_s), 0.0)
     cpu_s = np.where(cpu, np.where(kind > 0, macs / c.cpu_macs_per_s, 0.0) + moved / c.cpu_bytes_per_s, 0.0)
     # The activation entering the CPU part crosses the link back to the host.
@@ -288,7 +329,7 @@ def load_constants(path: str | None = None) -> FittedModel:
 
 
 class EdgeTPUModelSource(LatencySource):
-    """Predicted Edge TPU latency, on/off-chip bytes and a per-layer breakdown, in microseconds.
+    """Predicted Edge TPU latency (ms), on/off-chip bytes and a per-layer breakdown.
 
     Options: ``link`` (``usb3``, ``usb2``, ``pcie``) and ``constants`` (a JSON file from
     ``nas latency fit``; default: the shipped fit to public measurements).
@@ -321,10 +362,17 @@ class EdgeTPUModelSource(LatencySource):
                              "model or the arch string (converted to int8 for you), or convert with full-integer "
                              "quantization")
         p = self.predict_analysis(analysis)
+        # Layers with neither a rule nor a converter lowering were costed as CPU ops from there
+        # on: the number rests on that guess, so say which layers it concerns.
+        assumed = [f"{name} ({cls}): {reason}" for name, cls, reason in getattr(analysis, "assumed_cpu", ())]
+        if assumed:
+            log.warning("%s: %d layer(s) with no TFLite lowering are assumed to run on the CPU (the Edge TPU "
+                        "partition ends at the first): %s", analysis.model_name or target.label, len(assumed),
+                        "; ".join(assumed))
         return self.result(latency_ms=p.latency_ms, on_chip_bytes=p.on_chip_bytes, off_chip_bytes=p.off_chip_bytes,
                            ops_on_tpu=p.ops_on_tpu, ops_on_cpu=p.ops_on_cpu, layers=p.layers,
                            details={"compute_ms": p.compute_ms, "stream_ms": p.stream_ms, "cpu_ms": p.cpu_ms,
-                                    "io_ms": p.io_ms, "link": self.link})
+                                    "io_ms": p.io_ms, "link": self.link, "assumed_cpu_layers": assumed})
 
 
 # ------------------------------------------------------------------------------- fitting
@@ -332,7 +380,12 @@ class EdgeTPUModelSource(LatencySource):
 
 @dataclass(frozen=True)
 class CalibrationRow:
-    """One measured network: its analysis, latency, and memory split when known."""
+    """One measured network: its analysis, latency, and memory split when known.
+
+    ``setup`` names the board and host it was measured on ("" is the primary set-up, whose
+    constants are the fit's result); rows of other set-ups share every chip constant and get
+    their own host constants (:data:`SETUP_NAMES`).
+    """
 
     name: str
     analysis: Any
@@ -340,57 +393,165 @@ class CalibrationRow:
     on_chip_bytes: float | None = None
     off_chip_bytes: float | None = None
     link: str = "usb3"
-
-
-def _residuals(theta, names, base, arrays, rows, prior, prior_weight):
-    c = replace(base, **{n: float(math.exp(t)) for n, t in zip(names, theta)})
-    res = []
-    for a, r in zip(arrays, rows):
-        p = predict_arrays(a, c, r.link)
-        res.append(math.log(p.latency_ms) - math.log(r.latency_ms))
-        # Memory split, where the compiler reported it; 1 MiB keeps log() sane near zero.
-        if r.on_chip_bytes is not None:
-            res.append(0.5 * (math.log(p.on_chip_bytes + MIB) - math.log(r.on_chip_bytes + MIB)))
-        if r.off_chip_bytes is not None:
-            res.append(0.5 * (math.log(p.off_chip_bytes + MIB) - math.log(r.off_chip_bytes + MIB)))
-    res.extend(prior_weight * (theta - prior))
-    return np.array(res)
+    setup: str = ""
+    # Residual weight: many rows of one small family can be down-weighted so that they do
+    # not outvote the few rows of every other kind of network.
+    weight: float = 1.0
 
 
 # Physical bounds of the fitted constants (the Edge TPU's 4 TOPS = 2e12 MAC/s peak; USB 3's
-# 5 Gb/s line rate; a reserve between none and the whole SRAM).
+# 5 Gb/s line rate; a clock between libedgetpu's reduced and full frequency).
 BOUNDS = {
     "peak_macs_per_s": (5e11, 2.2e12), "depthwise_efficiency": (0.01, 1.0), "fc_efficiency": (0.005, 1.0),
     "op_overhead_s": (1e-7, 2e-4), "inference_overhead_s": (1e-5, 3e-3), "link_bytes_per_s": (5e7, 6.25e8),
-    "activation_reserve": (0.5, 12.0), "elementwise_bytes_per_s": (1e8, 2e10),
+    "activation_reserve": (0.5, 12.0), "elementwise_bytes_per_s": (1e8, 2e10), "pool_elements_per_s": (1e9, 2e11), "clock": (0.25, 1.5),
 }
+
+# The activation reserve decides which layers are cached and which streamed: the loss is a
+# step function of it, flat between steps, which a gradient method cannot follow. So the
+# reserve is searched on this grid, the other constants fitted at each point.
+RESERVE_GRID = {"activation_reserve": (2.0, 3.0, 4.0),
+                "max_reserve_bytes": tuple(int(m * MIB) for m in (1.5, 2.0, 2.5, 3.0, 3.5))}
+
+# What differs between two set-ups (board, host, runtime) measuring the same chip.
+SETUP_NAMES = ("inference_overhead_s", "link_bytes_per_s", "clock")
+
+
+def _with(c: Constants, names: Sequence[str], theta) -> Constants:
+    return replace(c, **{n: float(math.exp(t)) for n, t in zip(names, theta)})
+
+
+class _Batch:
+    """The rows of one (set-up, link), their ops concatenated: one vectorised evaluation per
+    group and residual call, instead of one per row (fits run thousands of calls)."""
+
+    def __init__(self, rows: Sequence[CalibrationRow], arrays: Sequence[dict[str, np.ndarray]], idx: list[int]):
+        self.idx = idx
+        self.link = rows[idx[0]].link
+        self.setup = rows[idx[0]].setup
+        self.a = {k: np.concatenate([arrays[i][k] for i in idx]) for k in arrays[idx[0]] if k not in ("in_bytes", "out_bytes")}
+        self.n_ops = [len(arrays[i]["kind"]) for i in idx]
+        self.io = np.array([float(arrays[i]["in_bytes"][0] + arrays[i]["out_bytes"][0]) for i in idx])
+        self.lat = np.log([rows[i].latency_ms for i in idx])
+        self.w = np.array([rows[i].weight for i in idx])
+        mem = [(j, rows[i]) for j, i in enumerate(idx) if rows[i].on_chip_bytes is not None or rows[i].off_chip_bytes is not None]
+        self.mem = mem
+
+    def residuals(self, c: Constants) -> list[float]:
+        r = evaluate_ops(self.a, self.n_ops, self.io, c, self.link)
+        out = list(self.w * (np.log(r["latency_s"] * 1e3) - self.lat))
+        # Memory split, where the compiler reported it; 1 MiB keeps log() sane near zero.
+        for j, row in self.mem:
+            if row.on_chip_bytes is not None:
+                out.append(0.5 * (math.log(r["on_chip"][j] + MIB) - math.log(row.on_chip_bytes + MIB)))
+            if row.off_chip_bytes is not None:
+                out.append(0.5 * (math.log(r["off_chip"][j] + MIB) - math.log(row.off_chip_bytes + MIB)))
+        return out
+
+
+def _batches(rows: Sequence[CalibrationRow], arrays) -> list[_Batch]:
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault((r.setup, r.link), []).append(i)
+    return [_Batch(rows, arrays, idx) for idx in groups.values()]
+
+
+def _residuals(theta, names, setups, base, batches, prior, prior_weight):
+    k = len(names)
+    c = _with(base, names, theta[:k])
+    per_setup = {"": c}
+    for j, name in enumerate(setups):
+        per_setup[name] = _with(c, SETUP_NAMES, theta[k + j * len(SETUP_NAMES):k + (j + 1) * len(SETUP_NAMES)])
+    res = []
+    for b in batches:
+        res.extend(b.residuals(per_setup[b.setup]))
+    # Weak priors: the chip constants towards the starting point, each other set-up's host
+    # constants towards the primary set-up's (a set-up with one row cannot move them far).
+    res.extend(prior_weight * (theta[:k] - prior))
+    main = np.array([math.log(getattr(c, n)) for n in SETUP_NAMES])
+    for j in range(len(setups)):
+        res.extend(prior_weight * (theta[k + j * len(SETUP_NAMES):k + (j + 1) * len(SETUP_NAMES)] - main))
+    return np.array(res)
+
+
+def _starts(x0: np.ndarray, names: Sequence[str], lo: np.ndarray, hi: np.ndarray) -> list[np.ndarray]:
+    # The efficiencies trade off against each other (depthwise against element-wise time, say):
+    # a second start from the middle of their ranges keeps one poor basin from deciding the fit.
+    mid = x0.copy()
+    for i, n in enumerate(names):
+        if n in ("depthwise_efficiency", "fc_efficiency", "elementwise_bytes_per_s", "op_overhead_s"):
+            mid[i] = (lo[i] + hi[i]) / 2
+    return [x0] if np.allclose(mid, x0) else [x0, mid]
 
 
 def fit(rows: Sequence[CalibrationRow], base: Constants | None = None, *,
-        names: Sequence[str] | None = None, prior_weight: float = 0.05) -> tuple[Constants, dict[str, Any]]:
-    """Fit the constants to measured rows; returns them and a fit report (errors per row)."""
+        names: Sequence[str] | None = None, prior_weight: float = 0.05,
+        grid: dict[str, Sequence[float]] | None = None) -> tuple[Constants, dict[str, Any]]:
+    """Fit the constants to measured rows; returns them and a fit report (errors per row).
+
+    ``names`` are the continuous constants to fit (default :meth:`Constants.fitted_names`);
+    ``grid`` maps step-like constants to the values to search (default :data:`RESERVE_GRID`
+    when every constant is fitted, else none). Rows of several set-ups share the chip constants.
+    """
     from scipy.optimize import least_squares
 
     if not rows:
         raise ValueError("edgetpu-model fit: no calibration rows")
     base = base or Constants()
     names = tuple(names or Constants.fitted_names())
+    if grid is None:
+        grid = RESERVE_GRID if set(Constants.fitted_names()) <= set(names) else {}
+    setups = sorted({r.setup for r in rows} - {""})
     arrays = [_op_arrays(r.analysis) for r in rows]
-    x0 = np.array([math.log(getattr(base, n)) for n in names])
-    lo = np.array([math.log(BOUNDS[n][0]) for n in names])
-    hi = np.array([math.log(BOUNDS[n][1]) for n in names])
-    x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
-    sol = least_squares(_residuals, x0, bounds=(lo, hi), args=(names, base, arrays, rows, x0.copy(), prior_weight))
-    c = replace(base, **{n: float(math.exp(t)) for n, t in zip(names, sol.x)})
+    batches = _batches(rows, arrays)
+    lo = np.array([math.log(BOUNDS[n][0]) for n in names] + [math.log(BOUNDS[n][0]) for n in SETUP_NAMES] * len(setups))
+    hi = np.array([math.log(BOUNDS[n][1]) for n in names] + [math.log(BOUNDS[n][1]) for n in SETUP_NAMES] * len(setups))
+    best = None
+    points = [dict(zip(grid, v)) for v in itertools.product(*grid.values())] if grid else [{}]
+    for point in points:
+        b = replace(base, **point)
+        x0 = np.array([math.log(getattr(b, n)) for n in names] + [math.log(getattr(b, n)) for n in SETUP_NAMES] * len(setups))
+        x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
+        prior = x0[:len(names)].copy()
+        for start in _starts(x0, names, lo, hi):
+            sol = least_squares(_residuals, start, bounds=(lo, hi),
+                                args=(names, setups, b, batches, prior, prior_weight))
+            if best is None or sol.cost < best[0]:
+                best = (sol.cost, b, sol.x)
+    _, b, x = best
+    k = len(names)
+    c = _with(b, names, x[:k])
+    per_setup = {"": c} | {name: _with(c, SETUP_NAMES, x[k + j * len(SETUP_NAMES):k + (j + 1) * len(SETUP_NAMES)])
+                           for j, name in enumerate(setups)}
     report = []
     for a, r in zip(arrays, rows):
-        p = predict_arrays(a, c, r.link)
-        report.append({"name": r.name, "measured_ms": r.latency_ms, "predicted_ms": round(p.latency_ms, 4),
+        p = predict_arrays(a, per_setup[r.setup], r.link)
+        report.append({"name": r.name, "setup": r.setup, "measured_ms": r.latency_ms,
+                       "predicted_ms": round(p.latency_ms, 4),
                        "error": round(p.latency_ms / r.latency_ms - 1, 4), "on_chip_mib": round(p.on_chip_bytes / MIB, 3),
                        "off_chip_mib": round(p.off_chip_bytes / MIB, 3),
                        "measured_on_chip_mib": None if r.on_chip_bytes is None else round(r.on_chip_bytes / MIB, 3),
                        "measured_off_chip_mib": None if r.off_chip_bytes is None else round(r.off_chip_bytes / MIB, 3)})
     errs = np.abs([row["error"] for row in report])
     summary = {"rows": report, "median_abs_error": float(np.median(errs)), "max_abs_error": float(errs.max()),
-               "fitted": list(names)}
+               "fitted": list(names) + list(grid),
+               "setups": {name: {n: getattr(cs, n) for n in SETUP_NAMES} for name, cs in per_setup.items() if name}}
     return c, summary
+
+
+# Host-dependent constants: what differs between one board/host set-up and another. With few
+# measured rows only these are refitted; the per-op efficiencies need many rows to be told apart.
+HOST_NAMES = SETUP_NAMES
+MIN_ROWS_FOR_OP_EFFICIENCIES = 30
+
+
+def calibration_names(n_rows: int) -> tuple[str, ...]:
+    """Which constants a calibration on ``n_rows`` measured networks refits."""
+    return HOST_NAMES if n_rows < MIN_ROWS_FOR_OP_EFFICIENCIES else Constants.fitted_names() + ("clock",)
+
+
+def calibrate(rows: Sequence[CalibrationRow], base: Constants | None = None) -> tuple[Constants, dict[str, Any]]:
+    """Refit a set-up's constants from its measured rows, starting from ``base`` (default: the
+    shipped fit): the host constants from a handful of rows, every constant from many."""
+    base = base or load_constants().constants
+    return fit(rows, base, names=calibration_names(len(rows)))

@@ -22,9 +22,9 @@ from search_spaces import Arch, Block, Head, Stem
 from search_spaces.plan import resolve_io
 
 from .analysis import analyze_arch
-from .edgetpu_model import Constants, evaluate_ops, load_constants, ops_arrays
+from .edgetpu_model import Constants, evaluate_ops, link_bytes_per_s, load_constants, op_costs, ops_arrays
 
-_KEYS = ("kind", "macs", "cout", "param", "moved", "unsupported")
+_KEYS = ("kind", "macs", "cout", "param", "moved", "window", "unsupported")
 
 
 def _slice(arch: Arch, shape, classes: int, prefix: str) -> dict[str, np.ndarray]:
@@ -71,21 +71,160 @@ def arch_segments(arch: Arch, num_classes: int | None = None) -> tuple[list[dict
     return segs, float(math.prod(shape)), float(classes)
 
 
+# ------------------------------------------------------------------------------ edgetpu-model
+#
+# A search predicts far more archs than it meets distinct blocks: the 5,000-arch benchmark of
+# the full efficientnet_edgetpu space holds about 4,900 distinct blocks (stage repeats and
+# the repeated layers of a stage share them). So the unit of caching is one block (one layer
+# of a stage) at its input shape, lowered by the exact path (analyze_arch on a one-block
+# probe, sliced by block name). Per set of constants each block is then reduced to a few
+# numbers: its compute time, its time if its parameters are streamed, its compiled and int8
+# parameter bytes, its largest input + output, whether it has an op the Edge TPU cannot run.
+# An arch's latency is sums of those, except where the parameter cache fills up: there the
+# block holding the cut is evaluated op by op, from prefix sums. Archs with an unsupported
+# op (a CPU tail) take the exact per-op path.
+
+
+def _block_key(b: Block, stride: int, ref_in: int, shape: tuple) -> tuple:
+    return (b.type, b.filters, b.kernel, b.expansion, b.se_ratio, b.activation, b.skip, stride, ref_in, shape)
+
+
+@lru_cache(maxsize=262144)
+def _block_ops(key: tuple) -> dict[str, np.ndarray]:
+    btype, filters, kernel, expansion, se, act, skip, stride, ref_in, shape = key
+    block = Block(btype, filters, kernel=kernel, stride=stride, expansion=expansion, repeats=1, se_ratio=se,
+                  activation=act, skip=skip, expand_from=ref_in if ref_in != shape[2] else None)
+    probe = Arch(stem=Stem(shape[2], kernel=1, stride=1), stages=(block,), head=Head(0), resolution=max(8, shape[0]))
+    ops = [op for op in analyze_arch(probe, (shape[0], shape[1], 3), 1).ops if op.block == "block1a"]
+    return ops_arrays(ops)
+
+
+@lru_cache(maxsize=65536)
+def _stem_ops(stem: Stem, shape: tuple) -> dict[str, np.ndarray]:
+    probe = Arch(stem=stem, stages=(Block("conv", stem.filters, kernel=1),), head=Head(0), resolution=max(8, shape[0]))
+    return ops_arrays([op for op in analyze_arch(probe, shape, 1).ops if op.block == "stem"])
+
+
+@lru_cache(maxsize=65536)
+def _head_ops(head: Head, shape: tuple, classes: int) -> dict[str, np.ndarray]:
+    probe = Arch(stem=Stem(shape[2], kernel=1, stride=1), stages=(Block("conv", shape[2], kernel=1),), head=head,
+                 resolution=max(8, shape[0]))
+    return ops_arrays([op for op in analyze_arch(probe, (shape[0], shape[1], 3), classes).ops if op.block == "head"])
+
+
+@lru_cache(maxsize=262144)
+def _stage_blocks(b: Block, shape: tuple) -> tuple[tuple, tuple]:
+    """The block keys of one stage (first layer, then the repeated one) and its output shape."""
+    first = _block_key(b, b.stride, b.expand_from or shape[2], shape)
+    out = _after(shape, b.stride, b.filters)
+    keys = (first,) if b.repeats == 1 else (first,) + (_block_key(b, 1, b.filters, out),) * (b.repeats - 1)
+    return keys, out
+
+
+class _Segments:
+    """Per-segment summaries of :func:`~latency_models.edgetpu_model.op_costs` for one set of
+    constants and one link, grown as new segments are met."""
+
+    def __init__(self, c: Constants, link: str):
+        self.c, self.link = c, link
+        self.index: dict[int, int] = {}  # id(ops arrays) -> row
+        self.arrays: list[dict[str, np.ndarray]] = []
+        self.rows: list[tuple[float, ...]] = []
+        self.table: np.ndarray | None = None
+
+    def row(self, a: dict[str, np.ndarray]) -> int:
+        i = self.index.get(id(a))
+        if i is None:
+            compute, compiled, stream = op_costs(a, self.c, self.link)
+            has = a["param"] > 0
+            streamed_cost = np.where(has, np.maximum(compute, stream), compute)
+            self.rows.append((compute.sum(), streamed_cost.sum(), compiled.sum(), a["param"].sum(),
+                              a["moved"].max(initial=0.0), float(a["unsupported"].any()), len(compute)))
+            # Holding `a` keeps its id from being reused by another segment while this table lives.
+            self.arrays.append(a | {"_a": a, "_compute": compute, "_compiled": compiled, "_scost": streamed_cost})
+            i = self.index[id(a)] = len(self.rows) - 1
+            self.table = None
+        return i
+
+    def columns(self) -> np.ndarray:
+        if self.table is None:
+            self.table = np.array(self.rows, dtype=float).reshape(-1, 7)
+        return self.table
+
+
+_SEGMENTS: dict[tuple, _Segments] = {}
+
+
+def _segments_for(c: Constants, link: str) -> _Segments:
+    key = (c, link)
+    seg = _SEGMENTS.get(key)
+    if seg is None:
+        if len(_SEGMENTS) > 8:
+            _SEGMENTS.clear()
+        seg = _SEGMENTS[key] = _Segments(c, link)
+    return seg
+
+
+def _arch_rows(a: Arch, seg: _Segments, num_classes: int | None) -> tuple[list[int], float]:
+    shape, classes = resolve_io(a, None, num_classes)
+    rows = [seg.row(_stem_ops(a.stem, shape))]
+    x = _after(shape, a.stem.stride, a.stem.filters)
+    for b in a.stages:
+        keys, x = _stage_blocks(b, x)
+        rows.extend(seg.row(_block_ops(k)) for k in keys)
+    rows.append(seg.row(_head_ops(a.head, x, classes)))
+    return rows, float(math.prod(shape)) + float(classes)
+
+
 def predict_batch(archs: Sequence[Arch | str], num_classes: int | None = None, *, link: str = "usb3",
                   constants: Constants | None = None) -> dict[str, np.ndarray]:
-    """Predicted latency_ms, on_chip_bytes and off_chip_bytes of every arch (arrays)."""
+    """Predicted latency_ms, on_chip_bytes and off_chip_bytes of every arch (arrays), equal to
+    :class:`~latency_models.edgetpu_model.EdgeTPUModelSource` on each arch to rounding."""
     c = constants or load_constants().constants
-    parts: dict[str, list] = {k: [] for k in _KEYS}
-    n_ops, io = [], []
-    for a in archs:
-        a = a if isinstance(a, Arch) else Arch.from_string(a)
-        segs, in_b, out_b = arch_segments(a, num_classes)
-        for seg in segs:
-            for k in _KEYS:
-                parts[k].append(seg[k])
-        n_ops.append(sum(len(seg["kind"]) for seg in segs))
-        io.append(in_b + out_b)
-    cat = {k: np.concatenate(v) for k, v in parts.items()}
-    r = evaluate_ops(cat, n_ops, np.asarray(io), c, link)
-    return {"latency_ms": r["latency_s"] * 1e3, "on_chip_bytes": r["on_chip"].astype(np.int64),
-            "off_chip_bytes": r["off_chip"].astype(np.int64)}
+    seg = _segments_for(c, link)
+    per_arch = []
+    io = np.empty(len(archs))
+    for i, a in enumerate(archs):
+        rows, io[i] = _arch_rows(a if isinstance(a, Arch) else Arch.from_string(a), seg, num_classes)
+        per_arch.append(rows)
+    n = len(per_arch)
+    lengths = np.fromiter((len(r) for r in per_arch), dtype=np.int64, count=n)
+    flat = np.fromiter((j for r in per_arch for j in r), dtype=np.int64, count=int(lengths.sum()))
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    t = seg.columns()[flat]
+    compute, scost, compiled, param, moved, unsupported = (t[:, k] for k in range(6))
+    bw = link_bytes_per_s(c, link)
+    reserve = np.clip(c.activation_reserve * np.maximum.reduceat(moved, starts), c.min_reserve_bytes,
+                      c.max_reserve_bytes)
+    capacity = c.sram_bytes - reserve
+    total_compiled = np.add.reduceat(compiled, starts)
+    latency = np.add.reduceat(compute, starts)
+    on_chip = total_compiled.copy()
+    off_chip = np.zeros(n)
+    cpu = np.add.reduceat(unsupported, starts) > 0
+    for i in np.flatnonzero((total_compiled > capacity) & ~cpu):
+        latency[i], on_chip[i], off_chip[i] = _with_cut(seg, per_arch[i], capacity[i])
+    latency = latency + io / bw + c.inference_overhead_s
+    if cpu.any():  # a CPU tail: the exact per-op path
+        for i in np.flatnonzero(cpu):
+            a = _concat([seg.arrays[j] for j in per_arch[i]])
+            r = evaluate_ops(a, [len(a["kind"])], io[i:i + 1], c, link)
+            latency[i], on_chip[i], off_chip[i] = r["latency_s"][0], r["on_chip"][0], r["off_chip"][0]
+    return {"latency_ms": latency * 1e3, "on_chip_bytes": on_chip.astype(np.int64),
+            "off_chip_bytes": off_chip.astype(np.int64)}
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([p[k] for p in parts]) for k in _KEYS}
+
+
+def _with_cut(seg: _Segments, rows: list[int], capacity: float) -> tuple[float, float, float]:
+    """Latency (s, without io), on-chip and off-chip bytes of an arch whose parameters overflow
+    the cache: ops up to the cut are cached, every parameter op after it is streamed."""
+    parts = [seg.arrays[j] for j in rows]
+    compiled = np.concatenate([p["_compiled"] for p in parts])
+    cached = np.cumsum(compiled) <= capacity  # as evaluate_ops decides it
+    param = np.concatenate([p["param"] for p in parts])
+    streamed = ~cached & (param > 0)
+    cost = np.where(streamed, np.concatenate([p["_scost"] for p in parts]), np.concatenate([p["_compute"] for p in parts]))
+    return float(cost.sum()), float(compiled[cached].sum()), float(param[streamed].sum())

@@ -41,7 +41,7 @@ def test_shipped_constants_reproduce_the_calibration_rows(src):
         errors.append(abs(p.latency_ms / r.latency_ms - 1))
         if r.off_chip_bytes is not None and r.off_chip_bytes > 0:
             assert p.off_chip_bytes > 0, r.name  # streaming where the compiler said so
-    assert statistics.median(errors) <= 0.20 and max(errors) <= 0.35
+    assert statistics.median(errors) <= 0.10 and max(errors) <= 0.20
 
 
 def test_monotone_in_macs_and_parameter_bytes(src):
@@ -53,8 +53,12 @@ def test_monotone_in_macs_and_parameter_bytes(src):
 
 
 def test_the_cache_cliff(src):
-    fits = predict(src, s.reference("efficientnet_edgetpu_s"))
+    fits = predict(src, s.reference("efficientnet_edgetpu_s", width=0.75))
     assert fits.off_chip_bytes == 0 and fits.stream_ms == 0
+    # EfficientNet-EdgeTPU-S itself sits at the edge: its 1.3 MB classifier is the part that
+    # no longer fits beside the activations of its 112-px fused stages (why it measures 5.1 ms).
+    edge = predict(src, s.reference("efficientnet_edgetpu_s"))
+    assert 0 < edge.off_chip_bytes < 2 * em.MIB
     big = predict(src, s.reference("efficientnet_edgetpu_s", width=3.0))
     assert big.off_chip_bytes > 10 * em.MIB and big.stream_ms > big.compute_ms  # streaming-dominated
     # Past the cache, each extra parameter byte costs several times more than below it.
@@ -145,7 +149,7 @@ def test_cli_predict(capsys):
 
     assert main(["latency", "predict", "efficientnet_edgetpu_s", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["off_chip_bytes"] == 0 and 1 < d["latency_ms"] < 20
+    assert 0 < d["off_chip_bytes"] < 2 * em.MIB and 4 < d["latency_ms"] < 7  # published: 5.1 ms
     assert main(["latency", "predict", "mobilenet_v2", "--link", "usb2", "--breakdown"]) == 0
     out = capsys.readouterr().out
     assert "block16a_project_conv" in out or "block7a_project_conv" in out
@@ -170,3 +174,52 @@ def test_batched_predictions_equal_the_exact_path(src):
         assert (fast["on_chip_bytes"][i], fast["off_chip_bytes"][i]) == (r.on_chip_bytes, r.off_chip_bytes)
     with pytest.raises(ValueError, match="link: unknown 'wifi'"):
         predict_batch(archs[:1], link="wifi")
+
+
+def test_batched_predictions_equal_the_exact_path_where_the_cache_overflows(src):
+    from latency_models.fast import predict_batch
+
+    # Wide, high-resolution members stream part of their parameters: the cut through the
+    # cache lands inside a block, which the batched path evaluates op by op.
+    sp = s.get("efficientnet_edgetpu")
+    archs = [sp.sample(i) for i in range(40)] + [s.reference("efficientnet_edgetpu_s", width=w) for w in (1.5, 2.5)]
+    fast = predict_batch(archs)
+    exact = [src.predict_analysis(analyze_arch(a), with_layers=False) for a in archs]
+    assert sum(p.off_chip_bytes > 0 for p in exact) >= 5
+    for i, p in enumerate(exact):
+        assert fast["latency_ms"][i] == pytest.approx(p.latency_ms, rel=1e-12)
+        assert (fast["on_chip_bytes"][i], fast["off_chip_bytes"][i]) == (p.on_chip_bytes, p.off_chip_bytes)
+
+
+def test_setups_share_the_chip_and_keep_their_own_host_constants():
+    # Two set-ups measuring the same chip: the second has a smaller fixed cost and a slower
+    # link. Fitting both at once recovers each one's host constants and the shared chip rate.
+    truth = replace(em.Constants(), peak_macs_per_s=1.6e12, inference_overhead_s=1.2e-3)
+    other = replace(truth, inference_overhead_s=3e-4, link_bytes_per_s=1.5e8)
+    archs = [s.reference(n, width=w, resolution=r) for n in ("efficientnet_edgetpu_s", "mobilenet_v2")
+             for w in (0.5, 1.0, 2.0) for r in (96, 224)]
+
+    def row(a, c, setup):
+        an = analyze_arch(a)
+        return em.CalibrationRow(a.to_string()[:30], an, em.predict_arrays(em._op_arrays(an), c).latency_ms,
+                                 setup=setup)
+
+    rows = [row(a, truth, "") for a in archs] + [row(a, other, "board") for a in archs]
+    fitted, report = em.fit(rows, names=("peak_macs_per_s", "inference_overhead_s"), prior_weight=0.0)
+    assert report["max_abs_error"] < 0.01
+    assert fitted.peak_macs_per_s == pytest.approx(1.6e12, rel=0.05)
+    assert fitted.inference_overhead_s == pytest.approx(1.2e-3, rel=0.05)
+    board = report["setups"]["board"]
+    assert board["inference_overhead_s"] == pytest.approx(3e-4, rel=0.1)
+    assert board["link_bytes_per_s"] == pytest.approx(1.5e8, rel=0.1)
+
+
+def test_the_reserve_is_searched_on_its_grid():
+    # The cache cut is a step function of the reserve: a gradient fit cannot find it, the grid can.
+    truth = replace(em.Constants(), max_reserve_bytes=int(3.0 * em.MIB))
+    archs = [s.reference("efficientnet_edgetpu_s", width=w) for w in (0.9, 1.0, 1.1, 1.2, 1.3)]
+    rows = [em.CalibrationRow(str(i), analyze_arch(a), em.predict_arrays(em._op_arrays(analyze_arch(a)), truth).latency_ms)
+            for i, a in enumerate(archs)]
+    fitted, report = em.fit(rows, replace(truth, max_reserve_bytes=int(1.5 * em.MIB)), prior_weight=0.0)
+    assert fitted.max_reserve_bytes == int(3.0 * em.MIB)
+    assert report["max_abs_error"] < 0.02
