@@ -5,7 +5,7 @@ Three entry points produce the same :class:`ModelAnalysis`:
 - :func:`analyze_arch` reads only the layer plan (:func:`search_spaces.plan.plan`): no
   TensorFlow, no Keras, cached per arch, so a predictor can call it thousands of times a second;
 - :func:`analyze_keras` walks any Keras 3 functional or Sequential model (ours,
-  ``keras.applications``, user models, nested models);
+  ``keras.applications``, user models, nested models; a built subclassed model is converted);
 - :func:`analyze_tflite` parses a ``.tflite`` flatbuffer (bytes or a path).
 
 The table is the *TFLite-level* view, because that is what the Edge TPU compiler and a latency
@@ -25,6 +25,10 @@ sigmoid / tanh / softmax               LOGISTIC / TANH / SOFTMAX
 squeeze-excite                         MEAN, CONV_2D, [act], CONV_2D, LOGISTIC, MUL
 GlobalAveragePooling2D / Dense         MEAN / FULLY_CONNECTED (+SOFTMAX)
 Add / Multiply / Concatenate           ADD / MUL / CONCATENATION (relu fuses into ADD)
+constant MUL/ADD/SUB beside a conv     folded into the conv/FC it follows (a scalar or per-
+                                       channel constant; ADD/SUB add a bias), or a scalar MUL
+                                       (ADD/SUB: VALID only) into the conv it feeds
+                                       (Rescaling before the stem vanishes)
 ZeroPadding2D                          PAD, or nothing when the next VALID conv becomes the
                                        equivalent SAME conv (MobileNetV2's pads vanish)
 BatchNormalization on its own          MUL (+ ADD when its offset is non-zero)
@@ -33,6 +37,18 @@ Flatten / Reshape                      RESHAPE (consecutive ones merge); with TF
                                        ``from_keras_model`` and batch size None: SHAPE,
                                        STRIDED_SLICE, PACK, RESHAPE on int32 (-> CPU)
 =====================================  ==================================================
+
+A layer with no rule here (a Lambda, a custom layer such as ``keras.applications``
+InceptionResNetV2's ``CustomScaleLayer``, a subclassed model used as a layer, or a stock layer
+with an activation the table lacks) is lowered by the real converter instead: the layer alone,
+in a one-layer Keras model with batch-1 inputs, is converted to int8 and its ops are spliced
+into the table (sub-model boundary QUANTIZE/DEQUANTIZE dropped), so the rewrites that cross
+layer boundaries -- BN folding, activation fusion, a constant MUL/ADD folded into the conv
+beside it -- still apply. Conversions are cached per layer class, config, input shapes and
+weights. Only where that too is impossible (the conversion fails, the layer cannot be called
+on symbolic inputs) does an ``UNKNOWN`` op remain, unsupported, so the Edge TPU partition ends
+there; such layers are listed in :attr:`ModelAnalysis.assumed_cpu` so the guess is visible.
+A subclassed model (no static graph to walk) is converted whole when its input shape is known.
 
 Parameters are counted as the int8 model stores them: int8 weights (1 byte each), int32 biases
 (4 bytes each). CONV_2D and DEPTHWISE_CONV_2D always carry a bias in TFLite; the converter
@@ -51,9 +67,14 @@ and every op after it in the table run on the CPU.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
+import json
 import logging
 import math
 import re
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -173,6 +194,10 @@ class ModelAnalysis:
     It is a lower bound of a TFLite arena, which may add fragmentation, and always at least the
     largest input+output bytes of one op. ``first_cpu_op`` is the index of the first op the Edge
     TPU cannot run (None when all can); ``unsupported`` lists every such op with its reason.
+    ``assumed_cpu`` lists the Keras layers that have neither a rule nor a converter lowering, as
+    ``(layer name, layer class, reason)``: each is one ``UNKNOWN`` op assumed to run on the CPU,
+    a guess a predictor should report. ``converted_layers`` names the layers the TFLite
+    converter lowered (no rule); a subclassed model converted whole lists its own name.
     """
 
     ops: tuple[OpInfo, ...]
@@ -188,6 +213,8 @@ class ModelAnalysis:
     unsupported: tuple[tuple[int, str, str], ...]
     keras_trainable_params: int | None = None
     model_name: str = ""
+    assumed_cpu: tuple[tuple[str, str, str], ...] = ()
+    converted_layers: tuple[str, ...] = ()
 
     @property
     def op_types(self) -> tuple[str, ...]:
@@ -202,6 +229,8 @@ class ModelAnalysis:
         d = {k: v for k, v in asdict(self).items() if k != "ops"}
         d["input_shape"] = list(self.input_shape)
         d["unsupported"] = [list(u) for u in self.unsupported]
+        d["assumed_cpu"] = [list(u) for u in self.assumed_cpu]
+        d["converted_layers"] = list(self.converted_layers)
         if with_ops:
             d["ops"] = [_jsonable(asdict(op)) for op in self.ops]
         return d
@@ -242,6 +271,11 @@ class ModelAnalysis:
             op = self.ops[self.first_cpu_op]
             lines.append(f"Edge TPU: CPU fall-back from op #{op.index} {op.op_type} ({op.name}): {op.reason}; "
                          f"{len(self.unsupported)} unsupported op(s)")
+        if self.converted_layers:
+            shown = ", ".join(self.converted_layers[:6]) + (", ..." if len(self.converted_layers) > 6 else "")
+            lines.append(f"lowered by the TFLite converter (no rule): {len(self.converted_layers)} layer(s): {shown}")
+        for name, cls, reason in self.assumed_cpu:
+            lines.append(f"warning: assumed to run on the CPU (no TFLite lowering): {name} ({cls}): {reason}")
         return "\n".join(lines)
 
 
@@ -313,7 +347,7 @@ def _type_reason(op_type: str) -> str | None:
 # The arch and Keras sources first emit "raw" ops -- one per Keras-level operation, plus the
 # pseudo op "BN" -- into a small graph, then _lower() applies the converter's rewrites in one
 # forward pass: BN folding, relu/relu6 fusion, PAD into a SAME conv, reshape merging, moving
-# element-wise ops above reshapes, and the 1x1 quirks (keepdims MEAN removed, a residual
+# element-wise ops above reshapes, folding constant MUL/ADD/SUB into a neighbouring conv, and the 1x1 quirks (keepdims MEAN removed, a residual
 # ADD's second operand reshaped to 1-D). Both sources share that pass, so they cannot disagree
 # on what the converter does. Keras models are then put in the converter's op order
 # (_tflite_order); plans already are (the builder calls layers in plan order).
@@ -321,12 +355,13 @@ def _type_reason(op_type: str) -> str | None:
 
 class _Op:
     __slots__ = ("op_type", "names", "inputs", "outputs", "block", "kernel", "stride", "groups",
-                 "depthwise", "act", "weights", "bias", "macs", "padding", "pads", "bn", "reason", "dead")
+                 "depthwise", "act", "weights", "bias", "macs", "padding", "pads", "bn", "reason", "dead",
+                 "counts")
 
     def __init__(self, op_type: str, names: list[str], inputs: list[int], outputs: list[int], block: str,
                  *, kernel=None, stride=None, groups: int = 1, depthwise: bool = False, weights: int = 0,
                  bias: int = 0, macs: int = 0, padding: str | None = None, pads=None, bn=None,
-                 reason: str | None = None):
+                 reason: str | None = None, counts: tuple[int, int] | None = None):
         self.op_type, self.names, self.inputs, self.outputs, self.block = op_type, names, inputs, outputs, block
         self.kernel, self.stride, self.groups, self.depthwise = kernel, stride, groups, depthwise
         self.act: str | None = None
@@ -335,6 +370,15 @@ class _Op:
         self.bn = bn  # for "BN": (channels, scale is not 1, offset is not 0)
         self.reason = reason
         self.dead = False
+        # (params, param bytes) as read from a converted .tflite, for ops spliced in from the
+        # converter: their constants need not be int8 weights + int32 biases.
+        self.counts = counts
+
+    def const_elements(self) -> int:
+        """Elements of the constant operand of a one-input MUL/ADD/SUB (0: not such an op)."""
+        if self.op_type not in ("MUL", "ADD", "SUB") or len(self.inputs) != 1:
+            return 0
+        return self.counts[0] if self.counts is not None else self.weights
 
 
 class _Graph:
@@ -430,6 +474,16 @@ def _lower(g: _Graph) -> list[_Op]:
             hoisted_before = move
             src = producer.get(op.inputs[0])
             sole = src is not None and readers.get(op.inputs[0], 0) == 1 and len(src.outputs) == 1
+        const = op.const_elements()
+        if const and sole and src.op_type in _FOLDS_BN and src.act is None and \
+                const in (1, g.shapes[src.outputs[0]][-1]):
+            # Like BN: a scalar or per-channel constant MUL/ADD/SUB right after a conv or FC is
+            # folded into its weights/bias (TF 2.21; hard_sigmoid's +3, a custom scale layer).
+            if kind != "MUL" and not src.bias and src.counts is None:
+                src.bias = g.shapes[src.outputs[0]][-1]
+            absorb(src, op)
+            src.act = op.act
+            continue
         if kind in _FUSED_ACTS and sole and src.op_type in _TAKES_FUSED_ACT and src.act is None:
             src.act = kind
             absorb(src, op)
@@ -448,10 +502,20 @@ def _lower(g: _Graph) -> list[_Op]:
                 op.names = src.names + op.names
                 op.inputs = list(src.inputs)
                 op.padding = "same"
+        if kind in ("CONV_2D", "DEPTHWISE_CONV_2D") and sole and src.const_elements() == 1 and src.act is None \
+                and (src.op_type == "MUL" or op.padding == "valid"):
+            # A scalar constant in front of a conv folds into its weights (MUL; the zero padding
+            # scales with it) or, with VALID padding only, its bias (ADD/SUB), as TF 2.21 does:
+            # Rescaling(1/255) before a stem conv vanishes. Per-channel constants stay.
+            src.dead = True
+            op.names = src.names + [n for n in op.names if n not in src.names]
+            op.inputs = list(src.inputs)
         if kind == "RESHAPE" and sole and src.op_type == "RESHAPE":
             absorb(src, op)
             continue
-        if kind == "ADD" and len(op.inputs) == 2:
+        if kind == "ADD" and len(op.inputs) == 2 and op.counts is None:
+            # (Not for an ADD spliced from a converted layer: the converter already decided for it,
+            # and does not reshape a MUL's output, e.g. InceptionResNetV2's scale layers at 1x1.)
             shape = g.shapes[op.inputs[0]]
             if len(shape) == 4 and shape[:3] == (1, 1, 1) and g.shapes[op.inputs[1]] == shape:
                 # At 1x1 the converter treats the second operand like a bias: RESHAPE to 1-D
@@ -482,9 +546,12 @@ def _tflite_order(ops: list[_Op], inputs: list[int]) -> list[_Op]:
     for op in ops:
         for t in dict.fromkeys(op.inputs):
             readers.setdefault(t, []).append(op)
+    # Ops spliced in from a converted layer share the layer's name and are already in the
+    # converter's order; visiting the later one first makes this walk reproduce that order.
+    pos = {id(op): i for i, op in enumerate(ops) if op.counts is not None}
     for t, rs in readers.items():
         if len(rs) > 1:
-            rs.sort(key=lambda o: o.names[0] if o.names else "", reverse=True)
+            rs.sort(key=lambda o: (o.names[0] if o.names else "", pos.get(id(o), 0)), reverse=True)
     made = {t for op in ops for t in op.outputs}
     roots = [r for t in inputs for r in readers.get(t, ())]
     roots += [op for op in ops if not any(t in made for t in op.inputs)]
@@ -562,7 +629,8 @@ def _record(cls, fields: dict[str, Any]):
 
 def _finish(rows: list[_Row], shapes: dict[int, Shape], nbytes: dict[int, int], graph_inputs: list[int],
             graph_outputs: list[int], source: str, *, keras_trainable: int | None = None,
-            model_name: str = "") -> ModelAnalysis:
+            model_name: str = "", assumed_cpu: Iterable[tuple[str, str, str]] = (),
+            converted_layers: Iterable[str] = ()) -> ModelAnalysis:
     producer = {t: i for i, r in enumerate(rows) for t in r.outputs}
     first_cpu = next((i for i, r in enumerate(rows) if r.reason is not None), None)
     ops = []
@@ -586,7 +654,9 @@ def _finish(rows: list[_Row], shapes: dict[int, Shape], nbytes: dict[int, int], 
         total_param_bytes=sum(o.param_bytes for o in ops), peak_activation_bytes=peak,
         first_cpu_op=first_cpu, ops_on_tpu=on_tpu, ops_on_cpu=len(ops) - on_tpu,
         unsupported=tuple((o.index, o.op_type, o.reason) for o in ops if not o.edgetpu_supported),
-        keras_trainable_params=keras_trainable, model_name=model_name)
+        keras_trainable_params=keras_trainable, model_name=model_name,
+        assumed_cpu=tuple(dict.fromkeys(tuple(u) for u in assumed_cpu)),
+        converted_layers=tuple(dict.fromkeys(converted_layers)))
 
 
 def _finish_graph(g: _Graph, ops: list[_Op], source: str, *, plain: bool = False, **kw: Any) -> ModelAnalysis:
@@ -604,7 +674,8 @@ def _finish_graph(g: _Graph, ops: list[_Op], source: str, *, plain: bool = False
         rows.append(_Row(
             name="+".join(op.names), op_type=op.op_type, inputs=op.inputs, outputs=op.outputs, kernel=op.kernel,
             stride=op.stride, groups=op.groups, depthwise=op.depthwise, act=op.act, macs=op.macs,
-            params=op.weights + op.bias, param_bytes=op.weights + 4 * op.bias,
+            params=op.counts[0] if op.counts else op.weights + op.bias,
+            param_bytes=op.counts[1] if op.counts else op.weights + 4 * op.bias,
             dtype=g.dtypes[op.outputs[0]], reason=reason, block=op.block))
     nbytes = {t: _numel(s) * _ITEMSIZE.get(g.dtypes[t], 1) for t, s in enumerate(g.shapes)}
     return _finish(rows, dict(enumerate(g.shapes)), nbytes, g.inputs, g.outputs, source, **kw)
@@ -658,7 +729,8 @@ def _activation(g: _Graph, act: str | None, x: int, names, block: str) -> int:
     if act == "silu":  # x * sigmoid(x): TF 2.21 emits two ops, no fused swish
         s = g.add("LOGISTIC", list(names), [x], shape, block)
         return g.add("MUL", list(names), [x, s], shape, block)
-    if act == "hard_sigmoid":  # Keras 3: relu6(x + 3) / 6 -> ADD (fused RELU6) + MUL
+    if act == "hard_sigmoid":  # Keras 3: relu6(x + 3) / 6 -> ADD (fused RELU6) + MUL; after a conv
+        # the +3 folds into its bias and RELU6 fuses into it (_lower): CONV_2D/RELU6 + MUL.
         a = g.add("ADD", list(names), [x], shape, block, weights=1)
         r = g.add("RELU6", list(names), [a], shape, block)
         return g.add("MUL", list(names), [r], shape, block, weights=1)
@@ -743,11 +815,23 @@ def _analyze_arch(arch, input_shape: Shape, classes: int) -> ModelAnalysis:
 
 
 def analyze_keras(model, *, dynamic_batch: bool = False) -> ModelAnalysis:
-    """Analyse a Keras 3 functional or (built) Sequential model, nested models included.
+    """Analyse a Keras 3 model: functional or (built) Sequential, nested models included, or a
+    subclassed model whose input shape is known.
 
-    Unknown layers (Lambda, custom layers) become ``UNKNOWN`` ops marked unsupported, and the
-    walk goes on. Bias and BN values are read to mirror the converter exactly (it drops
-    all-zero FULLY_CONNECTED/TRANSPOSE_CONV biases and zero BN offsets).
+    Layers without a rule (Lambda, custom layers) are lowered by the TFLite converter itself:
+    the layer alone is converted to int8 (batch-1 inputs, random calibration, cached per layer
+    class, config, input shapes and weights) and its ops, named after the layer and keeping
+    their Edge TPU verdicts, are spliced into the table (listed in ``converted_layers``). Only
+    when that fails does the layer become an ``UNKNOWN`` op marked unsupported -- the Edge TPU
+    partition ends there -- listed with the reason in ``assumed_cpu``; the walk goes on. Bias
+    and BN values are read to mirror the converter exactly (it drops all-zero
+    FULLY_CONNECTED/TRANSPOSE_CONV biases and zero BN offsets).
+
+    A subclassed model has no static graph to walk: when it has been built with a known input
+    shape (called once, or ``model.build(shape)``) it is converted whole and the ``.tflite`` is
+    analysed (``source`` stays "keras", ``converted_layers`` is its name); a conversion failure
+    raises :class:`~latency_models.convert.ConversionError`. Without a known input shape, or
+    for an unbuilt Sequential model, this raises a one-line ``ValueError`` saying how to fix it.
 
     ``dynamic_batch=False`` describes the model as :func:`latency_models.convert.to_int8_tflite`
     converts it (batch fixed to 1). ``True`` describes TensorFlow's own
@@ -761,9 +845,8 @@ def analyze_keras(model, *, dynamic_batch: bool = False) -> ModelAnalysis:
         raise ValueError(f"analyze_keras: expected a keras.Model, got {type(model).__name__}")
     graph = _functional(model, keras)
     if graph is None:
-        raise ValueError(f"analyze_keras: model {model.name!r} has no static graph: use a functional or built "
-                         f"Sequential model (subclassed models cannot be walked; unbuilt Sequential models need "
-                         f"an Input or input_shape)")
+        return _analyze_converted_model(keras, model)
+    trainable = _trainable(model)
     w = _KerasWalker(keras, dynamic_batch)
     for kt in graph.inputs:
         tid = w.g.tensor(_kshape(kt))
@@ -771,9 +854,74 @@ def analyze_keras(model, *, dynamic_batch: bool = False) -> ModelAnalysis:
         w.ids[id(kt)] = tid
     w.walk(graph)
     w.g.outputs.extend(w.ids[id(kt)] for kt in graph.outputs)
-    trainable = sum(math.prod(v.shape) for v in model.trainable_weights)
     ops = _tflite_order(_lower(w.g), w.g.inputs)
-    return _finish_graph(w.g, ops, "keras", keras_trainable=int(trainable), model_name=model.name)
+    return _finish_graph(w.g, ops, "keras", keras_trainable=trainable, model_name=model.name,
+                         assumed_cpu=w.assumed_cpu, converted_layers=w.converted)
+
+
+def _trainable(model) -> int:
+    return int(sum(math.prod(v.shape) for v in model.trainable_weights))
+
+
+def _built_input_shapes(model) -> list[tuple] | None:
+    """The input shapes a subclassed model was built with (None: unknown), batch included.
+
+    Keras 3 records the shapes a layer was built for in ``_build_shapes_dict`` -- on the first
+    call and on ``build(shape)`` alike -- keyed by the argument of ``build``; a subclassed model
+    exposes neither ``inputs`` nor ``input_shape``.
+    """
+    shapes = getattr(model, "_build_shapes_dict", None)
+    if not shapes or len(shapes) != 1:
+        return None
+    (shape,) = shapes.values()
+
+    def is_shape(x) -> bool:
+        return isinstance(x, (tuple, list)) and all(d is None or isinstance(d, int) for d in x)
+
+    if is_shape(shape):
+        return [tuple(shape)]
+    if isinstance(shape, (tuple, list)) and shape and all(is_shape(x) for x in shape):
+        return [tuple(x) for x in shape]  # a list of inputs, passed as one list argument
+    return None
+
+
+def _analyze_converted_model(keras, model) -> ModelAnalysis:
+    """A model without a static graph, converted whole (see :func:`analyze_keras`)."""
+    from .convert import ConversionError
+
+    label = f"analyze_keras: model {model.name!r} ({type(model).__name__})"
+    shapes = _built_input_shapes(model)
+    how = ("call it once on an input (model(x)) or build it with model.build((None, H, W, C)) first"
+           if not isinstance(model, keras.Sequential) else
+           "give it a keras.Input, call it once on an input or build it with model.build((None, H, W, C))")
+    if shapes is None:
+        raise ValueError(f"{label} has no static graph and its input shape is unknown: {how}")
+    if any(d is None for s in shapes for d in s[1:]):
+        raise ValueError(f"{label} has no static graph and was built for input shape(s) "
+                         f"{', '.join(map(str, shapes))} with unknown dimensions: {how} of a fixed size")
+    inputs = [keras.Input(shape=tuple(s[1:]), batch_size=1, name=f"nas_input_{i}") for i, s in enumerate(shapes)]
+    n_nodes = len(model._inbound_nodes)
+    try:
+        try:
+            y = model(inputs[0] if len(shapes) == 1 else inputs)
+            wrapper = keras.Model(inputs[0] if len(shapes) == 1 else inputs, y, name=model.name)
+        except Exception as e:  # noqa: BLE001 - whatever the model's call raises, the answer is the same
+            raise ConversionError(f"{label} has no static graph and cannot be called on a symbolic input of "
+                                  f"shape {shapes[0]}: {_short_error(e)}") from e
+        try:
+            blob = _to_int8_quietly(wrapper, [tuple(s[1:]) for s in shapes])
+        except Exception as e:  # noqa: BLE001 - the converter raises many types
+            raise ConversionError(f"{label} has no static graph and does not convert to int8 TFLite: "
+                                  f"{_short_error(e)}") from e
+    finally:
+        # The symbolic call above recorded a node on the user's model; leave it as it was.
+        del model._inbound_nodes[n_nodes:]
+    log.debug("analyze_keras: %s has no static graph; analysed its int8 conversion", model.name)
+    # As analyze_tflite, but op names skip the wrapper's scope: they name the model's own layers.
+    t = _read_tflite(blob, scope_skip=1)
+    # Counted after the call: a model built by build(shape) creates its layers' weights only then.
+    return _finish(t.rows, t.shapes, t.nbytes, t.inputs, t.outputs, "keras", keras_trainable=_trainable(model),
+                   model_name=model.name, converted_layers=(model.name,))
 
 
 def _functional(model, keras):
@@ -815,6 +963,8 @@ class _KerasWalker:
         self.L = keras.layers
         self.g = _Graph()
         self.ids: dict[int, int] = {}  # id(KerasTensor) -> tensor id
+        self.assumed_cpu: list[tuple[str, str, str]] = []  # (layer, class, reason): no lowering at all
+        self.converted: list[str] = []  # layers lowered by the TFLite converter
 
     def walk(self, graph) -> None:
         for node in self._order(graph):
@@ -888,18 +1038,50 @@ class _KerasWalker:
                 self.ids[id(kt)] = ins[0]
             return
         out_shape = _kshape(outs[0]) if outs else ()
+        n_ops, n_tensors = len(self.g.ops), len(self.g.shapes)
         try:
             y = self._lower(layer, ins, out_shape, node)
         except _Unknown:
             y = None
+        if y is not None and any(op.op_type == "UNKNOWN" for op in self.g.ops[n_ops:]):
+            # A stock layer whose activation has no rule: the converter lowers the whole layer.
+            del self.g.ops[n_ops:], self.g.shapes[n_tensors:], self.g.dtypes[n_tensors:]
+            y = None
         if y is None:
-            name = layer.name
-            reason = f"unknown layer type {cls}"
-            for kt in outs:
-                self.ids[id(kt)] = self.g.add("UNKNOWN", [name], ins, _kshape(kt), _block_of(name), reason=reason)
-            log.debug("analyze_keras: %s (%s) has no TFLite rule; marked unsupported", name, cls)
+            self._converted(layer, node, ins, outs)
             return
         self.ids[id(outs[0])] = y
+
+    def _converted(self, layer, node, ins: list[int], outs: list) -> None:
+        """Lower a layer with no rule by converting it alone; an UNKNOWN op if even that fails."""
+        name, cls, block = layer.name, type(layer).__name__, _block_of(layer.name)
+        low = _converter_lowering(self.keras, layer, node)
+        if isinstance(low, _Lowering):
+            g = self.g
+            tids = {t: self.ids[id(kt)] for t, kt in zip(low.inputs, _unique_inputs(node)) if t is not None}
+            for r in low.rows:
+                for t in r.outputs:
+                    tids[t] = g.tensor(low.shapes[t], low.dtypes[t])
+                # A tensor no op of the layer produces and no input feeds (an op's state) is new here.
+                op_ins = [tids[t] if t in tids else tids.setdefault(t, g.tensor(low.shapes[t], low.dtypes[t]))
+                          for t in r.inputs]
+                op = _Op(r.op_type, [name], op_ins, [tids[t] for t in r.outputs], block, kernel=r.kernel,
+                         stride=r.stride, groups=r.groups, depthwise=r.depthwise, macs=r.macs, reason=r.reason,
+                         counts=(r.params, r.param_bytes))
+                op.act = r.act
+                g.ops.append(op)
+            for kt, t in zip(outs, low.outputs):
+                self.ids[id(kt)] = tids[t]
+            self.converted.append(name)
+            log.debug("analyze_keras: %s (%s) has no rule; the converter lowered it to %s", name, cls,
+                      ", ".join(r.op_type for r in low.rows) or "nothing")
+            return
+        reason = f"no rule, and converting the layer on its own failed: {low}"
+        for kt in outs:
+            self.ids[id(kt)] = self.g.add("UNKNOWN", [name], ins, _kshape(kt), block,
+                                          reason=f"unknown layer type {cls}: {reason}")
+        self.assumed_cpu.append((name, cls, reason))
+        log.debug("analyze_keras: %s (%s) has no TFLite lowering (%s); assumed to run on the CPU", name, cls, low)
 
     def _lower(self, layer, ins: list[int], out: Shape, node) -> int | None:  # noqa: C901 - a dispatch table
         L, g, keras = self.L, self.g, self.keras
@@ -1045,6 +1227,235 @@ class _Unknown(Exception):
     """A layer the walker has no TFLite rule for."""
 
 
+# ------------------------------------------------------------------------------ converter lowering
+#
+# A layer with no rule is converted on its own, in a one-layer model, by the converter the
+# deployment uses (latency_models.convert). Its ops are what the converter makes of the layer in
+# any model, except for rewrites across its boundary, which _lower still applies after the
+# splice (folding into a neighbouring conv, activation fusion).
+
+
+@dataclass(frozen=True)
+class _Lowering:
+    """A layer as the converter lowered it alone; cached and shared, so never mutated.
+
+    ``rows`` are the ops without the sub-model's boundary QUANTIZE/DEQUANTIZE, their tensor ids
+    already resolved through the dropped ones; ``inputs`` is the .tflite input tensor of each
+    of the layer's distinct input tensors (None: unused by the converted graph), ``outputs``
+    the tensor holding each layer output (possibly an input tensor: an identity layer).
+    """
+
+    rows: tuple[_Row, ...]
+    shapes: dict[int, Shape]
+    dtypes: dict[int, str]
+    inputs: tuple[int | None, ...]
+    outputs: tuple[int, ...]
+
+
+# (layer class, config without the name, input shapes and dtypes, call arguments, weights hash)
+# -> _Lowering, or the reason it failed (failures are deterministic too, so they are cached).
+_LOWERINGS: "OrderedDict[tuple, _Lowering | str]" = OrderedDict()
+_LOWERINGS_MAX = 512
+
+
+def _unique_inputs(node) -> list:
+    # A tensor passed twice (layer([x, x])) is one input of the one-layer model.
+    return list({id(kt): kt for kt in node.input_tensors}.values())
+
+
+def _lowering_key(keras, layer, node) -> tuple | None:
+    """What decides the converter's output for a layer call; None when it cannot be told.
+
+    The config (less the name) describes the layer as Keras would rebuild it, the weights'
+    values decide what the converter folds away (zero biases, unit scales), and the non-tensor
+    call arguments (``training``, a scale passed at call time) can change the graph. A layer
+    whose config is unavailable is converted every time rather than risk a wrong cache hit.
+    """
+    import numpy as np
+
+    try:
+        cfg = dict(layer.get_config())
+    except Exception:  # noqa: BLE001 - custom layers often do not implement get_config
+        return None
+    cfg.pop("name", None)
+    fn = getattr(layer, "function", None)
+    if callable(fn) and getattr(fn, "__closure__", None):
+        # A Lambda's config holds its code, not the values its closure captured.
+        cfg["__closure__"] = [repr(c.cell_contents) for c in fn.__closure__]
+    try:
+        config = json.dumps(cfg, sort_keys=True, default=repr)
+    except (TypeError, ValueError):
+        return None
+    uniq = _unique_inputs(node)
+    index = {id(kt): i for i, kt in enumerate(uniq)}
+    args = node.arguments.convert(lambda x: f"<input {index[id(x)]}>" if isinstance(x, keras.KerasTensor) else x)
+    h = hashlib.sha256()
+    for v in layer.weights:
+        a = np.ascontiguousarray(keras.ops.convert_to_numpy(v))
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(a.tobytes())
+    cls = type(layer)
+    return (f"{cls.__module__}.{cls.__qualname__}", config, tuple((tuple(kt.shape[1:]), str(kt.dtype)) for kt in uniq),
+            repr(args), h.hexdigest())
+
+
+def _converter_lowering(keras, layer, node) -> "_Lowering | str":
+    """The layer call of ``node`` as the converter lowers it, or why that is impossible."""
+    key = _lowering_key(keras, layer, node)
+    if key is not None and key in _LOWERINGS:
+        _LOWERINGS.move_to_end(key)
+        return _LOWERINGS[key]
+    try:
+        result: _Lowering | str = _convert_layer(keras, layer, node)
+    except _NoLowering as e:
+        result = str(e)
+    if key is not None:
+        _LOWERINGS[key] = result
+        while len(_LOWERINGS) > _LOWERINGS_MAX:
+            _LOWERINGS.popitem(last=False)
+    return result
+
+
+class _NoLowering(Exception):
+    """Why a layer cannot be lowered by the converter (one line)."""
+
+
+def _short_error(e: BaseException) -> str:
+    """The first line of an error, without the MLIR source locations the converter prefixes."""
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    line = re.sub(r"<unknown>:\d+:\s*", "", line)
+    line = re.sub(r"loc\(.*\)\s*:\s*", "", line)
+    if not line.startswith(type(e).__name__) and "failed:" not in line:
+        line = f"{type(e).__name__}: {line}"
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+@contextlib.contextmanager
+def _quiet_conversion():
+    """Keep a helper conversion's chatter out of the user's output.
+
+    TF's SavedModel path (the converter's fall-back, and the route for several inputs) prints
+    the exported signature to stdout, which would corrupt a CLI's ``--json``; the warning that
+    the frozen path failed and falls back is expected here, and the final outcome is reported
+    by the caller, so both go to the debug log. (stdout is process-wide: a concurrent print in
+    another thread would be captured too, and logged at debug.)
+    """
+    from . import convert
+
+    def demote(record: logging.LogRecord) -> bool:
+        log.debug("helper conversion: %s", record.getMessage())
+        return False
+
+    conv_log = logging.getLogger(convert.__name__)
+    conv_log.addFilter(demote)
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            yield
+    finally:
+        conv_log.removeFilter(demote)
+        if out.getvalue().strip():
+            log.debug("helper conversion printed: %s", out.getvalue().strip()[:2000])
+
+
+def _to_int8_quietly(model, input_shapes: list[tuple]) -> bytes:
+    """``to_int8_tflite`` of a model with one or more float inputs, on random calibration data."""
+    import numpy as np
+
+    from .convert import to_int8_tflite
+
+    with _quiet_conversion():
+        if len(input_shapes) == 1:
+            return to_int8_tflite(model)
+
+        def representative():
+            # convert._representative assumes one input; the list follows the model's inputs.
+            rng = np.random.default_rng(0)
+            yield [rng.random((1, *s), dtype=np.float32) for s in input_shapes]
+
+        # The frozen path traces one input only: go straight to the SavedModel path.
+        return to_int8_tflite(model, representative, method="saved_model")
+
+
+def _convert_layer(keras, layer, node) -> _Lowering:  # noqa: C901 - build, convert, map back
+    uniq = _unique_inputs(node)
+    if not uniq:
+        raise _NoLowering("it has no tensor inputs")
+    for kt in uniq:
+        if any(d is None for d in tuple(kt.shape)[1:]):
+            raise _NoLowering(f"its input shape {tuple(kt.shape)} is not static")
+    names = [f"nas_layer_input_{i}" for i in range(len(uniq))]
+    inputs = [keras.Input(shape=tuple(kt.shape[1:]), batch_size=1, dtype=kt.dtype, name=n)
+              for kt, n in zip(uniq, names)]
+    by_id = {id(kt): x for kt, x in zip(uniq, inputs)}
+    args, kwargs = node.arguments.convert(lambda x: by_id[id(x)] if isinstance(x, keras.KerasTensor) else x)
+    n_nodes = len(layer._inbound_nodes)
+    try:
+        try:
+            outs = keras.tree.flatten(layer(*args, **kwargs))
+            sub = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outs[0] if len(outs) == 1 else outs)
+        except Exception as e:  # noqa: BLE001 - whatever the layer raises, it cannot be lowered this way
+            raise _NoLowering(f"it cannot be called on symbolic batch-1 inputs: {_short_error(e)}") from None
+        if len(outs) != len(node.output_tensors):
+            raise _NoLowering(f"called alone it returns {len(outs)} tensors, in the model "
+                              f"{len(node.output_tensors)}")
+        try:
+            blob = _to_int8_quietly(sub, [tuple(kt.shape[1:]) for kt in uniq])
+        except Exception as e:  # noqa: BLE001 - the converter raises many types
+            raise _NoLowering(_short_error(e)) from None
+    finally:
+        # Calling the layer recorded a node on it; the user's model must not see it.
+        del layer._inbound_nodes[n_nodes:]
+    t = _read_tflite(blob)
+
+    alias: dict[int, int] = {}
+
+    def resolve(x: int) -> int:
+        while x in alias:
+            x = alias[x]
+        return x
+
+    rows = []
+    for r in t.rows:
+        r = _Row(**{**r.__dict__, "inputs": [resolve(x) for x in r.inputs], "outputs": list(r.outputs)})
+        if r.op_type in ("QUANTIZE", "DEQUANTIZE") and len(r.inputs) == 1 and len(r.outputs) == 1 and \
+                (r.inputs[0] in t.inputs or r.outputs[0] in t.outputs):
+            # The sub-model's own int8 boundary: inside the real model the tensor stays int8.
+            alias[r.outputs[0]] = r.inputs[0]
+            continue
+        rows.append(r)
+
+    # Inputs: by name (the SavedModel path reorders them; serving_default_<name>:0), else by order.
+    tfl_in: list[int | None] = [None] * len(uniq)
+    if len(uniq) == 1 and len(t.inputs) == 1:
+        tfl_in[0] = t.inputs[0]
+    else:
+        for x in t.inputs:
+            base = re.sub(r"^serving_default_|:\d+$", "", t.names[x])
+            if base not in names:
+                raise _NoLowering(f"cannot tell which layer input the converted input {t.names[x]!r} is")
+            tfl_in[names.index(base)] = x
+    for x, kt in zip(tfl_in, uniq):
+        if x is not None and t.shapes[x][1:] != tuple(kt.shape[1:]):
+            raise _NoLowering(f"the converted input shape {t.shapes[x]} does not match {tuple(kt.shape)}")
+
+    # Outputs: in order when the shapes agree, else matched by (unique) shape.
+    want = [_kshape(kt) for kt in outs]
+    got = [resolve(x) for x in t.outputs]
+    if len(got) != len(want):
+        raise _NoLowering(f"the conversion has {len(got)} outputs, the layer {len(want)}")
+    if [t.shapes[x] for x in got] != want:
+        by_shape: dict[Shape, list[int]] = {}
+        for x in got:
+            by_shape.setdefault(t.shapes[x], []).append(x)
+        if any(len(by_shape.get(w, ())) != 1 for w in want):
+            raise _NoLowering(f"cannot match the converted outputs {[t.shapes[x] for x in got]} to the layer's {want}")
+        got = [by_shape[w][0] for w in want]
+    return _Lowering(rows=tuple(rows), shapes=dict(t.shapes), dtypes=dict(t.dtypes), inputs=tuple(tfl_in),
+                     outputs=tuple(got))
+
+
 # ------------------------------------------------------------------------------ TFLite source
 
 
@@ -1070,16 +1481,17 @@ def _schema():
 _TF_SCOPE_SUFFIX = re.compile(r"_\d+$")
 
 
-def _layer_names(tensor_name: str) -> list[str]:
+def _layer_names(tensor_name: str, skip: int = 0) -> list[str]:
     """Keras layer names in a converted tensor name, in source order.
 
     Names look like ``model_1/layer_1/op;model_1/other_1/op``: fused ops join their source
     tensors with ';' (last = first in the source), and TF's name scopes add a ``_N`` suffix to
-    the model and layer scopes, removed only when the model scope has one too.
+    the model and layer scopes, removed only when the model scope has one too. ``skip`` drops
+    that many outer scopes first (a functional wrapper around a subclassed model).
     """
     out: list[str] = []
     for part in reversed(tensor_name.split(";")):
-        comps = part.split("/")
+        comps = part.split("/")[skip:]
         if len(comps) < 2 or not comps[1]:
             continue
         layer = _TF_SCOPE_SUFFIX.sub("", comps[1]) if _TF_SCOPE_SUFFIX.search(comps[0]) else comps[1]
@@ -1114,7 +1526,25 @@ def analyze_tflite(model: bytes | bytearray | memoryview | str | Path) -> ModelA
         raise ValueError(f"analyze_tflite: corrupt or truncated .tflite ({type(e).__name__}: {e})") from None
 
 
-def _parse_tflite(data: bytes, label: str = "") -> ModelAnalysis:  # noqa: C901 - one pass over the flatbuffer
+def _parse_tflite(data: bytes, label: str = "") -> ModelAnalysis:
+    t = _read_tflite(data)
+    return _finish(t.rows, t.shapes, t.nbytes, t.inputs, t.outputs, "tflite", model_name=label)
+
+
+@dataclass
+class _TfliteGraph:
+    # The main subgraph as final ops over tensor ids (shared by analyze_tflite and the splicing
+    # of converter-lowered Keras layers, which needs the tensor ids and names).
+    rows: list[_Row]
+    shapes: dict[int, Shape]
+    dtypes: dict[int, str]
+    names: dict[int, str]
+    nbytes: dict[int, int]
+    inputs: list[int]
+    outputs: list[int]
+
+
+def _read_tflite(data: bytes, scope_skip: int = 0) -> _TfliteGraph:  # noqa: C901 - one pass over the flatbuffer
     s, op_names, type_names, option_names, act_names = _schema()
     m = s.Model.GetRootAs(data, 0)
     # Garbage that happens to carry the identifier can claim absurd vector lengths: every
@@ -1162,7 +1592,7 @@ def _parse_tflite(data: bytes, label: str = "") -> ModelAnalysis:  # noqa: C901 
         acts = [t for t in ins if t >= 0 and not const[t]]
         opts = _options(s, option_names, op)
         row = _Row(name="", op_type=op_type, inputs=acts, outputs=outs, dtype=dtypes[outs[0]] if outs else "")
-        layer_names = [n for t in outs for n in _layer_names(names[t])]
+        layer_names = [n for t in outs for n in _layer_names(names[t], scope_skip)]
         layer_names = list(dict.fromkeys(layer_names))
         row.name = "+".join(layer_names) or custom or (names[outs[0]] if outs else op_type)
         row.block = next((b for b in map(_block_of, layer_names) if b), "")
@@ -1227,7 +1657,7 @@ def _parse_tflite(data: bytes, label: str = "") -> ModelAnalysis:  # noqa: C901 
         if not r.block and r.inputs and r.inputs[0] in made_by:
             r.block = made_by[r.inputs[0]].block
     nbytes = {t: _numel(shapes[t]) * _ITEMSIZE.get(dtypes[t], 1) for t in shapes if not const[t]}
-    return _finish(rows, shapes, nbytes, graph_inputs, graph_outputs, "tflite", model_name=label)
+    return _TfliteGraph(rows, shapes, dtypes, names, nbytes, graph_inputs, graph_outputs)
 
 
 def _options(s, option_names: dict[int, str], op):

@@ -307,6 +307,11 @@ def latency_predict(path_or_arch, source, link, input_size, classes, space, spac
     assert isinstance(src, LatencySource)
     target = _target(path_or_arch, input_size, classes, space, space_params)
     result = src.measure(target)
+    # Layers with no TFLite lowering were assumed to run on the CPU: the figure rests on that
+    # guess. On stderr, so --json output stays one parseable object.
+    assumed = result.details.get("assumed_cpu_layers") or []
+    for layer in assumed:
+        click.echo(f"warning: assumed to run on the CPU (no TFLite lowering): {layer}", err=True)
     if as_json:
         click.echo(json.dumps({"target": target.label, **result.to_dict(with_layers=breakdown)}, default=str))
         return
@@ -315,8 +320,19 @@ def latency_predict(path_or_arch, source, link, input_size, classes, space, spac
     for k in ("on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu"):
         if getattr(result, k) is not None:
             click.echo(f"{k} {getattr(result, k):,}")
+
+    def text(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.3f}"
+        if isinstance(v, (list, tuple)):
+            return ", ".join(map(text, v)) if v else "none"
+        return str(v)
+
     for k, v in result.details.items():
-        click.echo(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}")
+        if k == "assumed_cpu_layers":  # each one is a warning line above
+            click.echo(f"{k} {len(v)}" + (" (see the warnings)" if v else ""))
+        else:
+            click.echo(f"{k} {text(v)}")
     if breakdown and result.layers:
         click.echo(f"\n{'#':>4}  {'layer':<40} {'op':<18} {'ms':>8} {'on-chip B':>11} {'off-chip B':>11} device")
         for i, ly in enumerate(result.layers):
