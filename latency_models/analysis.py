@@ -772,11 +772,59 @@ def analyze_arch(arch, input_shape=None, num_classes: int | None = None) -> Mode
 
 @lru_cache(maxsize=4096)
 def _analyze_arch(arch, input_shape: Shape, classes: int) -> ModelAnalysis:
-    from search_spaces.plan import count_params, plan
+    from search_spaces.plan import count_params
 
+    g, ops = _arch_graph(arch, input_shape, classes)
+    return _finish_graph(g, ops, "arch", plain=True, keras_trainable=count_params(arch, input_shape, classes),
+                         model_name=arch.to_string())
+
+
+def arch_block_columns(arch, input_shape: Shape, num_classes: int, block: str) -> dict[str, list]:
+    """The ops of one block of an arch as plain columns (see :func:`layers_block_columns`)."""
+    from search_spaces.plan import plan
+
+    return layers_block_columns(plan(arch, tuple(input_shape), num_classes), block)
+
+
+def layers_block_columns(layers, block: str) -> dict[str, list]:
+    """The ops of one block of a layer plan as plain columns, lowered exactly as
+    :func:`analyze_arch` lowers them but without building the :class:`OpInfo` records.
+
+    A batched predictor meets thousands of new blocks (``latency_models.fast``); it needs only
+    these numbers of each op: ``op_type``, ``macs``, ``cout`` (output channels), ``param_bytes``,
+    ``moved`` (output bytes + input elements, as :class:`OpInfo` gives them), ``window``
+    (kernel area x output elements, for pools) and ``supported`` (by the Edge TPU).
+    """
+    g, ops = _graph_of(layers)
+    cols: dict[str, list] = {k: [] for k in ("op_type", "macs", "cout", "param_bytes", "moved", "window", "supported")}
+    for op in ops:
+        if op.block != block:
+            continue
+        out = g.shapes[op.outputs[0]]
+        cols["op_type"].append(op.op_type)
+        cols["macs"].append(op.macs)
+        cols["cout"].append(out[-1] if out else 1)
+        cols["param_bytes"].append(op.counts[1] if op.counts else op.weights + 4 * op.bias)
+        cols["moved"].append(sum(_numel(g.shapes[t]) * _ITEMSIZE.get(g.dtypes[t], 1) for t in op.outputs)
+                             + sum(math.prod(g.shapes[t]) for t in op.inputs))
+        cols["window"].append(op.kernel[0] * op.kernel[1] * math.prod(out) if op.kernel else 0)
+        reason = op.reason or (_type_reason(op.op_type) if op.op_type != "SOFTMAX" else edgetpu_reason(
+            op.op_type, [g.shapes[t] for t in (*op.inputs, *op.outputs)]))
+        cols["supported"].append(reason is None)
+    return cols
+
+
+def _arch_graph(arch, input_shape: Shape, classes: int) -> tuple[_Graph, list[_Op]]:
+    from search_spaces.plan import plan
+
+    return _graph_of(plan(arch, input_shape, classes))
+
+
+def _graph_of(layers) -> tuple[_Graph, list[_Op]]:
+    """The lowered ops of a layer plan (and the graph holding their tensors)."""
     g = _Graph()
     t: dict[str, int] = {}
-    for ly in plan(arch, input_shape, classes):
+    for ly in layers:
         out = (1, *ly.output_shape)
         x = t[ly.inputs[0]] if ly.inputs else -1
         names = [ly.name]
@@ -807,8 +855,7 @@ def _analyze_arch(arch, input_shape: Shape, classes: int) -> ModelAnalysis:
             raise RuntimeError(f"analysis has no rule for plan op {ly.op!r}")
         t[ly.name] = y
     g.outputs.append(y)
-    return _finish_graph(g, _lower(g), "arch", plain=True, keras_trainable=count_params(arch, input_shape, classes),
-                         model_name=arch.to_string())
+    return g, _lower(g)
 
 
 # ------------------------------------------------------------------------------ Keras source
@@ -1672,5 +1719,5 @@ def _options(s, option_names: dict[int, str], op):
     return obj
 
 
-__all__ = ["EDGETPU_SUPPORTED_OPS", "ModelAnalysis", "OpInfo", "analyze_arch", "analyze_keras",
+__all__ = ["EDGETPU_SUPPORTED_OPS", "ModelAnalysis", "OpInfo", "analyze_arch", "analyze_keras", "arch_block_columns", "layers_block_columns",
            "analyze_tflite", "edgetpu_reason"]

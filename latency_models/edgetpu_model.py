@@ -11,9 +11,9 @@ Per op on the Edge TPU
     conv pays for 64: the conv7x7 sweep, all 32 channels, runs at half the 4 TOPS peak);
     depthwise convs and fully connected layers reuse little and get their own efficiency;
     element-wise ops (ADD, MUL, LOGISTIC, MEAN, ...) move bytes at ``elementwise_bytes_per_s``;
-    pools (AVERAGE/MAX_POOL_2D) run window by window, output elements x window size at
-    ``pool_elements_per_s`` (NAS-Bench-201's 3x3 average pools cost 3-4 times an ADD on the
-    device). Every op also costs ``op_overhead_s``; ``clock`` scales every on-chip rate.
+    pools (AVERAGE/MAX_POOL_2D) read a window per output on the same unit: output elements
+    x window size at the element-wise rate (NAS-Bench-201's 3x3 average pools cost 3-4 times
+    an ADD on the device). Every op also costs ``op_overhead_s``; ``clock`` scales every on-chip rate.
 
 Parameter cache planner
     The compiler caches parameters in on-chip SRAM (8 MiB) less what activations need
@@ -99,8 +99,6 @@ class Constants:
     link_bytes_per_s: float = 3.2e8  # USB 3
     activation_reserve: float = 3.0
     elementwise_bytes_per_s: float = 2.0e9
-    # Pools run on the vector unit, window by window: output elements x window size per second.
-    pool_elements_per_s: float = 2.0e10
     # Not fitted (structure, or no public data to fit them):
     sram_bytes: int = 8 * MIB
     min_reserve_bytes: int = 160 * 1024
@@ -121,7 +119,7 @@ class Constants:
     def fitted_names(cls) -> tuple[str, ...]:
         """The continuous constants :func:`fit` adjusts (the reserve is searched on a grid)."""
         return ("peak_macs_per_s", "depthwise_efficiency", "fc_efficiency", "op_overhead_s",
-                "inference_overhead_s", "link_bytes_per_s", "elementwise_bytes_per_s", "pool_elements_per_s")
+                "inference_overhead_s", "link_bytes_per_s", "elementwise_bytes_per_s")
 
 
 @dataclass(frozen=True)
@@ -142,32 +140,37 @@ def _pad(c: int, tile: int) -> int:
     return -(-c // tile) * tile
 
 
+def _kind(op_type: str, has_kernel: bool) -> int:
+    if op_type == "FULLY_CONNECTED":
+        return 3
+    if op_type in MATRIX_OPS:
+        return 1
+    if op_type == "DEPTHWISE_CONV_2D":
+        return 2
+    return 4 if op_type in POOL_OPS and has_kernel else 0
+
+
 def ops_arrays(ops) -> dict[str, np.ndarray]:
     """Per-op numbers the model needs, as arrays: kind (0 element-wise, 1 matrix, 2 depthwise,
-    3 fully connected), MACs, output channels, int8 parameter bytes, bytes moved (inputs +
-    output) and whether the Edge TPU rejects the op."""
-    n = len(ops)
-    kind = np.zeros(n, dtype=np.int8)
-    macs, cout, param, moved, window = np.zeros(n), np.ones(n), np.zeros(n), np.zeros(n), np.zeros(n)
-    unsupported = np.zeros(n, dtype=bool)
-    for i, op in enumerate(ops):
-        if op.op_type == "FULLY_CONNECTED":
-            kind[i] = 3
-        elif op.op_type in MATRIX_OPS:
-            kind[i] = 1
-        elif op.op_type == "DEPTHWISE_CONV_2D":
-            kind[i] = 2
-        elif op.op_type in POOL_OPS and op.kernel:
-            kind[i] = 4
-            # A pool reads a window per output: its work is output elements times window size.
-            window[i] = op.kernel[0] * op.kernel[1] * math.prod(op.output_shape)
-        macs[i] = op.macs
-        cout[i] = max(1, op.output_shape[-1] if op.output_shape else 1)
-        param[i] = op.param_bytes
-        moved[i] = op.activation_bytes + sum(math.prod(s) for s in op.input_shapes)
-        unsupported[i] = not op.edgetpu_supported
-    return {"kind": kind, "macs": macs, "cout": cout, "param": param, "moved": moved, "window": window,
-            "unsupported": unsupported}
+    3 fully connected, 4 pool), MACs, output channels, int8 parameter bytes, bytes moved
+    (inputs + output), pool work (window x output elements) and whether the Edge TPU rejects it."""
+    return columns_arrays({
+        "op_type": [op.op_type for op in ops], "macs": [op.macs for op in ops],
+        "cout": [op.output_shape[-1] if op.output_shape else 1 for op in ops],
+        "param_bytes": [op.param_bytes for op in ops],
+        "moved": [op.activation_bytes + sum(math.prod(s) for s in op.input_shapes) for op in ops],
+        "window": [op.kernel[0] * op.kernel[1] * math.prod(op.output_shape) if op.kernel else 0 for op in ops],
+        "supported": [op.edgetpu_supported for op in ops]})
+
+
+def columns_arrays(cols: dict[str, list]) -> dict[str, np.ndarray]:
+    """:func:`ops_arrays` from plain columns (:func:`latency_models.analysis.arch_block_columns`)."""
+    kind = np.array([_kind(t, w > 0) for t, w in zip(cols["op_type"], cols["window"])], dtype=np.int8)
+    window = np.asarray(cols["window"], dtype=float)
+    return {"kind": kind, "macs": np.asarray(cols["macs"], dtype=float),
+            "cout": np.maximum(1.0, np.asarray(cols["cout"], dtype=float)),
+            "param": np.asarray(cols["param_bytes"], dtype=float), "moved": np.asarray(cols["moved"], dtype=float),
+            "window": np.where(kind == 4, window, 0.0), "unsupported": ~np.asarray(cols["supported"], dtype=bool)}
 
 
 def _op_arrays(analysis) -> dict[str, np.ndarray]:
@@ -195,7 +198,7 @@ def op_costs(a: dict[str, np.ndarray], c: Constants, link: str = "usb3") -> tupl
     fill = cout / pad  # share of the array's output tile doing useful work
     eff = np.where(kind == 1, fill, np.where(kind == 2, c.depthwise_efficiency * fill,
                                              np.where(kind == 3, c.fc_efficiency * fill, 1.0)))
-    compute = (np.where(kind == 4, a["window"] / c.pool_elements_per_s,
+    compute = (np.where(kind == 4, a["window"] / c.elementwise_bytes_per_s,
                         np.where((kind > 0) & (kind < 4), macs / (c.peak_macs_per_s * np.maximum(eff, 1e-6)),
                                  moved / c.elementwise_bytes_per_s)) + c.op_overhead_s) / c.clock
     compiled = np.where(param > 0, param / fill, 0.0)
@@ -404,7 +407,7 @@ class CalibrationRow:
 BOUNDS = {
     "peak_macs_per_s": (5e11, 2.2e12), "depthwise_efficiency": (0.01, 1.0), "fc_efficiency": (0.005, 1.0),
     "op_overhead_s": (1e-7, 2e-4), "inference_overhead_s": (1e-5, 3e-3), "link_bytes_per_s": (5e7, 6.25e8),
-    "activation_reserve": (0.5, 12.0), "elementwise_bytes_per_s": (1e8, 2e10), "pool_elements_per_s": (1e9, 2e11), "clock": (0.25, 1.5),
+    "activation_reserve": (0.5, 12.0), "elementwise_bytes_per_s": (1e8, 2e10), "clock": (0.25, 1.5),
 }
 
 # The activation reserve decides which layers are cached and which streamed: the loss is a
@@ -415,6 +418,7 @@ RESERVE_GRID = {"activation_reserve": (2.0, 3.0, 4.0),
 
 # What differs between two set-ups (board, host, runtime) measuring the same chip.
 SETUP_NAMES = ("inference_overhead_s", "link_bytes_per_s", "clock")
+MIN_SETUP_ROWS = 3
 
 
 def _with(c: Constants, names: Sequence[str], theta) -> Constants:
@@ -456,21 +460,39 @@ def _batches(rows: Sequence[CalibrationRow], arrays) -> list[_Batch]:
     return [_Batch(rows, arrays, idx) for idx in groups.values()]
 
 
-def _residuals(theta, names, setups, base, batches, prior, prior_weight):
+def _setup_names(n_rows: int) -> tuple[str, ...]:
+    """The host constants a secondary set-up with ``n_rows`` rows gets: all of them from
+    :data:`MIN_SETUP_ROWS` rows on, else its link alone (one or two rows cannot tell a fixed
+    cost from a clock; the link is what differs most between a USB stick and a board)."""
+    return SETUP_NAMES if n_rows >= MIN_SETUP_ROWS else ("link_bytes_per_s",)
+
+
+def _split(theta, names, layout):
+    """The primary constants' part of ``theta`` and each set-up's (name, names, values)."""
     k = len(names)
-    c = _with(base, names, theta[:k])
-    per_setup = {"": c}
-    for j, name in enumerate(setups):
-        per_setup[name] = _with(c, SETUP_NAMES, theta[k + j * len(SETUP_NAMES):k + (j + 1) * len(SETUP_NAMES)])
+    out = []
+    for setup, snames in layout:
+        out.append((setup, snames, theta[k:k + len(snames)]))
+        k += len(snames)
+    return theta[:len(names)], out
+
+
+def _per_setup(c: Constants, parts) -> dict[str, Constants]:
+    return {"": c} | {setup: _with(c, snames, values) for setup, snames, values in parts}
+
+
+def _residuals(theta, names, layout, base, batches, prior, prior_weight):
+    own, parts = _split(theta, names, layout)
+    c = _with(base, names, own)
+    per_setup = _per_setup(c, parts)
     res = []
     for b in batches:
         res.extend(b.residuals(per_setup[b.setup]))
     # Weak priors: the chip constants towards the starting point, each other set-up's host
     # constants towards the primary set-up's (a set-up with one row cannot move them far).
-    res.extend(prior_weight * (theta[:k] - prior))
-    main = np.array([math.log(getattr(c, n)) for n in SETUP_NAMES])
-    for j in range(len(setups)):
-        res.extend(prior_weight * (theta[k + j * len(SETUP_NAMES):k + (j + 1) * len(SETUP_NAMES)] - main))
+    res.extend(prior_weight * (own - prior))
+    for _, snames, values in parts:
+        res.extend(prior_weight * (values - np.array([math.log(getattr(c, n)) for n in snames])))
     return np.array(res)
 
 
@@ -501,28 +523,31 @@ def fit(rows: Sequence[CalibrationRow], base: Constants | None = None, *,
     names = tuple(names or Constants.fitted_names())
     if grid is None:
         grid = RESERVE_GRID if set(Constants.fitted_names()) <= set(names) else {}
-    setups = sorted({r.setup for r in rows} - {""})
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.setup] = counts.get(r.setup, 0) + 1
+    layout = [(setup, _setup_names(counts[setup])) for setup in sorted(set(counts) - {""})]
+    every = list(names) + [n for _, snames in layout for n in snames]
     arrays = [_op_arrays(r.analysis) for r in rows]
     batches = _batches(rows, arrays)
-    lo = np.array([math.log(BOUNDS[n][0]) for n in names] + [math.log(BOUNDS[n][0]) for n in SETUP_NAMES] * len(setups))
-    hi = np.array([math.log(BOUNDS[n][1]) for n in names] + [math.log(BOUNDS[n][1]) for n in SETUP_NAMES] * len(setups))
+    lo = np.array([math.log(BOUNDS[n][0]) for n in every])
+    hi = np.array([math.log(BOUNDS[n][1]) for n in every])
     best = None
     points = [dict(zip(grid, v)) for v in itertools.product(*grid.values())] if grid else [{}]
     for point in points:
         b = replace(base, **point)
-        x0 = np.array([math.log(getattr(b, n)) for n in names] + [math.log(getattr(b, n)) for n in SETUP_NAMES] * len(setups))
+        x0 = np.array([math.log(getattr(b, n)) for n in every])
         x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
         prior = x0[:len(names)].copy()
         for start in _starts(x0, names, lo, hi):
             sol = least_squares(_residuals, start, bounds=(lo, hi),
-                                args=(names, setups, b, batches, prior, prior_weight))
+                                args=(names, layout, b, batches, prior, prior_weight))
             if best is None or sol.cost < best[0]:
                 best = (sol.cost, b, sol.x)
     _, b, x = best
-    k = len(names)
-    c = _with(b, names, x[:k])
-    per_setup = {"": c} | {name: _with(c, SETUP_NAMES, x[k + j * len(SETUP_NAMES):k + (j + 1) * len(SETUP_NAMES)])
-                           for j, name in enumerate(setups)}
+    own, parts = _split(x, names, layout)
+    c = _with(b, names, own)
+    per_setup = _per_setup(c, parts)
     report = []
     for a, r in zip(arrays, rows):
         p = predict_arrays(a, per_setup[r.setup], r.link)

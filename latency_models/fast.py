@@ -19,10 +19,11 @@ from typing import Sequence
 import numpy as np
 
 from search_spaces import Arch, Block, Head, Stem
-from search_spaces.plan import resolve_io
+from search_spaces.plan import layer_plan, resolve_io
 
-from .analysis import analyze_arch
-from .edgetpu_model import Constants, evaluate_ops, link_bytes_per_s, load_constants, op_costs, ops_arrays
+from .analysis import analyze_arch, arch_block_columns, layers_block_columns
+from .edgetpu_model import (Constants, columns_arrays, evaluate_ops, link_bytes_per_s, load_constants, op_costs,
+                            ops_arrays)
 
 _KEYS = ("kind", "macs", "cout", "param", "moved", "window", "unsupported")
 
@@ -94,22 +95,20 @@ def _block_ops(key: tuple) -> dict[str, np.ndarray]:
     btype, filters, kernel, expansion, se, act, skip, stride, ref_in, shape = key
     block = Block(btype, filters, kernel=kernel, stride=stride, expansion=expansion, repeats=1, se_ratio=se,
                   activation=act, skip=skip, expand_from=ref_in if ref_in != shape[2] else None)
-    probe = Arch(stem=Stem(shape[2], kernel=1, stride=1), stages=(block,), head=Head(0), resolution=max(8, shape[0]))
-    ops = [op for op in analyze_arch(probe, (shape[0], shape[1], 3), 1).ops if op.block == "block1a"]
-    return ops_arrays(ops)
+    return columns_arrays(layers_block_columns(layer_plan(block, shape, stride, ref_in), "block1a"))
 
 
 @lru_cache(maxsize=65536)
 def _stem_ops(stem: Stem, shape: tuple) -> dict[str, np.ndarray]:
     probe = Arch(stem=stem, stages=(Block("conv", stem.filters, kernel=1),), head=Head(0), resolution=max(8, shape[0]))
-    return ops_arrays([op for op in analyze_arch(probe, shape, 1).ops if op.block == "stem"])
+    return columns_arrays(arch_block_columns(probe, shape, 1, "stem"))
 
 
 @lru_cache(maxsize=65536)
 def _head_ops(head: Head, shape: tuple, classes: int) -> dict[str, np.ndarray]:
     probe = Arch(stem=Stem(shape[2], kernel=1, stride=1), stages=(Block("conv", shape[2], kernel=1),), head=head,
                  resolution=max(8, shape[0]))
-    return ops_arrays([op for op in analyze_arch(probe, (shape[0], shape[1], 3), classes).ops if op.block == "head"])
+    return columns_arrays(arch_block_columns(probe, (shape[0], shape[1], 3), classes, "head"))
 
 
 @lru_cache(maxsize=262144)
@@ -220,11 +219,17 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 def _with_cut(seg: _Segments, rows: list[int], capacity: float) -> tuple[float, float, float]:
     """Latency (s, without io), on-chip and off-chip bytes of an arch whose parameters overflow
-    the cache: ops up to the cut are cached, every parameter op after it is streamed."""
-    parts = [seg.arrays[j] for j in rows]
-    compiled = np.concatenate([p["_compiled"] for p in parts])
-    cached = np.cumsum(compiled) <= capacity  # as evaluate_ops decides it
-    param = np.concatenate([p["param"] for p in parts])
-    streamed = ~cached & (param > 0)
-    cost = np.where(streamed, np.concatenate([p["_scost"] for p in parts]), np.concatenate([p["_compute"] for p in parts]))
-    return float(cost.sum()), float(compiled[cached].sum()), float(param[streamed].sum())
+    the cache: ops up to the cut are cached, every parameter op after it is streamed. Only the
+    block holding the cut is looked at op by op; the others are whole sums."""
+    t = seg.columns()[rows]
+    cum = np.cumsum(t[:, 2])
+    k = int(np.searchsorted(cum, capacity, side="right"))  # the first block that does not fit whole
+    before = cum[k - 1] if k else 0.0
+    p = seg.arrays[rows[k]]
+    cached = before + np.cumsum(p["_compiled"]) <= capacity  # as evaluate_ops decides it
+    streamed = ~cached & (p["param"] > 0)
+    inside = float(np.where(streamed, p["_scost"], p["_compute"]).sum())
+    latency = float(t[:k, 0].sum()) + inside + float(t[k + 1:, 1].sum())
+    on_chip = before + float(p["_compiled"][cached].sum())
+    off_chip = float(p["param"][streamed].sum()) + float(t[k + 1:, 3].sum())
+    return latency, on_chip, off_chip

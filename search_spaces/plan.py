@@ -215,6 +215,17 @@ def _plan(arch: Arch, input_shape: Shape, classes: int) -> tuple[Layer, ...]:
     return tuple(p.layers)
 
 
+def layer_plan(b: Block, input_shape: Shape, stride: int, ref_in: int, name: str = "block1a") -> tuple[Layer, ...]:
+    """The layers :func:`plan` emits for one layer of a stage, from the tensor entering it:
+    an ``input`` layer of ``input_shape``, then the block's layers named ``name_*``.
+    ``stride`` is the layer's (the stage's on its first layer, else 1) and ``ref_in`` the width
+    its expansion and SE ratios apply to. Lets a predictor lower one block on its own."""
+    p = _Planner()
+    x = p.add("input", "input", (), tuple(input_shape), "stem")
+    p.layer(x, b, name, stride, ref_in)
+    return tuple(p.layers)
+
+
 def count_params(arch: Arch, input_shape: Shape | None = None, num_classes: int | None = None) -> int:
     """Trainable parameters of the built model, computed from the plan (no TF)."""
     return sum(layer.params for layer in plan(arch, input_shape, num_classes))
