@@ -208,6 +208,13 @@ def main() -> None:
     nb_out["zero_shot_public_fit_all_1000"] = scores(c_pub, [replace(r, setup="") for r in nb_rows])
     nb_out["zero_shot_public_fit_held_out"] = scores(c_pub, held)
     nb_out["shipped_fit_held_out"] = scores(with_setup(consts, report, NB201_SETUP), held)
+    # One 20-row draw is noisy (70-80% within 10% across draws): also report five draws.
+    draws = []
+    for d in range(5):
+        idx = np.random.default_rng(100 + d).permutation(len(held))
+        c, _ = em.calibrate([held[i] for i in idx[:20]], consts)
+        draws.append(scores(c, [held[i] for i in idx[20:]])["within_10pct"])
+    nb_out["calibrated_20_rows_5_draws_within_10pct"] = {"draws": draws, "mean": round(float(np.mean(draws)), 4)}
     for k in (20, 200):
         cal, rest = held[:k], held[k:]
         c, rep = em.calibrate(cal, consts)
@@ -218,6 +225,9 @@ def main() -> None:
     out["nb201_noise"] = noise_ceiling(nb)
     print(f"{'':<44} {'n':>5} {'spearman':>9} {'median|err|':>12} {'within10%':>10} {'median err':>11}")
     for k, v in nb_out.items():
+        if "draws" in v:
+            print(f"{k:<44} {' '.join(f'{x:.1%}' for x in v['draws'])} (mean {v['mean']:.1%})")
+            continue
         print(f"{k:<44} {v['n']:>5} {v['spearman']:>9.4f} {v['median_abs_error']:>12.1%} {v['within_10pct']:>10.1%} "
               f"{v['median_error']:>+11.1%}")
     nz = out["nb201_noise"]
@@ -263,6 +273,16 @@ def main() -> None:
     print(f"   references: {refs}")
     print(f"   fixed cost per inference {consts.inference_overhead_s * 1e3:.3f} ms; a 32-px quarter-width arch "
           f"{tiny.latency_ms:.3f} ms")
+    # --- 4. any Keras model: a custom layer lowered by the converter, and one that cannot be
+    irv2 = analyze_keras(keras.applications.InceptionResNetV2(weights=None))
+    p = pred(irv2)
+    out["keras_models"] = {"inception_resnet_v2@299": {
+        "ops": len(irv2.ops), "ops_on_cpu": irv2.ops_on_cpu, "converted_layers": len(irv2.converted_layers),
+        "assumed_cpu": [list(x) for x in irv2.assumed_cpu], "latency_ms": round(p.latency_ms, 2),
+        "off_chip_mib": round(p.off_chip_bytes / em.MIB, 2)}}
+    print(f"\n4. InceptionResNetV2 at 299 px: {len(irv2.converted_layers)} layers lowered by the converter, "
+          f"{irv2.ops_on_cpu} of {len(irv2.ops)} ops on the CPU, assumed on the CPU: {list(irv2.assumed_cpu) or 'none'}; "
+          f"{p.latency_ms:.1f} ms, {p.off_chip_bytes / em.MIB:.1f} MiB streamed")
     out["seconds"] = round(time.perf_counter() - t0, 1)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "edgetpu_model.json").write_text(json.dumps(out, indent=1) + "\n")
