@@ -1,13 +1,19 @@
-"""Batched ``edgetpu-model`` predictions: thousands of archs per second, no TF graph.
+"""Batched predictions: tens of thousands of archs per second, no TF graph.
 
-A search scores many archs that share most of their stages. An arch's op table is the
-concatenation of its segments' (stem, each stage, head), and a segment's ops depend only on
-the segment and the tensor entering it, so each segment is lowered once
-(:func:`latency_models.analysis.analyze_arch` on a one-stage arch, sliced by block name: the
-same lowering as the exact path, not a copy of it) and cached. The model itself then runs
-vectorised over all ops of the whole batch (segmented sums and a per-arch cumulative sum for
-the parameter-cache planner): :func:`latency_models.edgetpu_model.evaluate_ops`, the same
-function the exact path uses. ``tests/test_edgetpu_model.py`` checks the two agree.
+A search scores many archs that share most of their parts. An arch's op table is the
+concatenation of its segments' (stem, each layer of each stage, head), and a segment's ops
+depend only on the segment and the tensor entering it, so each segment is lowered once and
+cached, by the exact path's own lowering (not a copy of it):
+
+- ``edgetpu-model`` (:func:`predict_batch`) caches per *block*, one layer of a stage at its
+  input shape (:func:`search_spaces.plan.layer_plan`, then
+  :func:`latency_models.analysis.layers_block_columns`), and reduces each block to a few sums
+  per set of constants through :func:`latency_models.edgetpu_model.op_costs`, the function
+  the exact path evaluates; see the section below;
+- the learned host predictor (:func:`arch_segments`, used by ``learned.features``) caches per
+  stage, with the features of its ops.
+
+``tests/test_edgetpu_model.py`` checks that both batched paths agree with the exact ones.
 """
 
 from __future__ import annotations
