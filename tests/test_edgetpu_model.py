@@ -223,3 +223,18 @@ def test_the_reserve_is_searched_on_its_grid():
     fitted, report = em.fit(rows, replace(truth, max_reserve_bytes=int(1.5 * em.MIB)), prior_weight=0.0)
     assert fitted.max_reserve_bytes == int(3.0 * em.MIB)
     assert report["max_abs_error"] < 0.02
+
+
+def test_a_setup_with_one_or_two_rows_gets_only_its_link():
+    # Two rows cannot tell a fixed cost from a clock: such a set-up keeps the primary's and
+    # fits its link alone (a slower board link shows as streaming time).
+    truth = em.Constants()
+    board = replace(truth, link_bytes_per_s=1.5e8)
+    archs = [s.reference("efficientnet_edgetpu_s", width=w) for w in (1.5, 2.0)]
+    rows = [em.CalibrationRow(str(w), analyze_arch(a), em.predict_arrays(em._op_arrays(analyze_arch(a)), c).latency_ms,
+                              setup=setup)
+            for c, setup in ((truth, ""), (board, "board")) for w, a in enumerate(archs)]
+    _, report = em.fit(rows, truth, names=("peak_macs_per_s",), prior_weight=0.0)
+    got = report["setups"]["board"]
+    assert got["inference_overhead_s"] == truth.inference_overhead_s and got["clock"] == truth.clock
+    assert got["link_bytes_per_s"] == pytest.approx(1.5e8, rel=0.05)
