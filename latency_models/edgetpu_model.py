@@ -571,8 +571,9 @@ MIN_ROWS_FOR_OP_EFFICIENCIES = 30
 
 
 def calibration_names(n_rows: int) -> tuple[str, ...]:
-    """Which constants a calibration on ``n_rows`` measured networks refits."""
-    return HOST_NAMES if n_rows < MIN_ROWS_FOR_OP_EFFICIENCIES else Constants.fitted_names() + ("clock",)
+    """Which constants a calibration on ``n_rows`` measured networks refits: the host constants,
+    or every rate (the clock is then redundant: it only scales the on-chip rates together)."""
+    return HOST_NAMES if n_rows < MIN_ROWS_FOR_OP_EFFICIENCIES else Constants.fitted_names()
 
 
 def calibrate(rows: Sequence[CalibrationRow], base: Constants | None = None) -> tuple[Constants, dict[str, Any]]:
