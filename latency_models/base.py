@@ -88,6 +88,10 @@ class MissingHardware(RuntimeError):
     """A source needs a runtime, compiler or device that this machine lacks (fatal, exit 2)."""
 
 
+LATENCY_ONLY = frozenset({"latency_ms"})
+EDGETPU_METRICS = frozenset({"latency_ms", "on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu"})
+
+
 class LatencySource:
     """Base class of latency sources. Subclasses set ``name``/``version`` and implement
     :meth:`measure`. Constructor arguments are the source's options (threads, device...)."""
@@ -96,6 +100,10 @@ class LatencySource:
     version: ClassVar[str] = "0"
     #: True for sources that time real invokes (they are noisy and cost seconds).
     measured: ClassVar[bool] = False
+    #: The :class:`LatencyResult` fields the source fills (beyond ``latency_ms``), so that an
+    #: experiment constraining one it never fills is refused before any work. None: not
+    #: declared (a user source); constraints on it are then only warned about.
+    metrics: ClassVar[frozenset[str] | None] = None
 
     def measure(self, target: "Target") -> LatencyResult:
         raise NotImplementedError

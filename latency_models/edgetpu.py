@@ -66,7 +66,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .base import LatencyError, LatencyResult, LatencySource, MissingHardware
+from .base import EDGETPU_METRICS, LatencyError, LatencyResult, LatencySource, MissingHardware
 from .edgetpu_compiler import EdgeTPUCompilerNotFound, run_compiler
 from .runtime import RuntimeNotFound, interpreter_module, make_interpreter
 from .timing import summarize, time_invokes, time_stable
@@ -341,6 +341,7 @@ class EdgeTPUSource(LatencySource):
     """
 
     name = "edgetpu"
+    metrics = EDGETPU_METRICS
     version = "1"
     measured = True
 

@@ -68,7 +68,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .base import LatencyResult, LatencySource, LayerLatency
+from .base import EDGETPU_METRICS, LatencyResult, LatencySource, LayerLatency
 
 log = logging.getLogger(__name__)
 
@@ -339,6 +339,7 @@ class EdgeTPUModelSource(LatencySource):
     """
 
     name = "edgetpu-model"
+    metrics = EDGETPU_METRICS
     version = MODEL_VERSION
 
     def __init__(self, link: str = "usb3", constants: str | None = None):

@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .base import LatencyResult, LatencySource
+from .base import LATENCY_ONLY, LatencyResult, LatencySource
 
 log = logging.getLogger(__name__)
 
@@ -392,6 +392,7 @@ class LearnedSource(LatencySource):
     """Latency from a fitted predictor directory (default: the shipped host predictor)."""
 
     name = "tflite-cpu-model"
+    metrics = LATENCY_ONLY
     version = f"{FORMAT}/{VERSION}"
 
     def __init__(self, path: str | None = None):

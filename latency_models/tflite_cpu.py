@@ -20,7 +20,7 @@ import os
 import platform
 from importlib import metadata
 
-from .base import LatencyResult, LatencySource
+from .base import LATENCY_ONLY, LatencyResult, LatencySource
 from .isolated import time_isolated
 from .runtime import interpreter_module, make_interpreter
 from .timing import summarize, time_invokes, time_stable
@@ -51,6 +51,7 @@ class TFLiteCPUSource(LatencySource):
     """Median latency of the int8 model on this host's CPU (LiteRT, XNNPACK kernels)."""
 
     name = "tflite-cpu"
+    metrics = LATENCY_ONLY
     version = "1"
     measured = True
 

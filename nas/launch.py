@@ -60,6 +60,29 @@ def _absolute_data(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
     return cfg
 
 
+# The latency-result field each constraint reads; a source that never fills it would make the
+# constraint pass every candidate, silently.
+CONSTRAINT_METRICS = {"max_off_chip_bytes": "off_chip_bytes", "all_ops_on_tpu": "ops_on_cpu"}
+
+
+def check_constraints(cfg: ExperimentConfig, src) -> None:
+    """Refuse a constraint whose metric the latency source does not give (warn when the
+    source does not say what it gives)."""
+    c = cfg.reward.constraints
+    # 0 is a real bound (nothing off-chip), so "set" means not None and not the flag's False.
+    wanted = [k for k in CONSTRAINT_METRICS if getattr(c, k) is not None and getattr(c, k) is not False]
+    gives = getattr(src, "metrics", None)
+    for key in wanted:
+        metric = CONSTRAINT_METRICS[key]
+        if gives is None:
+            log.warning("reward.constraints.%s: latency source %r does not declare whether it gives %s; if it "
+                        "leaves it empty, the constraint passes every candidate", key, cfg.latency.source, metric)
+        elif metric not in gives:
+            raise ValueError(f"reward.constraints.{key}: latency source {cfg.latency.source!r} gives no {metric} "
+                             f"(it gives {', '.join(sorted(gives))}); allowed with an Edge TPU source "
+                             "(edgetpu, edgetpu-model, a fitted edgetpu-model folder), or drop the constraint")
+
+
 def check(cfg: ExperimentConfig) -> None:
     """Every name in the experiment resolves, the proxy scales the space's archs down and the
     hardware it asks for exists (else ValueError)."""
@@ -70,6 +93,7 @@ def check(cfg: ExperimentConfig) -> None:
     space = make_space(cfg)
     make_controller(cfg, space)
     src = get_source(cfg.latency.source, **cfg.latency.options)
+    check_constraints(cfg, src)
     hw = getattr(src, "check", None)
     if callable(hw):
         hw()  # MissingHardware: no device, runtime or compiler

@@ -128,3 +128,42 @@ def test_a_space_whose_own_classes_are_not_the_datas_is_refused(tmp_path):
         with_classes(cfg)
     ten = parse_experiment({**GOOD, "space": {"name": "my_spaces:TinySpace"}, "data": {"source": "digits"}})
     assert with_classes(ten) == ten  # its own 10 are the digits'
+
+
+@pytest.mark.parametrize("source,constraint,metric", [
+    ("tflite-cpu", {"max_off_chip_bytes": 0}, "off_chip_bytes"),
+    ("tflite-cpu-model", {"all_ops_on_tpu": True}, "ops_on_cpu"),
+])
+def test_a_constraint_the_latency_source_cannot_judge_is_refused(source, constraint, metric, tmp_path, capsys):
+    import yaml
+
+    from nas.cli import main
+    from nas.launch import check
+
+    data = {**GOOD, "latency": {"source": source}, "reward": {"target_ms": 2.0, "constraints": constraint}}
+    key = next(iter(constraint))
+    with pytest.raises(ValueError, match=rf"reward.constraints.{key}: latency source '{source}' gives no {metric} "
+                                         r"\(it gives latency_ms\); allowed with an Edge TPU source"):
+        check(parse_experiment(data))
+    check(parse_experiment({**data, "latency": {"source": "edgetpu-model"}}))  # it gives both
+    p = tmp_path / "x.yaml"
+    p.write_text(yaml.safe_dump(data))
+    assert main(["search", str(p), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"gives no {metric}" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_constraint_on_an_undeclared_source_is_warned_about(caplog):
+    from latency_models import LatencySource, register_source
+    from nas.launch import check
+
+    class Quiet(LatencySource):
+        name, version = "quiet-test-source", "1"
+
+    register_source("quiet-test-source", Quiet)
+    data = {**GOOD, "latency": {"source": "quiet-test-source"},
+            "reward": {"target_ms": 2.0, "constraints": {"max_off_chip_bytes": 0}}}
+    with caplog.at_level("WARNING", logger="nas.launch"):
+        check(parse_experiment(data))
+    assert "does not declare whether it gives off_chip_bytes" in caplog.text
