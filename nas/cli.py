@@ -226,7 +226,10 @@ def _target(path_or_arch: str, input_size: int | None, classes: int | None, spac
     if sp is not None:
         if t.arch is None:
             raise UserError(f"--space: applies to archs, not to the file {path_or_arch!r}")
-        if not sp.contains(t.arch):
+        # Membership is of the arch as given, at its space's sizes; --input-size then says only
+        # at which input it is predicted (folding it in first made every member "not a member").
+        given = Target(path_or_arch, num_classes=classes).arch if input_size else t.arch
+        if not sp.contains(given):
             raise UserError(f"--space: the arch is not a member of {sp!r}")
     return t
 
@@ -291,7 +294,7 @@ def latency_measure(path_or_arch, source, threads, device, runs, warmup, stable,
 @click.option("--breakdown", is_flag=True, help="Per-layer table (latency, on/off-chip bytes, device).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def latency_predict(path_or_arch, source, link, input_size, classes, space, space_params, breakdown, as_json):
-    """Predict the latency of PATH_OR_ARCH without hardware (microseconds per arch)."""
+    """Predict the latency (ms) of PATH_OR_ARCH without hardware."""
     from latency_models import get_source
     from latency_models.base import LatencySource
 

@@ -109,3 +109,16 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     readme = (ROOT / "README.md").read_text()
     assert ci in readme and "pytest" in ci
+
+
+def test_space_membership_is_checked_before_the_input_size_applies(capsys):
+    # A member of the space stays one when predicted at another input size.
+    code, out, err = run(capsys, "latency", "predict", "sample:3", "--space", "efficientnet_edgetpu",
+                         "-p", "resolution=64", "--input-size", "96")
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("v1-res96")
+    ref = s.reference("efficientnet_edgetpu_s").to_string()
+    code, out, err = run(capsys, "latency", "predict", ref, "--space", "efficientnet_edgetpu", "--input-size", "128")
+    assert code == 0, err
+    code, out, err = run(capsys, "latency", "predict", ref, "--space", "mnasnet", "--input-size", "128")
+    assert code == 2 and "--space: the arch is not a member of" in err
