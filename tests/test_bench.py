@@ -372,15 +372,6 @@ def test_latency_is_the_predictors_and_noise_is_fresh_and_paired(fitted):
     assert np.std(obs) > 0 and abs(np.mean(obs) - land.accuracy(idx)[0]) < 0.05
 
 
-def test_the_landscape_docstring_example_runs():
-    import doctest
-
-    import nas.landscape
-
-    result = doctest.testmod(nas.landscape)
-    assert result.attempted > 0 and result.failed == 0
-
-
 def test_on_a_landscape_a_repeat_costs_no_noise_unless_trained(fitted):
     from nas.bench import landscape_lookup
 

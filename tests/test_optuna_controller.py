@@ -274,12 +274,3 @@ def test_an_experiment_may_name_it():
     bad = parse_experiment({**base, "controller": {"name": "optuna", "params": {"sampler": "random"}}})
     with pytest.raises(ValueError, match=r"^controller.sampler: unknown 'random'; allowed: tpe, nsga2, motpe$"):
         make_controller(bad)
-
-
-def test_the_docstring_example_runs():
-    import doctest
-
-    import nas.optuna_controller
-
-    r = doctest.testmod(nas.optuna_controller)
-    assert r.attempted > 0 and r.failed == 0

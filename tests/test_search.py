@@ -386,7 +386,7 @@ def test_a_killed_search_resumes_losing_and_repeating_nothing(tmp_path):
 
 def test_export_writes_a_model_that_plain_keras_loads_and_evaluates(searched, tmp_path):
     """The deployment model, trained and written. No edgetpu_compiler here: a fake one on PATH
-    copies the model and prints a real compiler log from ../shared, so the export's compile
+    copies the model and prints a real compiler log (tests/data/compiler_logs), so the export's compile
     branch runs end to end (it once read fields the compiler report does not have); without
     ../shared the export runs as on a machine without the compiler (also the proxy test's)."""
     tmp, _, r, _ = searched
