@@ -221,11 +221,29 @@ def test_cli_measure_json(capsys, cache):
     assert out["latency_ms"] > 0 and out["n_runs"] == 5 and out["target"] == TINY.to_string()
 
 
+@pytest.mark.slow
+def test_cli_measure_says_which_protocol_it_used(capsys, cache):
+    """One process by default, with a line saying the host predictor stands for the best of
+    three; --repeats 3 times that protocol and says so in the source line."""
+    from nas.cli import main
+
+    assert main(["latency", "measure", TINY.to_string(), "--runs", "3"]) == 0
+    assert "protocol: one process; the shipped tflite-cpu-model predicts the best of 3 processes" in \
+        capsys.readouterr().out
+    assert main(["latency", "measure", TINY.to_string(), "--runs", "3", "--repeats", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "best of 3 processes" in out and "protocol:" not in out
+    assert main(["latency", "predict", TINY.to_string(), "--source", "tflite-cpu-model"]) == 0
+    assert "best of 3 processes" in capsys.readouterr().out  # the prediction names its protocol
+
+
 @pytest.mark.parametrize("argv,message", [
     (["latency", "measure", "mobilenet_v2", "--source", "edgetpu", "--threads", "2"],
      "--threads: applies to source tflite-cpu, not 'edgetpu'"),
     (["latency", "measure", "mobilenet_v2", "--source", "gpu"], "latency source: unknown name 'gpu'"),
     (["latency", "measure", "nothing.tflite"], "file 'nothing.tflite' does not exist"),
+    (["latency", "measure", "mobilenet_v2", "--source", "edgetpu", "--repeats", "3"],
+     "--repeats: applies to source tflite-cpu, not 'edgetpu'"),
 ])
 def test_cli_latency_bad_input(capsys, argv, message):
     from nas.cli import main
