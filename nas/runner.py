@@ -293,6 +293,15 @@ def _init_ray(cfg: ExperimentConfig) -> bool:
     if cfg.ray.address:
         ray.init(address=cfg.ray.address, runtime_env=runtime_env, log_to_driver=False,
                  logging_level=logging.WARNING)
+        need = trial_resources(cfg).get("edgetpu", 0)
+        have = ray.cluster_resources().get("edgetpu", 0)
+        if need and have < need:
+            ray.shutdown()
+            from latency_models.base import MissingHardware
+
+            raise MissingHardware(f"--address: no node of the Ray cluster at {cfg.ray.address} offers the 'edgetpu' "
+                                  "resource that latency.source edgetpu needs; start the Edge TPU node with "
+                                  "ray start --address=HEAD:PORT --resources='{\"edgetpu\": 1}'")
         return True
     resources = {}
     if cfg.latency.source == "edgetpu":

@@ -84,3 +84,32 @@ def test_a_search_spreads_its_trials_over_a_two_node_cluster(tmp_path):
     finally:
         _kill_ray_under(temp)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_an_edgetpu_on_a_worker_node_only_is_checked_on_the_cluster(monkeypatch):
+    """The README's set-up: the device is on a worker node, not on the driver. The driver's own
+    hardware check is skipped; once connected, the runner refuses a cluster without the
+    "edgetpu" resource in one line, and accepts one that has it."""
+    import ray
+
+    from latency_models.base import MissingHardware
+    from nas import runner
+    from nas.config import parse_experiment
+    from nas.launch import check
+
+    data = {"space": {"name": "efficientnet_edgetpu", "resolution": 32, "width": 0.25}, "reward": {"target_ms": 2.0},
+            "budget": {"trials": 2}, "latency": {"source": "edgetpu"}}
+    with pytest.raises(MissingHardware):
+        check(parse_experiment(data))  # no Edge TPU on this machine, and no cluster to run on
+    cfg = parse_experiment({**data, "ray": {"address": "10.0.0.7:6379"}})
+    check(cfg)  # the cluster is checked instead
+    resources = {"CPU": 8.0}
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: None)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: resources)
+    with pytest.raises(MissingHardware, match=r"^--address: no node of the Ray cluster at 10.0.0.7:6379 offers the "
+                                              r"'edgetpu' resource"):
+        runner._init_ray(cfg)
+    resources["edgetpu"] = 1.0
+    assert runner._init_ray(cfg) is True
