@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from .config import ExperimentConfig
 from .record import TrialRecord
-from .search import FINISHED, RunFolder, SearchState
+from .search import Finished, RunFolder, SearchState
 from .trial import run_trial
 
 log = logging.getLogger(__name__)
@@ -202,8 +202,9 @@ def _searcher_class():
             self.__init__(ExperimentConfig.model_validate_json(d["cfg"]), d["run_dir"], d["budget"])
 
         def suggest(self, trial_id: str):
-            arch = self.state.suggest(trial_id)
-            if arch == FINISHED:
+            try:
+                arch = self.state.suggest(trial_id)
+            except Finished:
                 return Searcher.FINISHED
             self.run.save(self.state)
             return {"arch": arch}
@@ -413,8 +414,9 @@ def run_local(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: boo
     while deadline is None or time.monotonic() < deadline:
         tid = f"local_{n:05d}"
         n += 1
-        arch = state.suggest(tid)
-        if arch == FINISHED:
+        try:
+            arch = state.suggest(tid)
+        except Finished:
             break
         run.save(state)
         if listener:

@@ -42,12 +42,17 @@ from .tblog import LiveLog
 
 log = logging.getLogger(__name__)
 
-FINISHED = "FINISHED"
+
+
+class Finished(Exception):
+    """:meth:`SearchState.suggest` has no more trials to give: the budget is spent (counting
+    the trials still running) or the controller has converged. The message says which."""
+
 #: 2: results are trial records with deployment and proxy figures; 1 (read, migrated): before.
 STATE_VERSION = 2
 _READABLE_STATES = (1, 2)
 
-__all__ = ["FINISHED", "RunFolder", "RunFolderError", "SearchState", "best_result", "pareto_front"]
+__all__ = ["Finished", "RunFolder", "RunFolderError", "SearchState", "best_result", "pareto_front"]
 
 
 class RunFolderError(ValueError):
@@ -155,7 +160,7 @@ def replay(controller: Controller, events: list, archs: Mapping[str, str], resul
 class SearchState:
     """The controller plus the record of one search; serialisable to JSON and replayable.
 
-    ``suggest(trial_id)`` returns an arch string or :data:`FINISHED`; ``complete(trial_id,
+    ``suggest(trial_id)`` returns an arch string or raises :class:`Finished`; ``complete(trial_id,
     result)`` feeds the result back and records it.
 
     Repeats (``search.repeats: record``, the default): a proposal of an arch this run has
@@ -200,8 +205,11 @@ class SearchState:
             self.archs[trial_id] = self.pending[trial_id] = arch
             self.events.append(["reissue", trial_id, arch])
             return arch
-        if self.converged or self.n_done + len(self.pending) >= self.budget:
-            return FINISHED
+        if self.converged:
+            raise Finished("the controller has converged (search.max_repeats)")
+        if self.n_done + len(self.pending) >= self.budget:
+            raise Finished(f"the budget of {self.budget} trials is spent ({self.n_done} done, "
+                           f"{len(self.pending)} running)")
         dedupe = self.cfg.search.repeats == "record"
         by_arch = self._trials_of
         for _ in range(self.cfg.search.max_repeats if dedupe else 1):  # (a "train" search asks once)
@@ -221,7 +229,7 @@ class SearchState:
         log.warning("the controller proposed %d archs in a row that this run had already recorded "
                     "(search.max_repeats): it has converged; the search ends after %d trials of %d",
                     self.cfg.search.max_repeats, self.n_done + len(self.pending), self.budget)
-        return FINISHED
+        raise Finished("the controller has converged (search.max_repeats)")
 
     # -- repeats ------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import yaml
 from conftest import COMPILER_LOGS
 from nas.config import parse_experiment
 from nas.record import FIELDS, Status, TrialRecord
-from nas.search import FINISHED, RunFolder, RunFolderError, SearchState, pareto_front
+from nas.search import Finished, RunFolder, RunFolderError, SearchState, pareto_front
 
 # The deployment model (64 px, width 0.5) is searched; each trial trains its 32 px proxy at
 # width 0.25 and depth 0.25 of the skeleton's, which is what keeps these tests fast.
@@ -48,14 +48,17 @@ def test_state_honours_the_budget_and_records_each_trial_once():
     st = SearchState(cfg(), budget=3)
     a, b, c = (st.suggest(t) for t in ("t1", "t2", "t3"))
     assert all(isinstance(x, str) and x.startswith("v1-res64") for x in (a, b, c))
-    assert st.suggest("t4") == FINISHED  # 3 asked, none finished: still the budget
+    with pytest.raises(Finished, match=r"budget of 3 trials is spent \(0 done, 3 running\)"):
+        st.suggest("t4")  # 3 asked, none finished: still the budget
     assert st.complete("t2", fake_result(b)) is not None
     assert st.complete("t2", fake_result(b, 0.9)) is None  # a re-run after resume is not recorded twice
     assert st.results["t2"].reward == 0.5 and st.results["t2"].arch == b
     assert st.complete("nope", fake_result(b)) is None
     st.complete("t1", {"status": "failed", "reason": "boom"})
     st.complete("t3", {**fake_result(c), "reward": float("nan")})
-    assert st.suggest("t5") == FINISHED and st.n_done == 3
+    with pytest.raises(Finished):
+        st.suggest("t5")
+    assert st.n_done == 3
     assert st.results["t3"].reward is None  # NaN is stored as "no value"
     assert st.controller.n_failed == 2 and st.controller.best[1] == 0.5
 
@@ -70,7 +73,7 @@ def test_replaying_the_event_log_reproduces_the_next_proposal():
             if i % 2:
                 st.complete(f"t{i - 1}", fake_result(st.archs[f"t{i - 1}"], 0.1 * i))
         again = SearchState.from_json(c, st.to_json())
-        assert again.suggest("next") == st.suggest("next"), name
+        assert _next(again) == _next(st), name
         assert again.pending.keys() == st.pending.keys()
 
 
@@ -121,7 +124,8 @@ def test_a_proposal_of_a_recorded_arch_is_answered_from_the_record_not_trained()
     assert third not in (a, b) and st.n_repeats == 2 and st.n_done + len(st.pending) == 3
     assert ctrl.told == [(a, 0.4), (b, 0.2), (a, 0.4), (a, 0.4)]
     assert ["repeat", a] in st.events and ["tell-repeat", a, "t1"] in st.events
-    assert st.suggest("t4") == FINISHED  # the budget counts trials, not proposals
+    with pytest.raises(Finished):
+        st.suggest("t4")  # the budget counts trials, not proposals
 
 
 def test_a_repeat_of_a_running_arch_is_answered_when_that_trial_is_told():
@@ -153,10 +157,19 @@ def test_a_controller_that_only_repeats_ends_the_search_with_a_warning(caplog):
     a = st.suggest("t1")
     st.complete("t1", fake_result(a, 0.5))
     with caplog.at_level("WARNING", logger="nas.search"):
-        assert st.suggest("t2") == FINISHED
+        with pytest.raises(Finished, match="converged"):
+            st.suggest("t2")
     assert st.finished() and st.n_repeats == 5 and len(ctrl.told) == 6
     assert "5 archs in a row that this run had already recorded (search.max_repeats)" in caplog.text
     assert "ends after 1 trials of 10" in caplog.text
+
+
+def _next(state) -> str:
+    """The next proposal, or why there is none."""
+    try:
+        return state.suggest("next")
+    except Finished as e:
+        return f"finished: {e}"
 
 
 def test_resume_replays_repeats_exactly():
@@ -168,8 +181,11 @@ def test_resume_replays_repeats_exactly():
         st = SearchState(c, budget=7)
         running = []
         for i in range(6):
-            if st.suggest(f"t{i}") != FINISHED:
+            try:
+                st.suggest(f"t{i}")
                 running.append(f"t{i}")
+            except Finished:
+                pass
             if len(running) == 2 or i == 5:  # two running at a time
                 for t in running:
                     st.complete(t, fake_result(st.archs[t], 0.1 * (sum(map(ord, st.archs[t])) % 7)))
@@ -178,7 +194,7 @@ def test_resume_replays_repeats_exactly():
         again = SearchState.from_json(c, st.to_json())
         assert again.controller.n_feedback == st.controller.n_feedback
         assert again.waiting == st.waiting and again.n_repeats == st.n_repeats
-        assert again.suggest("next") == st.suggest("next"), name
+        assert _next(again) == _next(st), name
         assert again.events == st.events
 
 
@@ -201,7 +217,9 @@ def test_orphans_asked_before_a_crash_are_reissued_not_lost():
     # t1's recorded result, which the runner will never complete, is told now.
     st.adopt_orphans({"t2"})
     assert st.controller.n_feedback == 1
-    assert st.suggest("n1") == archs[2] and st.suggest("n2") == FINISHED
+    assert st.suggest("n1") == archs[2]
+    with pytest.raises(Finished):
+        st.suggest("n2")
     again = SearchState.from_json(cfg(), st.to_json())
     assert set(again.pending) == {"t2", "n1"}
 
