@@ -39,14 +39,14 @@ log = logging.getLogger(__name__)
 
 def run_experiment(run: RunFolder) -> ExperimentConfig:
     """The experiment a run was made with (its copy, plus the command-line overrides)."""
-    from .launch import _override
+    from .launch import override
 
     run.check_resumable()
     path = run.path / "experiment.yaml"
     cfg = parse_experiment(yaml.safe_load(path.read_text()), str(path))
     meta = run.path / "run.json"
     if meta.is_file():
-        cfg = _override(cfg, **json.loads(meta.read_text()).get("overrides", {}))
+        cfg = override(cfg, **json.loads(meta.read_text()).get("overrides", {}))
     return cfg
 
 

@@ -37,7 +37,10 @@ class Launch:
     resume: bool
 
 
-def _override(cfg: ExperimentConfig, **changes: Any) -> ExperimentConfig:
+def override(cfg: ExperimentConfig, **changes: Any) -> ExperimentConfig:
+    """``cfg`` with dotted keys replaced (``override(cfg, **{"budget.trials": 5})``), validated
+    again; a None value leaves its key as it is. Used for command-line flags and a run's
+    recorded overrides (``run.json``)."""
     data = cfg.model_dump()
     for path, value in changes.items():
         if value is None:
@@ -56,7 +59,7 @@ def _absolute_data(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
     if sep and kind in ("npz", "folder") and not Path(arg).is_absolute():
         for root in (Path.cwd(), base):
             if (root / arg).exists():
-                return _override(cfg, **{"data.source": f"{kind}:{(root / arg).resolve()}"})
+                return override(cfg, **{"data.source": f"{kind}:{(root / arg).resolve()}"})
     return cfg
 
 
@@ -137,7 +140,7 @@ def with_classes(cfg: ExperimentConfig) -> ExperimentConfig:
                          + (" (or leave it out)" if cfg.space.num_classes is not None else ""))
     if not takes or fixed == n:
         return cfg
-    return _override(cfg, **{"space.num_classes": n})
+    return override(cfg, **{"space.num_classes": n})
 
 
 def prepare(experiment: str | Path, *, out: str | None = None, resume: bool = False, address: str | None = None,
@@ -156,7 +159,7 @@ def prepare(experiment: str | Path, *, out: str | None = None, resume: bool = Fa
         saved = json.loads((run.path / "run.json").read_text()) if (run.path / "run.json").is_file() else {}
         if exp_path.is_file() and exp_path.read_text() != text:
             log.warning("%s differs from the run's copy; resuming with the run's copy", exp_path)
-        cfg = _override(cfg, **saved.get("overrides", {}))
+        cfg = override(cfg, **saved.get("overrides", {}))
         if seed is not None and seed != cfg.seed:
             raise ValueError(f"--seed: the run was made with seed {cfg.seed}; a resumed run keeps it (given {seed})")
     else:
@@ -166,8 +169,8 @@ def prepare(experiment: str | Path, *, out: str | None = None, resume: bool = Fa
             raise RunFolderError(f"--out: run folder {str(run.path)!r} already exists; pass --resume to continue "
                                  "it, or choose another --out")
         run.check_creatable()
-        cfg = _override(cfg, seed=seed)
-    cfg = _override(cfg, **{"ray.address": address, "budget.trials": max_trials})
+        cfg = override(cfg, seed=seed)
+    cfg = override(cfg, **{"ray.address": address, "budget.trials": max_trials})
     cfg = _absolute_data(cfg, exp_path.parent)
     if not resume:  # a resumed run keeps the classes it was made with (a run made before, none)
         cfg = with_classes(cfg)
