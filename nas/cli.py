@@ -234,9 +234,9 @@ def _target(path_or_arch: str, input_size: int | None, classes: int | None, spac
     return t
 
 
-def _source_options(source: str, threads, runs, warmup, stable, device) -> dict[str, Any]:
-    given = {"--threads": threads, "--device": device}
-    applies = {"--threads": ("tflite-cpu",), "--device": ("edgetpu",)}
+def _source_options(source: str, threads, runs, warmup, stable, device, repeats=None) -> dict[str, Any]:
+    given = {"--threads": threads, "--device": device, "--repeats": repeats}
+    applies = {"--threads": ("tflite-cpu",), "--device": ("edgetpu",), "--repeats": ("tflite-cpu",)}
     opts: dict[str, Any] = {}
     for flag, value in given.items():
         if value is None:
@@ -271,12 +271,7 @@ def latency_measure(path_or_arch, source, threads, device, runs, warmup, stable,
     """Measure the latency of PATH_OR_ARCH with a latency source."""
     from latency_models import get_source
 
-    opts = _source_options(source, threads, runs, warmup, stable, device)
-    if repeats is not None:
-        if source != "tflite-cpu":
-            raise UserError(f"--repeats: applies to source tflite-cpu, not {source!r}")
-        opts["repeats"] = repeats
-    src = get_source(source, **opts)
+    src = get_source(source, **_source_options(source, threads, runs, warmup, stable, device, repeats))
     if hasattr(src, "check"):
         src.check()  # missing hardware is reported before any conversion
     target = _target(path_or_arch, input_size, classes, space, space_params)
@@ -428,12 +423,7 @@ def latency_profile(spaces, source, n, output, threads, device, runs, stable, re
 
     plan = ProfilePlan(tuple(spaces), _floats(resolutions, "--resolutions", int), _floats(widths, "--widths"),
                        _floats(depths, "--depths"), classes, seed)
-    opts = _source_options(source, threads, runs, None, stable, device)
-    if repeats is not None:
-        if source != "tflite-cpu":
-            raise UserError(f"--repeats: applies to source tflite-cpu, not {source!r}")
-        opts["repeats"] = repeats
-    src = get_source(source, **opts)
+    src = get_source(source, **_source_options(source, threads, runs, None, stable, device, repeats))
     if hasattr(src, "check"):
         src.check()
     try:
