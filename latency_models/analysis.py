@@ -779,13 +779,6 @@ def _analyze_arch(arch, input_shape: Shape, classes: int) -> ModelAnalysis:
                          model_name=arch.to_string())
 
 
-def arch_block_columns(arch, input_shape: Shape, num_classes: int, block: str) -> dict[str, list]:
-    """The ops of one block of an arch as plain columns (see :func:`layers_block_columns`)."""
-    from search_spaces.plan import plan
-
-    return layers_block_columns(plan(arch, tuple(input_shape), num_classes), block)
-
-
 def layers_block_columns(layers, block: str) -> dict[str, list]:
     """The ops of one block of a layer plan as plain columns, lowered exactly as
     :func:`analyze_arch` lowers them but without building the :class:`OpInfo` records.
@@ -1719,5 +1712,5 @@ def _options(s, option_names: dict[int, str], op):
     return obj
 
 
-__all__ = ["EDGETPU_SUPPORTED_OPS", "ModelAnalysis", "OpInfo", "analyze_arch", "analyze_keras", "arch_block_columns", "layers_block_columns",
+__all__ = ["EDGETPU_SUPPORTED_OPS", "ModelAnalysis", "OpInfo", "analyze_arch", "analyze_keras", "layers_block_columns",
            "analyze_tflite", "edgetpu_reason"]

@@ -164,7 +164,7 @@ def ops_arrays(ops) -> dict[str, np.ndarray]:
 
 
 def columns_arrays(cols: dict[str, list]) -> dict[str, np.ndarray]:
-    """:func:`ops_arrays` from plain columns (:func:`latency_models.analysis.arch_block_columns`)."""
+    """:func:`ops_arrays` from plain columns (:func:`latency_models.analysis.layers_block_columns`)."""
     kind = np.array([_kind(t, w > 0) for t, w in zip(cols["op_type"], cols["window"])], dtype=np.int8)
     window = np.asarray(cols["window"], dtype=float)
     return {"kind": kind, "macs": np.asarray(cols["macs"], dtype=float),

@@ -25,9 +25,9 @@ from typing import Sequence
 import numpy as np
 
 from search_spaces import Arch, Block, Head, Stem
-from search_spaces.plan import layer_plan, resolve_io
+from search_spaces.plan import layer_plan, plan, resolve_io
 
-from .analysis import analyze_arch, arch_block_columns, layers_block_columns
+from .analysis import analyze_arch, layers_block_columns
 from .edgetpu_model import (Constants, columns_arrays, evaluate_ops, link_bytes_per_s, load_constants, op_costs,
                             ops_arrays)
 
@@ -41,10 +41,21 @@ def _slice(arch: Arch, shape, classes: int, prefix: str) -> dict[str, np.ndarray
     return ops_arrays(ops) | {"features": features_of_ops(ops)}
 
 
+def _stem_probe(stem: Stem, shape: tuple) -> Arch:
+    """A one-layer arch whose stem is ``stem`` at input ``shape``."""
+    return Arch(stem=stem, stages=(Block("conv", stem.filters, kernel=1),), head=Head(0), resolution=max(8, shape[0]))
+
+
+def _head_probe(head: Head, shape: tuple) -> Arch:
+    """A one-layer arch whose head reads a tensor of ``shape`` (a 1x1 stride-1 stem and conv
+    keep it so): its input is ``(shape[0], shape[1], 3)``."""
+    return Arch(stem=Stem(shape[2], kernel=1, stride=1), stages=(Block("conv", shape[2], kernel=1),), head=head,
+                resolution=max(8, shape[0]))
+
+
 @lru_cache(maxsize=65536)
 def _stem(stem: Stem, shape: tuple) -> dict:
-    probe = Arch(stem=stem, stages=(Block("conv", stem.filters, kernel=1),), head=Head(0), resolution=max(8, shape[0]))
-    return _slice(probe, shape, 1, "stem")
+    return _slice(_stem_probe(stem, shape), shape, 1, "stem")
 
 
 @lru_cache(maxsize=262144)
@@ -57,9 +68,7 @@ def _stage(block: Block, shape: tuple) -> dict:
 
 @lru_cache(maxsize=65536)
 def _head(head: Head, shape: tuple, classes: int) -> dict:
-    probe = Arch(stem=Stem(shape[2], kernel=1, stride=1), stages=(Block("conv", shape[2], kernel=1),), head=head,
-                 resolution=max(8, shape[0]))
-    return _slice(probe, (shape[0], shape[1], 3), classes, "head")
+    return _slice(_head_probe(head, shape), (shape[0], shape[1], 3), classes, "head")
 
 
 def _after(shape: tuple, stride: int, channels: int) -> tuple:
@@ -104,17 +113,17 @@ def _block_ops(key: tuple) -> dict[str, np.ndarray]:
     return columns_arrays(layers_block_columns(layer_plan(block, shape, stride, ref_in), "block1a"))
 
 
+# The edgetpu-model path lowers stems and heads without op records or features (a batch meets
+# hundreds of distinct heads: one per last-stage width).
 @lru_cache(maxsize=65536)
 def _stem_ops(stem: Stem, shape: tuple) -> dict[str, np.ndarray]:
-    probe = Arch(stem=stem, stages=(Block("conv", stem.filters, kernel=1),), head=Head(0), resolution=max(8, shape[0]))
-    return columns_arrays(arch_block_columns(probe, shape, 1, "stem"))
+    return columns_arrays(layers_block_columns(plan(_stem_probe(stem, shape), shape, 1), "stem"))
 
 
 @lru_cache(maxsize=65536)
 def _head_ops(head: Head, shape: tuple, classes: int) -> dict[str, np.ndarray]:
-    probe = Arch(stem=Stem(shape[2], kernel=1, stride=1), stages=(Block("conv", shape[2], kernel=1),), head=head,
-                 resolution=max(8, shape[0]))
-    return columns_arrays(arch_block_columns(probe, (shape[0], shape[1], 3), classes, "head"))
+    layers = plan(_head_probe(head, shape), (shape[0], shape[1], 3), classes)
+    return columns_arrays(layers_block_columns(layers, "head"))
 
 
 @lru_cache(maxsize=262144)
