@@ -56,7 +56,8 @@ def main() -> None:
 
     from nas.config import parse_experiment
     from nas.faults import pick
-    from nas.search import RunFolder, SearchState
+    from nas.ledger import Ledger
+    from nas.runfolder import RunFolder
 
     exp = {**EXPERIMENT, "budget": {**EXPERIMENT["budget"], "trials": args.trials}}
     cfg = parse_experiment(exp)
@@ -71,7 +72,7 @@ def main() -> None:
         if p.returncode != 0:
             sys.exit(f"the search failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
         results = RunFolder(run).results()
-        state = SearchState.from_json(cfg, (run / "state.json").read_text())
+        state = Ledger.from_json(cfg, (run / "state.json").read_text())
     rows, mismatches = Counter(), []
     for r in results:
         kind = pick(cfg.faults, r.arch)

@@ -66,7 +66,7 @@ def kill_all(pids: set[int]) -> None:
 
 
 def read_rows(run: Path) -> list[dict]:
-    from nas.trial import FIELDS
+    from nas.record import FIELDS
 
     p = run / "trials.csv"
     if not p.is_file():
@@ -82,13 +82,13 @@ def read_rows(run: Path) -> list[dict]:
 
 
 def check_state(run: Path, cfg) -> dict:
-    from nas.search import SearchState
+    from nas.ledger import Ledger
 
     p = run / "state.json"
     if not p.is_file():
         return {}
     text = p.read_text()
-    SearchState.from_json(cfg, text)  # replays every ask/tell into a fresh controller
+    Ledger.from_json(cfg, text)  # replays every ask/tell into a fresh controller
     return json.loads(text)
 
 

@@ -82,7 +82,7 @@ def spearman(a, b) -> float:
 
 
 def run(label: str, experiment: Path, work: Path) -> dict:
-    from nas.search import RunFolder
+    from nas.runfolder import RunFolder
 
     out = work / f"run-{len(list(work.glob('run-*')))}"
     t0 = time.monotonic()

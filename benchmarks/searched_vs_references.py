@@ -45,13 +45,13 @@ def main() -> None:
     args = ap.parse_args()
 
     from nas.bench import DEFAULT_TABLE
-    from nas.export import run_experiment
-    from nas.search import RunFolder, pareto_front
+    from nas.record import pareto_front
+    from nas.runfolder import RunFolder
     from nas.trial import run_trial
     from search_spaces.references import reference
 
     run = RunFolder(args.run_dir)
-    cfg = run_experiment(run)
+    cfg = run.experiment()
     results = run.results()
     out = Path(args.out)
     if args.plot_only:

@@ -54,7 +54,8 @@ OLD, NEW = "keras (model.fit)", "step (default)"
 def trials(n_archs: int, seeds: int) -> dict:
     import search_spaces
     from nas.config import load_experiment
-    from nas.trial import load_data, run_trial
+    from nas.recipe import load_data
+    from nas.trial import run_trial
 
     base = load_experiment(QUICKSTART)
     for seed in range(seeds):  # a warm worker has its data loaded: keep loading out of the trial times

@@ -56,7 +56,7 @@ def _space(name: str, params: tuple[str, ...]):
 
 
 def _fmt_count(n: int) -> str:
-    from .launch import count_text  # one format for counts, in tables and progress lines
+    from .console import count_text  # one format for counts, in tables and progress lines
 
     return count_text(n)
 
@@ -659,7 +659,8 @@ def search_cmd(experiment, out, resume, address, max_trials, seed, runner, no_pr
     The run folder holds trials.csv, pareto.csv, best_arch.txt, experiment.yaml, state.json
     and Ray's state (ray/). An existing folder is only continued with --resume.
     """
-    from .launch import pareto_table, prepare, search
+    from .console import pareto_table
+    from .launch import prepare, search
 
     launch = prepare(experiment, out=out, resume=resume, address=address, max_trials=max_trials, seed=seed)
     from .proxy import describe
@@ -733,7 +734,7 @@ def report_cmd(run_dir, out, top, window, train_references, no_tensorboard) -> N
     \b
     Writes report.md, pareto.png, reward.png, entropy.png and tensorboard/ into RUN_DIR/report.
     """
-    from .launch import pareto_table
+    from .console import pareto_table
     from .report import build, write
 
     rep = build(run_dir, top=top, window=window, train_references=train_references)
@@ -843,7 +844,7 @@ def bench_cmd(ctx, mode, table, space_name, space_params, landscapes, reference_
     from click.core import ParameterSource
 
     from .reward import RewardConfig
-    from .search import atomic_write
+    from .runfolder import atomic_write
 
     def given(param: str) -> bool:
         return ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE

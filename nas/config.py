@@ -267,3 +267,24 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ValueError(f"{p.name}: not valid YAML{at} ({getattr(e, 'problem', e)})") from None
     return parse_experiment(data, p.name)
+
+
+def override(cfg: ExperimentConfig, **changes: Any) -> ExperimentConfig:
+    """``cfg`` with dotted keys replaced (``override(cfg, **{"budget.trials": 5})``), validated
+    again; a None value leaves its key as it is. Used for command-line flags and a run's
+    recorded overrides (``run.json``).
+
+    >>> cfg = load_experiment(Path(__file__).parents[1] / "experiments" / "quickstart.yaml")
+    >>> override(cfg, **{"budget.trials": 5, "seed": None}).budget.trials
+    5
+    """
+    data = cfg.model_dump()
+    for path, value in changes.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return parse_experiment(data, "command line")

@@ -37,23 +37,9 @@ import numpy as np
 
 from search_spaces import Arch, SearchSpace
 
+from .record import usable_reward
+
 log = logging.getLogger(__name__)
-
-
-def usable_reward(result: Any) -> float | None:
-    """The reward of a result if it may be learned from, else None.
-
-    ``result`` is a :class:`~nas.record.TrialRecord`, what a search tells a controller (its
-    ``controller_view()``), or any mapping with ``reward`` and optionally ``status``; the
-    test is the record's one definition, :attr:`~nas.record.TrialRecord.usable`.
-    """
-    from .record import RecordError, TrialRecord
-
-    try:
-        rec = TrialRecord.coerce(result)
-    except RecordError:
-        return None
-    return rec.reward if rec.usable else None
 
 
 class Controller:

@@ -29,25 +29,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+import numpy as np
 
-from .config import ExperimentConfig, parse_experiment
-from .search import RunFolder, RunFolderError, staged_folder
+from latency_models import Target, get_source
+from latency_models.convert import to_int8_tflite
+from latency_models.edgetpu_compiler import EdgeTPUCompilerNotFound, run_compiler
+from latency_models.isolated import invoke_isolated
+from search_spaces import Arch, build_model, count_macs, count_params
+
+from . import proxy
+from .config import ExperimentConfig
+from .errors import RunFolderError
+from .recipe import load_data, measure_latency, train_model
+from .runfolder import RunFolder, staged_folder
 
 log = logging.getLogger(__name__)
-
-
-def run_experiment(run: RunFolder) -> ExperimentConfig:
-    """The experiment a run was made with (its copy, plus the command-line overrides)."""
-    from .launch import override
-
-    run.check_resumable()
-    path = run.path / "experiment.yaml"
-    cfg = parse_experiment(yaml.safe_load(path.read_text()), str(path))
-    meta = run.path / "run.json"
-    if meta.is_file():
-        cfg = override(cfg, **json.loads(meta.read_text()).get("overrides", {}))
-    return cfg
 
 
 SCALES = ("deployment", "proxy")
@@ -60,20 +56,17 @@ def export(run_dir: str | Path, *, arch: str | None = None, epochs: int | None =
     ``arch`` is a deployment arch string (default: the run's best); ``scale`` says which of
     its two models is trained and written: ``deployment`` (what is shipped) or ``proxy``.
     """
-    from search_spaces import Arch
-
     if scale not in SCALES:
         raise ValueError(f"--scale: unknown {scale!r}; allowed: {', '.join(SCALES)}")
     run = RunFolder(run_dir)
     if not run.path.is_dir():
         raise RunFolderError(f"RUN_DIR: {str(run_dir)!r} does not exist")
-    cfg = run_experiment(run)
+    cfg = run.experiment()
     if arch is None:
-        best = run.path / "best_arch.txt"
-        if not best.is_file():
+        arch = run.best_arch()
+        if arch is None:
             raise RunFolderError(f"RUN_DIR: {str(run_dir)!r} has no best_arch.txt (no trial succeeded yet); "
                                  "pass --arch STRING")
-        arch = best.read_text().strip()
     try:
         parsed = Arch.from_string(arch)
     except ValueError as e:
@@ -89,13 +82,6 @@ def export(run_dir: str | Path, *, arch: str | None = None, epochs: int | None =
 
 def _export(deploy, cfg: ExperimentConfig, epochs: int | None, work: Path, scale: str) -> dict[str, Any]:
     import keras
-
-    from latency_models import Target, get_source
-    from latency_models.convert import to_int8_tflite
-    from search_spaces import build_model, count_macs, count_params
-
-    from . import proxy
-    from .trial import load_data, measure_latency, train_model
 
     small = proxy.of(deploy, cfg)
     arch = deploy if scale == "deployment" else small
@@ -151,10 +137,6 @@ def _export(deploy, cfg: ExperimentConfig, epochs: int | None, work: Path, scale
 
 def _int8_accuracy(tflite: bytes, x, y) -> float | None:
     """Validation accuracy of the int8 file, run in a fresh process (LiteRT beside TF can abort)."""
-    from latency_models.isolated import invoke_isolated
-
-    import numpy as np
-
     try:
         _, info = invoke_isolated(tflite, np.zeros((1, *x.shape[1:]), np.int8))
         scale, zero = info["input"]["quantization"]
@@ -167,8 +149,6 @@ def _int8_accuracy(tflite: bytes, x, y) -> float | None:
 
 
 def _compile_edgetpu(work: Path) -> dict[str, Any] | None:
-    from latency_models.edgetpu_compiler import EdgeTPUCompilerNotFound, run_compiler
-
     try:
         report = run_compiler(work / "model_int8.tflite", work)
     except EdgeTPUCompilerNotFound:

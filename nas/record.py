@@ -33,6 +33,8 @@ import types
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
+from .errors import RecordError
+
 
 class Status(str, enum.Enum):
     """What became of a trial."""
@@ -64,10 +66,6 @@ _TEXT = frozenset({"reason", "latency_source", "node", "arch", "proxy_arch"})  #
 
 #: Columns a ``trials.csv`` written before proxy and deployment were told apart lacks.
 _PROXY_COLUMNS = ("proxy_arch", "proxy_params", "proxy_macs")
-
-
-class RecordError(ValueError):
-    """A stored trial record that cannot be read (the message names the field and the value)."""
 
 
 def _number(name: str, v: Any) -> int | float | None:
@@ -264,3 +262,20 @@ def best_result(records: Sequence[TrialRecord]) -> TrialRecord | None:
     """The usable record with the highest reward (the first of equals)."""
     usable = [r for r in records if r.usable]
     return max(usable, key=lambda r: r.reward) if usable else None
+
+
+def usable_reward(result: Any) -> float | None:
+    """The reward of a result if it may be learned from, else None.
+
+    ``result`` is a :class:`TrialRecord`, what a search tells a controller (its
+    :meth:`~TrialRecord.controller_view`), or any mapping with ``reward`` and optionally
+    ``status``; the test is :attr:`TrialRecord.usable`.
+
+    >>> usable_reward({"reward": 0.7}), usable_reward({"status": "failed", "reward": 0.7}), usable_reward(None)
+    (0.7, None, None)
+    """
+    try:
+        rec = TrialRecord.coerce(result)
+    except RecordError:
+        return None
+    return rec.reward if rec.usable else None

@@ -31,13 +31,20 @@ from typing import Any
 
 import numpy as np
 
+from latency_models import Target, get_source
 from latency_models.edgetpu_model import Constants as _EdgeTPUConstants
+from search_spaces import Arch
+from search_spaces.references import reference
 
 from . import proxy
 from .config import ExperimentConfig
-from .record import TrialRecord
-from .search import RunFolder, RunFolderError, best_result, make_space, pareto_front, read_state_json, staged_folder
+from .errors import RunFolderError
+from .ledger import Ledger, make_space, read_state_json
+from .recipe import latency_source, load_data
+from .record import TrialRecord, best_result, pareto_front
+from .runfolder import RunFolder, staged_folder
 from .tblog import EventLog, log_trials
+from .trial import run_trial
 
 log = logging.getLogger(__name__)
 
@@ -100,27 +107,21 @@ def controller_entropy(cfg: ExperimentConfig, state_text: str, window: int):
     Returns (policy entropy per proposal or [], windowed decision entropy, uniform maximum,
     the window used, and what uniform random proposals score with that window).
     """
-    from search_spaces import Arch
-
-    from .search import make_controller, replay
-
     space = make_space(cfg)
     n_choices = [len(d.choices) for d in space.decision_list]
     max_ent = float(np.mean([math.log(n) for n in n_choices])) if n_choices else 0.0
-    d, events, archs, results = read_state_json(state_text)
-    ctrl = make_controller(cfg, space)
-    ctrl.plan(*(d.get("plan") or (int(d["budget"]), cfg.budget.concurrency)))
+    _, events, _, _ = read_state_json(state_text)
     policy, proposed = [], []
     # A window longer than a short run would leave no full window to show.
     window = min(window, max(2, sum(e[0] in ("ask", "repeat") for e in events) // 2))
 
-    def on_ask(arch: str) -> None:
+    def on_ask(ctrl, arch: str) -> None:
         ent = ctrl.summary().get("entropy")
         if isinstance(ent, float) and math.isfinite(ent):
             policy.append(ent)
         proposed.append(arch)
 
-    replay(ctrl, events, archs, results, on_ask=on_ask)
+    Ledger.from_json(cfg, state_text, on_ask=on_ask)
     indices = []
     for a in proposed:
         try:
@@ -136,14 +137,12 @@ def controller_entropy(cfg: ExperimentConfig, state_text: str, window: int):
 
 def _breakdown_source(cfg: ExperimentConfig):
     """The run's latency source when it predicts per layer; else the ``edgetpu-model`` predictor."""
-    from latency_models import get_source
-
-    from .trial import latency_source
-
     try:
         src = latency_source(cfg)
     except Exception as e:  # noqa: BLE001 - e.g. an Edge TPU run reported on a machine without one
-        log.info("report: latency source %s unavailable here (%s); using edgetpu-model", cfg.latency.source, e)
+        # Visible: the breakdown then comes from another source than the run's latencies.
+        log.warning("report: the run's latency source %s cannot be loaded here (%s); the per-layer breakdown "
+                    "uses the edgetpu-model predictor", cfg.latency.source, e)
         src = None
     if src is None or getattr(src, "measured", False):
         return get_source("edgetpu-model")
@@ -151,8 +150,6 @@ def _breakdown_source(cfg: ExperimentConfig):
 
 
 def _target(arch, cfg: ExperimentConfig, num_classes: int | None):
-    from latency_models import Target
-
     res = arch.resolution
     return Target(arch, input_shape=(res, res, cfg.data.channels), num_classes=num_classes)
 
@@ -163,33 +160,24 @@ def _num_classes(cfg: ExperimentConfig, results: list[TrialRecord]) -> int:
     for r in results:
         if r.num_classes is not None:
             return r.num_classes
-    from search_spaces import Arch
-
-    from .trial import load_data
-
     return load_data(cfg, Arch.from_string(results[0].arch).resolution).num_classes
 
 
 def build(run_dir: str | Path, *, top: int = 3, window: int = 20, train_references: bool = False) -> Report:
     """Read a run folder and compute everything the report shows (no files written)."""
-    from search_spaces import Arch
-    from search_spaces.references import reference
-
-    from .export import run_experiment
-
     run = RunFolder(run_dir)
     if not run.path.is_dir():
         raise RunFolderError(f"RUN_DIR: {str(run_dir)!r} does not exist")
-    cfg = run_experiment(run)
+    cfg = run.experiment()
     results = run.results()
     if not results:
         raise RunFolderError(f"RUN_DIR: {str(run_dir)!r} has no finished trial yet (no trials.csv rows)")
     rep = Report(run=run, cfg=cfg, results=results, window=window)
-    if run.state_file.is_file():
+    state = run.state_text()
+    if state is not None:
         try:
             (rep.policy_entropy, rep.decision_entropy, rep.max_entropy, rep.window,
-             rep.random_window_entropy) = controller_entropy(
-                cfg, run.state_file.read_text(), window)
+             rep.random_window_entropy) = controller_entropy(cfg, state, window)
         except (ValueError, KeyError, TypeError, IndexError) as e:
             log.warning("report: cannot replay %s (%s); no entropy plot", run.state_file, e)
 
@@ -213,8 +201,6 @@ def build(run_dir: str | Path, *, top: int = 3, window: int = 20, train_referenc
             lat = None
         ref = Reference(key, label, arch.to_string(), lat)
         if train_references:
-            from .trial import run_trial
-
             out = run_trial(ref.arch, cfg)
             if out.usable:
                 ref.accuracy = out.accuracy

@@ -93,7 +93,7 @@ def test_an_edgetpu_on_a_worker_node_only_is_checked_on_the_cluster(monkeypatch)
     import ray
 
     from latency_models.base import MissingHardware
-    from nas import runner
+    from nas import ray_runner
     from nas.config import parse_experiment
     from nas.launch import check
 
@@ -110,6 +110,6 @@ def test_an_edgetpu_on_a_worker_node_only_is_checked_on_the_cluster(monkeypatch)
     monkeypatch.setattr(ray, "cluster_resources", lambda: resources)
     with pytest.raises(MissingHardware, match=r"^--address: no node of the Ray cluster at 10.0.0.7:6379 offers the "
                                               r"'edgetpu' resource"):
-        runner._init_ray(cfg)
+        ray_runner.init_ray(cfg)
     resources["edgetpu"] = 1.0
-    assert runner._init_ray(cfg) is True
+    assert ray_runner.init_ray(cfg) is True

@@ -94,7 +94,7 @@ def test_without_a_proxy_section_the_proxy_is_the_deployment_model():
 
 def test_a_proxy_that_cannot_scale_the_spaces_archs_is_one_line(monkeypatch):
     from nas import proxy
-    from nas.search import make_space
+    from nas.ledger import make_space
 
     cfg = parse_experiment({**GOOD, "proxy": {"width": 0.5}})
 

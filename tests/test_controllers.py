@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import search_spaces as s
-from nas.controllers import Controller, get_controller, register_controller, usable_reward
+from nas.controllers import Controller, get_controller, register_controller
+from nas.record import usable_reward
 from nas.reward import Constraints, RewardConfig, reward
 
 SPACE = s.get("efficientnet_edgetpu", resolution=32, width=0.25, depth=0.5)
@@ -54,7 +55,9 @@ def test_replay_reproduces_the_next_proposal(name, params):
         a = probe.ask()
         history.append((a, {"reward": objective(a)}))
         probe.feedback(a, history[-1][1])
-    fresh.replay(history)
+    for a, result in history:  # the recorded run fed to a fresh controller, proposals redrawn
+        fresh.ask()
+        fresh.feedback(a, result)
     assert fresh.ask() == c.ask()
     assert fresh.summary()["feedback"] == 13
 
@@ -149,13 +152,13 @@ def test_mnas_default_preset_derives_step_size_and_batch_from_the_budget():
 
 def test_a_search_tells_its_controller_the_budget_and_keeps_it_on_resume():
     from nas.config import parse_experiment
-    from nas.search import SearchState
+    from nas.ledger import Ledger
 
     c = parse_experiment({"space": {"name": "efficientnet_edgetpu_bench"}, "reward": {"target_ms": 2},
                           "budget": {"trials": 40, "concurrency": 4}})
-    st = SearchState(c, 40)
+    st = Ledger(c, 40)
     assert st.controller.planned == (40, 4) and st.controller.batch_size == 4
-    again = SearchState.from_json(c, st.to_json(), budget=400)  # --max-trials 400 on resume
+    again = Ledger.from_json(c, st.to_json(), budget=400)  # --max-trials 400 on resume
     assert again.controller.planned == (40, 4) and again.controller.learning_rate == st.controller.learning_rate
 
 

@@ -14,7 +14,8 @@ import yaml
 from nas.config import FaultsConfig, parse_experiment
 from nas.controllers import get_controller
 from nas.faults import KINDS, pick
-from nas.search import RunFolder, SearchState, make_space
+from nas.ledger import Ledger, make_space
+from nas.runfolder import RunFolder
 from nas.trial import run_trial
 
 BASE = {
@@ -110,7 +111,7 @@ def test_a_search_with_injected_failures_completes_its_budget_through_ray(tmp_pa
             assert r.status == "failed" and r.reason == EXPECTED_REASON[kind], r
     # the controller was told every trial, and learned from none of the failures
     cfg = parse_experiment(exp)
-    state = SearchState.from_json(cfg, (out / "state.json").read_text())
+    state = Ledger.from_json(cfg, (out / "state.json").read_text())
     c = state.controller
     n_failed = sum(k is not None for k in expected.values())
     assert c.n_feedback == len(results) and c.n_failed == n_failed

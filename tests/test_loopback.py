@@ -21,13 +21,14 @@ pytestmark = pytest.mark.slow
 SERVER = textwrap.dedent("""
     import json, sys
     from nas.config import parse_experiment
-    from nas.runner import _init_ray, _local_only_env, _quiet_env
+    from nas.runner import _local_only_env, _quiet_env
     cfg = parse_experiment({"space": {"name": "mnasnet", "resolution": 32}, "reward": {"target_ms": 1.0},
                             "budget": {"trials": 1}})
     _quiet_env()
     _local_only_env(cfg)
     import ray  # after: the environment decides Ray's node address at import
-    assert _init_ray(cfg)
+    from nas.ray_runner import init_ray
+    assert init_ray(cfg)
     ctx = ray.get_runtime_context()
     nodes = ray.nodes()
     print(json.dumps({"gcs": ctx.gcs_address, "node_ips": [n["NodeManagerAddress"] for n in nodes],

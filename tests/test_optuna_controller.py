@@ -205,14 +205,14 @@ def test_replay_with_pending_trials_rebuilds_the_same_state(params):
 
 def test_resume_through_the_search_state_continues_the_same_search():
     from nas.config import parse_experiment
-    from nas.search import SearchState
+    from nas.ledger import Ledger
 
     cfg = parse_experiment({
         "space": {"name": "efficientnet_edgetpu_bench", "resolution": 32, "width": 0.25, "depth": 0.5,
                   "num_classes": 10},
         "controller": {"name": "optuna", "params": {"n_startup_trials": 4}},
         "reward": {"target_ms": 2.0}, "budget": {"trials": 40}})
-    st = SearchState(cfg, 40)
+    st = Ledger(cfg, 40)
     running = []
     for i in range(16):
         running.append((f"t{i}", st.suggest(f"t{i}")))
@@ -220,7 +220,7 @@ def test_resume_through_the_search_state_continues_the_same_search():
             tid, arch = running.pop(i % 2)  # out of order, as concurrent trials finish
             a = s.Arch.from_string(arch)
             st.complete(tid, {"status": "failed", "reason": "x"} if i % 6 == 5 else result(SMALL, a))
-    back = SearchState.from_json(cfg, st.to_json())
+    back = Ledger.from_json(cfg, st.to_json())
     assert back.pending == st.pending and back.controller.n_superseded == 0
     assert [back.suggest(f"n{i}") for i in range(5)] == [st.suggest(f"n{i}") for i in range(5)]
 
@@ -231,7 +231,9 @@ def test_feedback_no_pending_trial_proposed_is_learned_and_the_stray_closed():
     other = get_controller("optuna", SMALL, seed=11, n_startup_trials=2)
     history = drive(other, 10, pending=1)
     c = get_controller("optuna", SMALL, seed=12, n_startup_trials=2)
-    c.replay(history)  # redrawn proposals differ from the recorded archs
+    for a, result in history:  # redrawn proposals differ from the recorded archs
+        c.ask()
+        c.feedback(a, result)
     states = [t.state for t in c.study.trials]
     assert TrialState.RUNNING not in states and not c.pending
     complete = [t for t in c.study.trials if t.state is TrialState.COMPLETE]
@@ -262,7 +264,7 @@ def test_a_replay_that_diverges_late_closes_the_newest_pending_trial():
 def test_an_experiment_may_name_it():
     from nas.config import parse_experiment
     from nas.launch import check
-    from nas.search import make_controller
+    from nas.ledger import make_controller
 
     base = {"space": {"name": "efficientnet_edgetpu_bench", "resolution": 32}, "reward": {"target_ms": 2.0},
             "budget": {"trials": 4}, "data": {"source": "digits"}}

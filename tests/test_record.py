@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from nas.controllers import get_controller, usable_reward
-from nas.record import (FIELDS, RecordError, Status, TrialRecord, best_result, csv_text, pareto_front,
+from nas.controllers import get_controller
+from nas.record import (FIELDS, RecordError, usable_reward, Status, TrialRecord, best_result, csv_text, pareto_front,
                         read_csv)
-from nas.search import RunFolder, SearchState
+from nas.ledger import Ledger
+from nas.runfolder import RunFolder
 from search_spaces import Arch
 
 LEGACY = Path(__file__).parent / "data" / "run_v1"  # made by the toolkit before this record existed
@@ -111,9 +112,8 @@ def test_a_run_made_before_reads_as_records_whose_proxy_is_the_arch(tmp_path):
     assert "proxy_arch" not in header  # really the old format
     rows = run.results()
     assert len(rows) == 3 and all(r.proxy_arch == r.arch and r.proxy_params == r.params for r in rows)
-    from nas.export import run_experiment
 
-    cfg = run_experiment(run)
+    cfg = run.experiment()
     st = run.read_state(cfg)  # state.json version 1, replayed into a fresh controller
     assert st.n_done == 3 and st.controller.n_feedback == 3
     assert [st.results[t] for t in st.results] == rows
@@ -151,12 +151,12 @@ def test_a_run_made_before_resumes_and_its_table_gains_the_proxy_columns(tmp_pat
 
 def test_a_state_of_an_unknown_version_is_one_clear_line(tmp_path):
     from nas.config import load_experiment
-    from nas.search import RunFolderError
+    from nas.errors import RunFolderError
 
     run = legacy_copy(tmp_path)
     state = json.loads((run / "state.json").read_text())
     (run / "state.json").write_text(json.dumps({**state, "version": 7}))
     with pytest.raises(RunFolderError, match=r"state.json: not a search state this version can resume "
                                              r"\(version 7, expected one of \(1, 2\)\)"):
-        SearchState.from_json(load_experiment(run / "experiment.yaml"), (run / "state.json").read_text(),
+        Ledger.from_json(load_experiment(run / "experiment.yaml"), (run / "state.json").read_text(),
                               where="state.json")

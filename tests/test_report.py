@@ -1,7 +1,7 @@
 """``nas report``: the Markdown page, plots and TensorBoard logs of a run folder.
 
 The run folder is a real one (experiment copy, state.json with the controller's ask/tell
-log, trials.csv) made by driving :class:`SearchState` with a looked-up "trial": the
+log, trials.csv) made by driving :class:`Ledger` with a looked-up "trial": the
 ``edgetpu-model`` latency of each proposed arch and an accuracy that grows with its size,
 so the report is tested without training anything.
 """
@@ -22,8 +22,10 @@ from nas.config import parse_experiment
 from nas.report import build, windowed_decision_entropy
 from nas.reward import reward
 from nas import proxy
-from nas.search import RunFolder, SearchState, pareto_front
-from nas.trial import reward_config
+from nas.ledger import Ledger
+from nas.record import pareto_front
+from nas.runfolder import RunFolder
+from nas.recipe import reward_config
 from search_spaces import Arch, count_params
 
 EXPERIMENT = {
@@ -52,7 +54,7 @@ def run_dir(tmp_path_factory):
     run = RunFolder(path)
     run.create(yaml.safe_dump(EXPERIMENT), EXPERIMENT["budget"]["trials"])
     src, rcfg = get_source("edgetpu-model"), reward_config(cfg)
-    st = SearchState(cfg, EXPERIMENT["budget"]["trials"])
+    st = Ledger(cfg, EXPERIMENT["budget"]["trials"])
     for i in range(EXPERIMENT["budget"]["trials"]):
         tid = f"t{i:03d}"
         arch = st.suggest(tid)

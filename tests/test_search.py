@@ -17,7 +17,10 @@ import yaml
 from conftest import COMPILER_LOGS
 from nas.config import parse_experiment
 from nas.record import FIELDS, Status, TrialRecord
-from nas.search import Finished, RunFolder, RunFolderError, SearchState, pareto_front
+from nas.errors import Finished, RunFolderError
+from nas.ledger import Ledger
+from nas.record import pareto_front
+from nas.runfolder import RunFolder
 
 # The deployment model (64 px, width 0.5) is searched; each trial trains its 32 px proxy at
 # width 0.25 and depth 0.25 of the skeleton's, which is what keeps these tests fast.
@@ -45,7 +48,7 @@ def fake_result(arch: str, reward: float | None = 0.5, status: str = "ok"):
 # ------------------------------------------------------------------------------ state
 
 def test_state_honours_the_budget_and_records_each_trial_once():
-    st = SearchState(cfg(), budget=3)
+    st = Ledger(cfg(), budget=3)
     a, b, c = (st.suggest(t) for t in ("t1", "t2", "t3"))
     assert all(isinstance(x, str) and x.startswith("v1-res64") for x in (a, b, c))
     with pytest.raises(Finished, match=r"budget of 3 trials is spent \(0 done, 3 running\)"):
@@ -67,12 +70,12 @@ def test_replaying_the_event_log_reproduces_the_next_proposal():
     for name, params in (("evolution", {"population": 3, "sample": 2}), ("mnas", {"batch_size": 2}),
                          ("random", {})):
         c = cfg(controller={"name": name, "params": params})
-        st = SearchState(c, budget=20)
+        st = Ledger(c, budget=20)
         for i in range(8):  # interleaved asks and tells, as with concurrency 2
             st.suggest(f"t{i}")
             if i % 2:
                 st.complete(f"t{i - 1}", fake_result(st.archs[f"t{i - 1}"], 0.1 * i))
-        again = SearchState.from_json(c, st.to_json())
+        again = Ledger.from_json(c, st.to_json())
         assert _next(again) == _next(st), name
         assert again.pending.keys() == st.pending.keys()
 
@@ -82,7 +85,7 @@ class _Cycle:
 
     def __new__(cls, c, order):
         from nas.controllers import Controller
-        from nas.search import make_space
+        from nas.ledger import make_space
 
         class Cycle(Controller):
             name = "cycle"
@@ -115,7 +118,7 @@ def test_a_proposal_of_a_recorded_arch_is_answered_from_the_record_not_trained()
     c = _bench_cfg()
     A, B, C = _idx((0, 0, 0), (1, 0, 0), (0, 1, 0))
     ctrl = _Cycle(c, [A, B, A, A, C])
-    st = SearchState(c, budget=3, controller=ctrl)
+    st = Ledger(c, budget=3, controller=ctrl)
     a = st.suggest("t1")
     st.complete("t1", fake_result(a, 0.4))
     b = st.suggest("t2")
@@ -132,11 +135,11 @@ def test_a_repeat_of_a_running_arch_is_answered_when_that_trial_is_told():
     c = _bench_cfg()
     A, B = _idx((0, 0, 0), (1, 0, 0))
     ctrl = _Cycle(c, [A, A, B])
-    st = SearchState(c, budget=4, controller=ctrl)
+    st = Ledger(c, budget=4, controller=ctrl)
     a = st.suggest("t1")
     b = st.suggest("t2")  # A again, while t1 runs: not a trial; B is
     assert b != a and st.waiting == {a: 1} and ctrl.told == []
-    again = SearchState.from_json(c, st.to_json())
+    again = Ledger.from_json(c, st.to_json())
     assert again.waiting == {a: 1}
     st.complete("t1", fake_result(a, 0.7))
     assert ctrl.told == [(a, 0.7), (a, 0.7)] and st.waiting == {}
@@ -145,7 +148,7 @@ def test_a_repeat_of_a_running_arch_is_answered_when_that_trial_is_told():
 def test_repeats_train_again_when_asked_to():
     c = _bench_cfg(repeats="train")
     A = _idx((0, 0, 0))[0]
-    st = SearchState(c, budget=3, controller=_Cycle(c, [A]))
+    st = Ledger(c, budget=3, controller=_Cycle(c, [A]))
     assert st.suggest("t1") == st.suggest("t2") == st.suggest("t3") and st.n_repeats == 0
 
 
@@ -153,10 +156,10 @@ def test_a_controller_that_only_repeats_ends_the_search_with_a_warning(caplog):
     c = _bench_cfg(max_repeats=5)
     A = _idx((0, 0, 0))[0]
     ctrl = _Cycle(c, [A])
-    st = SearchState(c, budget=10, controller=ctrl)
+    st = Ledger(c, budget=10, controller=ctrl)
     a = st.suggest("t1")
     st.complete("t1", fake_result(a, 0.5))
-    with caplog.at_level("WARNING", logger="nas.search"):
+    with caplog.at_level("WARNING", logger="nas.ledger"):
         with pytest.raises(Finished, match="converged"):
             st.suggest("t2")
     assert st.finished() and st.n_repeats == 5 and len(ctrl.told) == 6
@@ -178,7 +181,7 @@ def test_resume_replays_repeats_exactly():
                                                                                            "sample": 2})):
         c = _bench_cfg()
         c = c.model_copy(update={"controller": c.controller.model_copy(update={"name": name, "params": params})})
-        st = SearchState(c, budget=7)
+        st = Ledger(c, budget=7)
         running = []
         for i in range(6):
             try:
@@ -191,7 +194,7 @@ def test_resume_replays_repeats_exactly():
                     st.complete(t, fake_result(st.archs[t], 0.1 * (sum(map(ord, st.archs[t])) % 7)))
                 running = []
         assert st.n_repeats > 0, name
-        again = SearchState.from_json(c, st.to_json())
+        again = Ledger.from_json(c, st.to_json())
         assert again.controller.n_feedback == st.controller.n_feedback
         assert again.waiting == st.waiting and again.n_repeats == st.n_repeats
         assert _next(again) == _next(st), name
@@ -199,7 +202,7 @@ def test_resume_replays_repeats_exactly():
 
 
 def test_a_stopped_trial_keeps_its_partial_reward_and_batches_are_told_later():
-    st = SearchState(cfg(), budget=4)
+    st = Ledger(cfg(), budget=4)
     a = st.suggest("t1")
     rec = st.record("t1", {**fake_result(a, 0.3), "status": "running", "epochs": 1})
     assert rec.status is Status.STOPPED and "after 1 epochs" in rec.reason and rec.usable
@@ -210,7 +213,7 @@ def test_a_stopped_trial_keeps_its_partial_reward_and_batches_are_told_later():
 
 
 def test_orphans_asked_before_a_crash_are_reissued_not_lost():
-    st = SearchState(cfg(), budget=3)
+    st = Ledger(cfg(), budget=3)
     archs = [st.suggest(t) for t in ("t1", "t2", "t3")]
     st.record("t1", fake_result(archs[0]))
     # The runner's last checkpoint knew only t2: t3's arch is re-run under a new id, and
@@ -220,7 +223,7 @@ def test_orphans_asked_before_a_crash_are_reissued_not_lost():
     assert st.suggest("n1") == archs[2]
     with pytest.raises(Finished):
         st.suggest("n2")
-    again = SearchState.from_json(cfg(), st.to_json())
+    again = Ledger.from_json(cfg(), st.to_json())
     assert set(again.pending) == {"t2", "n1"}
 
 
@@ -238,7 +241,7 @@ def test_the_run_folder_is_written_atomically_and_never_reused(tmp_path):
     run.create("name: x\n", budget=2)
     with pytest.raises(RunFolderError, match="already exists; pass --resume"):
         run.create("name: x\n", budget=2)
-    st = SearchState(cfg(), budget=2)
+    st = Ledger(cfg(), budget=2)
     a = st.suggest("t1")
     st.complete("t1", {**fake_result(a, 0.7), "params": 1234})
     run.save(st)
@@ -480,7 +483,7 @@ def test_export_of_the_proxy_trains_the_small_model_and_reports_the_deployment_l
 
 
 def test_trials_ask_ray_for_their_cpus_and_an_edge_tpu_when_measuring_on_one():
-    from nas.runner import trial_resources
+    from nas.ray_runner import trial_resources
 
     assert trial_resources(cfg(budget={"trials": 2, "cpus_per_trial": 2})) == {"cpu": 2}
     assert trial_resources(cfg(latency={"source": "edgetpu"})) == {"cpu": 1, "edgetpu": 1}
@@ -505,7 +508,7 @@ def with_train(**settings):
 
 
 def jemalloc_or_skip() -> str:
-    from nas.runner import jemalloc_path
+    from nas.worker import jemalloc_path
 
     lib = jemalloc_path()
     if lib is None:
@@ -515,13 +518,13 @@ def jemalloc_or_skip() -> str:
 
 @pytest.mark.parametrize("onednn", [False, True])
 def test_trial_processes_run_tensorflow_with_onednn_as_configured(tmp_path, onednn):
-    from nas.runner import onednn_env
+    from nas.worker import onednn_env
 
     c = with_train(onednn=onednn)
     assert onednn_env(c) == {"TF_ENABLE_ONEDNN_OPTS": "1" if onednn else "0"}  # Ray workers' runtime_env
     # the in-process runner sets it before TensorFlow loads; TensorFlow then reports it
     code = ("import sys, yaml; from nas.config import parse_experiment; from nas.runner import run_local; "
-            "from nas.search import RunFolder; "
+            "from nas.runfolder import RunFolder; "
             "run_local(parse_experiment(yaml.safe_load(sys.argv[1])), RunFolder(sys.argv[2]), 0); "
             "from tensorflow.python.util import _pywrap_util_port as p; print(p.IsMklEnabled())")
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
@@ -532,7 +535,7 @@ def test_trial_processes_run_tensorflow_with_onednn_as_configured(tmp_path, oned
 
 
 def test_allocator_env_preloads_the_jemalloc_ray_ships(monkeypatch):
-    from nas.runner import allocator_env
+    from nas.worker import allocator_env
 
     lib = jemalloc_or_skip()
     assert os.path.isfile(lib) and lib.endswith("ray/core/libjemalloc.so")
@@ -548,7 +551,7 @@ def test_allocator_env_preloads_the_jemalloc_ray_ships(monkeypatch):
 
 JEMALLOC_PURGE = """
 import ctypes
-from nas.trial import _malloc_trim, _rss_mb
+from nas.worker import _malloc_trim, rss_mb as _rss_mb
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -576,13 +579,14 @@ def test_a_trial_end_gives_jemallocs_freed_pages_back():
 WORKER_PROBE = """
 import json, os, sys
 from nas.config import parse_experiment
-from nas.runner import _init_ray, _local_only_env, _quiet_env, jemalloc_loaded
-from nas.trial import _malloc_trim
+from nas.runner import _local_only_env, _quiet_env
+from nas.worker import _malloc_trim, jemalloc_loaded
 cfg = parse_experiment(json.loads(sys.argv[1]))
 _quiet_env()
 _local_only_env(cfg)
 import ray
-assert _init_ray(cfg)
+from nas.ray_runner import init_ray
+assert init_ray(cfg)
 probe = ray.remote(lambda: [jemalloc_loaded(), os.environ.get("TF_ENABLE_ONEDNN_OPTS"), _malloc_trim()])
 print(json.dumps([jemalloc_loaded(), *ray.get(probe.remote())]))
 ray.shutdown()
@@ -605,15 +609,15 @@ def test_ray_workers_run_with_the_configured_allocator():
 def test_a_worker_without_the_jemalloc_it_asked_for_warns_once(monkeypatch, caplog):
     import logging
 
-    from nas import runner
+    from nas import worker
 
-    monkeypatch.setattr(runner, "_allocator_checked", False)
+    monkeypatch.setattr(worker, "_allocator_checked", False)
     monkeypatch.setenv("LD_PRELOAD", "/elsewhere/ray/core/libjemalloc.so")  # ld.so ignored it: not mapped here
-    with caplog.at_level(logging.WARNING, logger="nas.runner"):
-        runner._check_allocator(with_train(allocator="system"))  # not asked for: silent
-        runner._check_allocator(cfg())
-        runner._check_allocator(cfg())
-    assert [r.getMessage() for r in caplog.records if r.name == "nas.runner"] == [
+    with caplog.at_level(logging.WARNING, logger="nas.worker"):
+        worker.check_allocator(with_train(allocator="system"))  # not asked for: silent
+        worker.check_allocator(cfg())
+        worker.check_allocator(cfg())
+    assert [r.getMessage() for r in caplog.records if r.name == "nas.worker"] == [
         "train.allocator=jemalloc, but this worker runs without it (LD_PRELOAD=/elsewhere/ray/core/libjemalloc.so): "
         "its memory may creep up from trial to trial"]
 
@@ -626,9 +630,9 @@ def test_onednn_that_cannot_take_effect_is_warned_about(tmp_path, monkeypatch, c
 
     monkeypatch.setitem(sys.modules, "tensorflow", sys.modules.get("tensorflow") or types.ModuleType("tensorflow"))
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
-    with caplog.at_level(logging.WARNING, logger="nas.runner"):
+    with caplog.at_level(logging.WARNING, logger="nas.worker"):
         run_local(cfg(), RunFolder(tmp_path / "run"), 0)
-    assert [r.getMessage() for r in caplog.records if r.name == "nas.runner"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "nas.worker"] == [
         "TensorFlow is already loaded in this process: train.onednn=False cannot take effect here"]
     assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1"  # a loaded TensorFlow is not lied to
 

@@ -9,7 +9,8 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nas.config import parse_experiment
-from nas.search import RunFolder, SearchState
+from nas.ledger import Ledger
+from nas.runfolder import RunFolder
 
 EXPERIMENT = {
     "name": "tblog-test", "seed": 3,
@@ -38,10 +39,10 @@ def _new_run(tmp_path):
     cfg = parse_experiment(EXPERIMENT)
     run = RunFolder(tmp_path / "run")
     run.create(yaml.safe_dump(EXPERIMENT), 9)
-    return cfg, run, SearchState(cfg, 9)
+    return cfg, run, Ledger(cfg, 9)
 
 
-def _search(run: RunFolder, state: SearchState, ids: range) -> None:
+def _search(run: RunFolder, state: Ledger, ids: range) -> None:
     for i in ids:
         tid = f"t{i:03d}"
         state.suggest(tid)

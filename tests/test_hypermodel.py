@@ -1,4 +1,4 @@
-"""keras-tuner integration (nas/tuner.py): spaces as HyperModels, searches that report the MNAS reward."""
+"""keras-tuner integration (nas/hypermodel.py): spaces as HyperModels, searches that report the MNAS reward."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import search_spaces
 from latency_models import LatencyError, LatencySource, MissingHardware, get_source
 from nas.data import load
 from nas.reward import Constraints, RewardConfig, reward
-from nas.tuner import SpaceHyperModel, hp_values, reward_objective
+from nas.hypermodel import SpaceHyperModel, hp_values, reward_objective
 from search_spaces import Arch, Block, Decision, Head, SearchSpace, Stem
 
 TARGET_MS = 1.8

@@ -1,4 +1,4 @@
-"""keras-tuner integration: any search space as a ``keras_tuner.HyperModel`` with a latency-aware objective.
+"""The keras-tuner adapter: any search space as a ``keras_tuner.HyperModel`` with a latency-aware objective.
 
 :class:`SpaceHyperModel` declares one ``hp.Choice`` per decision of the space (same names,
 same order of values), builds the arch those choices decode to with the toolkit's builder,
@@ -10,7 +10,7 @@ trains it with Keras's ``fit`` and reports, besides Keras's own metrics, the arc
     import keras_tuner
     import search_spaces
     from nas.data import load
-    from nas.tuner import SpaceHyperModel, reward_objective
+    from nas.hypermodel import SpaceHyperModel, reward_objective
 
     space = search_spaces.get("efficientnet_edgetpu", resolution=32, width=0.25, depth=0.5, num_classes=10)
     hypermodel = SpaceHyperModel(space, latency="edgetpu-model", target_ms=1.8)
@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import keras  # keras_tuner imports it anyway
@@ -63,13 +64,17 @@ import keras_tuner
 import numpy as np
 
 import search_spaces
+from latency_models import LatencyError, LatencySource, MissingHardware, Target, get_source, source_names
+from latency_models.convert import ConversionError
 from search_spaces import Arch, Decision, SearchSpace
 
+from .recipe import clamp_bn_momentum, compile_model, latency_fields
 from .reward import RewardConfig, reward
+from .training import OPTIMIZERS, keras_optimizer
+from .worker import drop_custom_gradients
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
 ON_FAILURE = ("skip", "zero")
 #: The Keras log the reward is computed from (the model is compiled with ``metrics=["accuracy"]``).
 ACCURACY_KEY = "val_accuracy"
@@ -243,9 +248,7 @@ class SpaceHyperModel(keras_tuner.HyperModel):
         log.debug("building %s", arch.to_string())
         model = search_spaces.build_model(arch, self.input_shape, self.num_classes, seed=self.seed)
         if self.bn_momentum is not None:
-            for layer in model.layers:
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.momentum = min(layer.momentum, self.bn_momentum)
+            clamp_bn_momentum(model, self.bn_momentum)
         self.compile(model)
         return model
 
@@ -254,14 +257,12 @@ class SpaceHyperModel(keras_tuner.HyperModel):
 
         The reward reads ``val_accuracy`` from Keras's logs, so keep an ``"accuracy"`` metric.
         """
-        model.compile(optimizer=self._make_optimizer(), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"], jit_compile=False)  # XLA compiles cost more than a proxy run
+        compile_model(model, self._make_optimizer())
 
     def _make_optimizer(self):
         if callable(self.optimizer):
             return self.optimizer()
-        from .training import keras_optimizer  # the search's recipe, at a constant learning rate
-
+        # The search's recipe, at a constant learning rate.
         return keras_optimizer(self.optimizer, self.learning_rate, total_steps=1, schedule="constant")
 
     def fit(self, hp: keras_tuner.HyperParameters, model, *args, **kwargs) -> dict[str, float]:
@@ -305,9 +306,6 @@ class SpaceHyperModel(keras_tuner.HyperModel):
     def _latency(self, arch: Arch) -> dict[str, float] | str:
         """``{"latency_ms": ..., ...}`` of an arch from the source (cached per arch string), or
         the reason the source failed for it."""
-        from latency_models import LatencyError, MissingHardware, Target
-        from latency_models.convert import ConversionError
-
         key = arch.to_string()
         if key not in self._latency_cache:
             target = Target(arch, input_shape=self.input_shape, num_classes=self.num_classes)
@@ -318,10 +316,10 @@ class SpaceHyperModel(keras_tuner.HyperModel):
             except (LatencyError, ConversionError) as e:
                 self._latency_cache[key] = f"latency: {type(e).__name__}: {e}"
             else:
-                m = {"latency_ms": float(r.latency_ms)}
-                m.update({k: float(v) for k in ("on_chip_bytes", "off_chip_bytes")
-                          if (v := getattr(r, k)) is not None})
-                self._latency_cache[key] = m
+                fields = latency_fields(r)
+                self._latency_cache[key] = {k: float(fields[k]) for k in ("latency_ms", "on_chip_bytes",
+                                                                          "off_chip_bytes")
+                                            if fields[k] is not None}
         cached = self._latency_cache[key]
         return cached if isinstance(cached, str) else dict(cached)
 
@@ -359,10 +357,6 @@ def _reward_config(cfg: RewardConfig | None, target_ms: float | None) -> RewardC
 
 
 def _latency_source(latency: Any):
-    from pathlib import Path
-
-    from latency_models import LatencySource, get_source, source_names
-
     if isinstance(latency, LatencySource):
         return latency
     if not isinstance(latency, str):
@@ -376,8 +370,6 @@ def _latency_source(latency: Any):
 
 def _forget_training_graphs() -> None:
     # TensorFlow keeps every traced training step alive through its gradient registry
-    # (~100 MB per trained model at proxy size, see nas.trial); keras-tuner clears the Keras
+    # (~100 MB per trained model at proxy size, see nas.worker); keras-tuner clears the Keras
     # session before each build, but not that registry.
-    from .trial import drop_custom_gradients
-
     drop_custom_gradients()

@@ -1,0 +1,255 @@
+"""The Ray Tune runner: the searcher, the recording callback, the trial entry point and the
+cluster set-up. Ray is imported here (and in nowhere else of nas/); :func:`nas.runner.run_ray`
+loads this module once the environment Ray reads at import is set.
+
+The controller sits behind :class:`ControllerSearcher` (``suggest`` / ``on_trial_complete``,
+``save`` / ``restore`` as JSON), wrapped in ``ConcurrencyLimiter``. :class:`RecordCallback`
+writes each trial to the run folder the moment it ends. Ray pickles both into its experiment
+state; neither pickles what it works with. Both find the live searcher of their run folder in
+this process's registry, so a restored run needs nothing of Ray's private state.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+
+import ray
+from ray import tune
+from ray.tune import Callback
+from ray.tune.search import ConcurrencyLimiter, Searcher
+
+from latency_models import MissingHardware
+
+from .config import ExperimentConfig
+from .errors import Finished
+from .ledger import Ledger
+from .record import TrialRecord
+from .runfolder import RunFolder
+from .runner import Listener
+from .trial import run_trial
+from .worker import check_allocator, worker_env
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ControllerSearcher", "RecordCallback", "run_tune", "trial_resources"]
+
+# run folder (resolved) -> the searcher Ray works with in this process, and the listener of
+# the search there: what Ray unpickles (a searcher, its callback) finds them here.
+_LIVE: dict[str, "ControllerSearcher"] = {}
+_LISTENERS: dict[str, Listener] = {}
+
+
+def _key(run_dir: str | Path) -> str:
+    return str(Path(run_dir).resolve())
+
+
+def _ray_trial(config: dict, experiment: str = "") -> None:
+    """The Ray Tune entry point: one trial in a worker, reporting each epoch and at the end."""
+    cfg = ExperimentConfig.model_validate_json(experiment)
+    trial_id = tune.get_context().get_trial_id() or ""
+    check_allocator(cfg)
+    # Host name and Ray node: on one machine with several Ray nodes the host alone is ambiguous.
+    node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
+    result = run_trial(config["arch"], cfg, report=lambda rec: tune.report(rec.to_ray()), trial_id=trial_id,
+                       can_die=True, node=node)
+    tune.report(result.to_ray())
+
+
+class ControllerSearcher(Searcher):
+    """A Ray Tune ``Searcher`` around any :class:`~nas.controllers.Controller` (via the :class:`~nas.ledger.Ledger`)."""
+
+    def __init__(self, cfg: ExperimentConfig, run_dir: str, budget: int):
+        super().__init__(metric="reward", mode="max")
+        self.cfg, self.run_dir, self.budget = cfg, run_dir, budget
+        self.state = Ledger(cfg, budget)
+        self.run = RunFolder(run_dir)
+        _LIVE[_key(run_dir)] = self
+
+    def record(self, trial_id: str, result: TrialRecord) -> None:
+        """Record a finished trial at once (tables, progress), whoever hears of it first."""
+        rec = self.state.record(trial_id, result)
+        if rec is not None:
+            self.run.save(self.state)
+            listener = _LISTENERS.get(_key(self.run_dir))
+            if listener:
+                listener("result", rec)
+
+    # Ray pickles the searcher into its experiment state; the state itself travels as
+    # JSON through save/restore, so only what rebuilds it is pickled.
+    def __getstate__(self):
+        return {"cfg": self.cfg.model_dump_json(), "run_dir": self.run_dir, "budget": self.budget,
+                "_metric": self._metric, "_mode": self._mode}
+
+    def __setstate__(self, d):
+        self.__init__(ExperimentConfig.model_validate_json(d["cfg"]), d["run_dir"], d["budget"])
+
+    def suggest(self, trial_id: str):
+        try:
+            arch = self.state.suggest(trial_id)
+        except Finished:
+            return Searcher.FINISHED
+        self.run.save(self.state)
+        return {"arch": arch}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        # The results were recorded by RecordCallback when the trials ended; this is the
+        # (possibly batched) moment the controller learns from them.
+        self.record(trial_id, TrialRecord.from_ray(result, error=error))
+        self.state.tell(trial_id)
+        self.run.save(self.state)
+
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_text(self.state.to_json())
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Ray's restore (``Tuner.restore``): the run folder's ledger, never older than Ray's
+        checkpoint, reconciled with the trials Ray knows."""
+        _LIVE[_key(self.run_dir)] = self  # the searcher Ray restored is the one that runs
+        self.budget = self.run.budget() or self.budget  # --max-trials may have changed it
+        ray_view = Ledger.from_json(self.cfg, Path(checkpoint_path).read_text(), self.budget)
+        newest = self.run.read_state(self.cfg, self.budget) or ray_view
+        newest.adopt_orphans(set(ray_view.archs))
+        self.state = newest
+        self.run.save(self.state)
+
+
+class RecordCallback(Callback):
+    """Records each trial in the run folder as it ends, and drives the progress display."""
+
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+
+    @property
+    def _searcher(self) -> ControllerSearcher:
+        return _LIVE[_key(self.run_dir)]
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        listener = _LISTENERS.get(_key(self.run_dir))
+        if listener:
+            listener("start", trial.trial_id)
+
+    def _record(self, trial, error: bool):
+        why = ""
+        if error and getattr(trial, "error_file", None) and Path(trial.error_file).is_file():
+            lines = [ln for ln in Path(trial.error_file).read_text().splitlines() if ln.strip()]
+            why = lines[-1][:300] if lines else ""
+        self._searcher.record(trial.trial_id, TrialRecord.from_ray(trial.last_result, error=error, why=why))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._record(trial, error=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._record(trial, error=True)
+
+
+def _segment_number(p: Path) -> int:
+    return int(p.name.rpartition("-")[2]) if "-" in p.name else 1
+
+
+def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
+    """What one trial asks Ray for: its CPUs, and an Edge TPU when it measures on one."""
+    resources: dict[str, float] = {"cpu": cfg.budget.cpus_per_trial}
+    if cfg.latency.source == "edgetpu":
+        resources["edgetpu"] = 1
+    return resources
+
+
+def _trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"  # Ray's default puts the whole arch string in the path
+
+
+def init_ray(cfg: ExperimentConfig) -> bool:
+    """Connect to the configured cluster or start an embedded one; True if we started it."""
+    if ray.is_initialized():
+        return False
+    runtime_env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "RAY_CHDIR_TO_TRIAL_DIR": "0", **worker_env(cfg)}}
+    if cfg.ray.address:
+        ray.init(address=cfg.ray.address, runtime_env=runtime_env, log_to_driver=False,
+                 logging_level=logging.WARNING)
+        need = trial_resources(cfg).get("edgetpu", 0)
+        have = ray.cluster_resources().get("edgetpu", 0)
+        if need and have < need:
+            ray.shutdown()
+            raise MissingHardware(f"--address: no node of the Ray cluster at {cfg.ray.address} offers the 'edgetpu' "
+                                  "resource that latency.source edgetpu needs; start the Edge TPU node with "
+                                  "ray start --address=HEAD:PORT --resources='{\"edgetpu\": 1}'")
+        return True
+    resources = {}
+    if cfg.latency.source == "edgetpu":
+        from latency_models.edgetpu import list_devices  # the Edge TPU runtime: only when asked for
+
+        resources["edgetpu"] = max(1, len(list_devices()[0]))
+    ray.init(address="local", include_dashboard=cfg.ray.dashboard, _node_ip_address="127.0.0.1",
+             num_cpus=cfg.ray.num_cpus, resources=resources or None, runtime_env=runtime_env,
+             log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
+    return True
+
+
+def run_tune(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool = False,
+             listener: Listener | None = None) -> Ledger:
+    """Run (or resume) the search on Ray Tune; the final ledger (also saved in ``run``)."""
+    # Ray's driver-side notices (auth token, metrics it cannot fetch because the per-trial
+    # loggers are off) would interleave with the progress display.
+    for name in ("ray", "ray.tune", "ray._private"):
+        logging.getLogger(name).setLevel(max(logging.ERROR, logging.getLogger().level))
+    started = init_ray(cfg)
+    try:
+        if listener is not None:
+            _LISTENERS[_key(run.path)] = listener
+        trainable = tune.with_resources(tune.with_parameters(_ray_trial, experiment=cfg.model_dump_json()),
+                                        trial_resources(cfg))
+        storage = str(run.ray_dir.resolve())
+        segments = sorted((p for p in run.ray_dir.glob("search*") if p.is_dir()), key=_segment_number)
+        prior = run.read_state(cfg, budget) if resume else None
+        # Ray can only continue an interrupted experiment; once every trial it started has
+        # finished (or the budget grew) the search goes on in a new segment, ray/search-N.
+        restorable = (resume and segments and prior is not None and prior.pending
+                      and tune.Tuner.can_restore(str(segments[-1].resolve())))
+        if restorable:
+            # Ray unpickles its searcher and callback, then restores the searcher's state
+            # (ControllerSearcher.restore): both find each other through _LIVE.
+            tuner = tune.Tuner.restore(str(segments[-1].resolve()), trainable=trainable, resume_errored=True)
+        else:
+            searcher = ControllerSearcher(cfg, str(run.path), budget)
+            if prior is not None:
+                prior.adopt_orphans(set())  # nothing of the old Ray experiment will run again
+                searcher.state = prior
+            # batch=True idles a worker until the round's slowest trial ends, and Ray then stops
+            # the idle actor: half the quickstart's trials started a fresh process (TensorFlow,
+            # the data and the latency source loaded again, ~7 s a trial). Asynchronous unless
+            # search.sync asks for rounds.
+            limiter = ConcurrencyLimiter(searcher, max_concurrent=cfg.budget.concurrency,
+                                         batch=cfg.search.sync and cfg.budget.concurrency > 1)
+            scheduler = None
+            if cfg.ray.scheduler == "asha":
+                from ray.tune.schedulers import ASHAScheduler
+
+                scheduler = ASHAScheduler(time_attr="epochs", metric="reward", mode="max", max_t=cfg.train.epochs,
+                                          grace_period=min(cfg.ray.grace_epochs, cfg.train.epochs),
+                                          reduction_factor=3)
+            callback = RecordCallback(str(run.path))
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=limiter, scheduler=scheduler, num_samples=-1,
+                                            # A trial ASHA stops mid-training leaves its thread in a
+                                            # reused actor, and the next trial there hangs: ASHA
+                                            # runs get fresh workers.
+                                            reuse_actors=scheduler is None and cfg.ray.reuse_workers,
+                                            time_budget_s=cfg.budget.time_limit_s,
+                                            trial_dirname_creator=_trial_dirname),
+                run_config=tune.RunConfig(name=f"search-{len(segments) + 1}" if segments else "search",
+                                          storage_path=storage, verbose=0, callbacks=[callback],
+                                          failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
+                                          checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)),
+            )
+        tuner.fit()
+        state = _LIVE[_key(run.path)].state
+        run.save(state)
+        return state
+    finally:
+        _LIVE.pop(_key(run.path), None)
+        _LISTENERS.pop(_key(run.path), None)
+        if started:
+            ray.shutdown()

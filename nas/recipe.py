@@ -1,0 +1,169 @@
+"""The recipe: how the toolkit trains a candidate and reads its latency, written once.
+
+Shared by the trials (:mod:`nas.trial`), ``nas export`` (:mod:`nas.export`), the keras-tuner
+adapter (:mod:`nas.hypermodel`) and any other trainer: the experiment's reward, its data and
+latency source (loaded once per process: a Ray worker runs many trials), the optimizer, the
+BatchNorm-momentum clamp, the latency fields of a record, and the training loop with its
+NaN-loss watch.
+
+>>> from pathlib import Path
+>>> from nas.config import load_experiment
+>>> reward_config(load_experiment(Path(__file__).parents[1] / "experiments" / "quickstart.yaml")).kind
+'mnas'
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from typing import Any, Callable
+
+from latency_models import LatencyError, Target, get_source
+from latency_models.convert import ConversionError
+
+from .config import ExperimentConfig
+from .data import load
+from .errors import TrialFailure
+from .reward import Constraints, RewardConfig
+from .training import fit, keras_optimizer
+
+log = logging.getLogger(__name__)
+
+__all__ = ["clamp_bn_momentum", "compile_model", "latency_fields", "latency_source", "load_data",
+           "measure_latency", "optimizer", "reward_config", "train_model"]
+
+#: The record fields a latency reading fills (:func:`latency_fields`).
+LATENCY_FIELDS = ("latency_ms", "on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu", "latency_source")
+
+
+def reward_config(cfg: ExperimentConfig) -> RewardConfig:
+    r = cfg.reward
+    return RewardConfig(kind=r.kind, target_ms=r.target_ms, preset=r.preset, alpha=r.alpha, beta=r.beta,
+                        constraints=Constraints(**r.constraints.model_dump()))
+
+
+# ------------------------------------------------------------------------------ per-process caches
+# A Ray worker runs many trials (actors are reused): the data and the latency source are
+# loaded once per process, keyed by what defines them.
+
+@functools.lru_cache(maxsize=2)
+def _data(source: str, resolution: int, channels: int, val_fraction: float, seed: int, limit: int | None):
+    return load(source, resolution, channels=channels, val_fraction=val_fraction, seed=seed, limit=limit)
+
+
+def load_data(cfg: ExperimentConfig, resolution: int):
+    d = cfg.data
+    return _data(d.source, resolution, d.channels, d.val_fraction, cfg.seed, d.limit)
+
+
+@functools.lru_cache(maxsize=4)
+def _source(name: str, options_items: tuple):
+    return get_source(name, **dict(options_items))
+
+
+def latency_source(cfg: ExperimentConfig):
+    return _source(cfg.latency.source, tuple(sorted(cfg.latency.options.items())))
+
+
+def measure_latency(arch, cfg: ExperimentConfig, num_classes: int, fault: str | None = None) -> dict[str, Any]:
+    """Latency and memory split of ``arch`` (the deployment arch) at its resolution with the
+    experiment's channels, from the configured source: the record's latency fields."""
+    res = arch.resolution
+    target = Target(arch, input_shape=(res, res, cfg.data.channels), num_classes=num_classes)
+    try:
+        if fault == "conversion":
+            raise ConversionError("injected fault")
+        if fault == "latency":
+            raise LatencyError("injected fault")
+        r = latency_source(cfg).measure(target)
+    except (LatencyError, ConversionError) as e:
+        raise TrialFailure(f"latency: {type(e).__name__}: {e}") from None
+    return latency_fields(r)
+
+
+def latency_fields(r) -> dict[str, Any]:
+    """The record's latency fields of a :class:`~latency_models.LatencyResult` (None where the
+    source gives no value)."""
+    return {"latency_ms": r.latency_ms, "on_chip_bytes": r.on_chip_bytes, "off_chip_bytes": r.off_chip_bytes,
+            "ops_on_tpu": r.ops_on_tpu, "ops_on_cpu": r.ops_on_cpu, "latency_source": r.source}
+
+
+def optimizer(cfg: ExperimentConfig, steps: int):
+    """The experiment's optimizer and learning-rate schedule over ``steps`` steps."""
+    t = cfg.train
+    return keras_optimizer(t.optimizer, t.learning_rate, steps, t.schedule)
+
+
+def clamp_bn_momentum(model, momentum: float) -> None:
+    """Cap every BatchNorm's moving-average momentum at ``momentum``.
+
+    A proxy run is a few hundred steps: with Keras's BatchNorm momentum (0.99) the moving
+    statistics would still be mostly their initial values at evaluation time, and the
+    validation accuracy would measure that rather than the arch.
+    """
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = min(layer.momentum, momentum)
+
+
+def compile_model(model, opt) -> None:
+    """Compile for sparse integer labels with an accuracy metric, without XLA (its compiles
+    cost more than a proxy run)."""
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=False)
+
+
+def train_model(model, split, cfg: ExperimentConfig, *, epochs: int | None = None,
+                on_epoch: Callable[[int, float], None] | None = None, poison: bool = False) -> tuple[float, int]:
+    """Train ``model`` with the experiment's recipe; (final validation accuracy, epochs run).
+
+    ``on_epoch(epoch, val_accuracy)`` is called after every epoch (for intermediate reports).
+    A NaN or infinite loss stops training and raises :class:`TrialFailure`. ``poison`` turns
+    the training images to NaN (the ``nan_loss`` injected fault), so the loss watch is tested.
+    """
+    import keras
+
+    t = cfg.train
+    epochs = epochs or t.epochs
+    train, val = split.datasets(t.batch_size, t.augment, cfg.seed)
+    if poison:
+        train = train.map(lambda x, y: (x * float("nan"), y))
+    clamp_bn_momentum(model, t.bn_momentum)
+    per_epoch = math.ceil(split.n_train / t.batch_size)
+    if t.loop == "step":
+        try:
+            acc, n = fit(model, train, val, optimizer=t.optimizer, learning_rate=t.learning_rate, schedule=t.schedule,
+                         epochs=epochs, steps_per_epoch=per_epoch, on_epoch=on_epoch)
+        except FloatingPointError as e:
+            raise TrialFailure(str(e)) from None
+        if not math.isfinite(acc):
+            raise TrialFailure("validation accuracy is not finite")
+        # Compiled as fit leaves it (no tracing happens here), so a saved model evaluates and
+        # fine-tunes in plain Keras (nas export).
+        compile_model(model, optimizer(cfg, epochs * per_epoch))
+        return acc, n
+    compile_model(model, optimizer(cfg, epochs * per_epoch))
+    state = {"epochs": 0, "nan": None}
+
+    class _Watch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                state["nan"] = (state["epochs"] + 1, batch)
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            state["epochs"] = epoch + 1
+            if on_epoch is not None and state["nan"] is None:
+                on_epoch(epoch + 1, float((logs or {}).get("val_accuracy", float("nan"))))
+
+    model.fit(train, epochs=epochs, verbose=0, callbacks=[_Watch()], shuffle=False,  # tf.data shuffles
+              validation_data=val if on_epoch is not None else None)
+    if state["nan"] is not None:
+        raise TrialFailure(f"NaN loss at epoch {state['nan'][0]}, step {state['nan'][1]}")
+    _, acc = model.evaluate(val, verbose=0)
+    if not math.isfinite(acc):
+        raise TrialFailure("validation accuracy is not finite")
+    return float(acc), state["epochs"]
