@@ -46,7 +46,7 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     from nas.bench import run_landscapes
-    from nas.cli import controller_spec
+    from nas.cli.bench import controller_spec
     from nas.controllers import controller_names
 
     names = args.controller or ["random", "evolution", "mnas"] + (["optuna"] if "optuna" in controller_names()
