@@ -264,18 +264,6 @@ def latency_profile(spaces, source, n, output, threads, device, runs, stable, re
     click.echo(f"measured {len(rows)} archs into {output} ({failed} failed)")
 
 
-FIT_KINDS = ("edgetpu-model",)  # what `nas latency fit KIND --measurements` fits
-
-
-def _looks_like_kind(arg: str) -> bool:
-    # A first argument that cannot be a profile CSV (no such file, no CSV suffix, no folder part)
-    # is a KIND: `nas latency fit edgetpu-model --measurements ...` vs `nas latency fit a.csv`.
-    from pathlib import Path
-
-    p = Path(arg)
-    return not p.exists() and len(p.parts) == 1 and not arg.endswith((".csv", ".csv.gz", ".gz"))
-
-
 def _accuracy_text(m: dict) -> str:
     rho = m["spearman"]
     rho = "n/a" if rho != rho else f"{rho:.4f}"  # NaN: fewer than 3 rows
@@ -312,105 +300,35 @@ def latency_fit(ctx, inputs, measurements, output, kinds, holdout, seed):
       learned models fitted to a profile (one or more CSV shards from 'nas latency profile'),
       or the edgetpu-model constants for a profile measured with --source edgetpu.
     """
-    from pathlib import Path
-
-    out = Path(output)
-    kind = inputs[0] if inputs and _looks_like_kind(inputs[0]) else None
-    if measurements is not None or kind is not None:
-        _check_fit_kind(ctx, inputs, kind, measurements)
-        if out.exists():
-            raise UserError(f"--out: {output!r} already exists; choose a new directory")
-        _fit_measurements(measurements, out)
-        return
-    if not inputs:
-        raise UserError("expected PROFILE_CSV... (from 'nas latency profile'), or KIND --measurements FILE.csv "
-                        f"(KIND: {', '.join(FIT_KINDS)})")
-    profile_csv = inputs
-    from latency_models.profile import read_profiles
-
-    if out.exists():
-        raise UserError(f"--output: {output!r} already exists; choose a new directory")
-    rows = read_profiles(profile_csv)
-    sources = {r.get("source", "") for r in rows if r.get("status") == "ok"}
-    if sources == {"edgetpu"}:
-        _fit_edgetpu(rows, out)
-        return
-    if len(sources) > 1:
-        raise UserError(f"{', '.join(profile_csv)}: rows from several sources ({', '.join(sorted(sources))}); "
-                        "fit one source at a time")
-    from latency_models.learned import fit_predictor
-
-    predictor, scores = fit_predictor(rows, kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
-                                      holdout=holdout, seed=seed)
-    predictor.save(out)
-    click.echo(f"{'kind':<10} {'spearman':>9} {'MAPE':>7} {'within10%':>10}   (held-out rows: {predictor.meta['n_test']})")
-    for k, sc in scores.items():
-        mark = "  <- kept" if k == predictor.kind else ""
-        click.echo(f"{k:<10} {sc['spearman']:>9.4f} {sc['mape']:>7.2%} {sc['within_10pct']:>10.1%}{mark}")
-    click.echo(f"wrote {out}")
-
-
-def _check_fit_kind(ctx, inputs, kind, measurements) -> None:
-    """`nas latency fit KIND --measurements FILE.csv`: everything checkable before any work."""
-    import difflib
-    from pathlib import Path
-
     from click.core import ParameterSource
 
-    if kind is None:
-        if not inputs:
-            raise UserError(f"KIND: missing (nas latency fit KIND --measurements FILE.csv --out DIR); allowed: "
-                            f"{', '.join(FIT_KINDS)}")
-        raise UserError(f"KIND: {inputs[0]!r} is a file, not a KIND; allowed with --measurements: "
-                        f"{', '.join(FIT_KINDS)}")
-    if kind not in FIT_KINDS:
-        hint = difflib.get_close_matches(kind, FIT_KINDS, n=1)
-        raise UserError(f"KIND: unknown {kind!r} (no such profile CSV either); allowed: {', '.join(FIT_KINDS)} "
-                        "with --measurements, or PROFILE_CSV files" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-    if len(inputs) > 1:
-        raise UserError(f"{inputs[1]!r}: KIND {kind} fits --measurements only; fit profile CSVs in a separate "
-                        "'nas latency fit PROFILE_CSV... -o DIR'")
-    for opt in ("kinds", "holdout", "seed"):
-        if ctx.get_parameter_source(opt) is not ParameterSource.DEFAULT:
-            raise UserError(f"--{opt}: applies to learned predictors fitted from profile CSVs, not to KIND {kind}")
-    if measurements is None:
-        raise UserError(f"--measurements: missing; KIND {kind} is fitted to a CSV of your measurements "
-                        "(columns model, latency_ms)")
-    if not Path(measurements).is_file():
-        raise UserError(f"--measurements: {measurements!r} does not exist")
+    from ..latency_fit import LEARNED_OPTIONS, fit
 
-
-def _fit_measurements(measurements: str, out) -> None:
-    from latency_models.edgetpu_calibration import calibrate_measurements, save_calibration
-
-    try:
-        cal = calibrate_measurements(measurements)
-    except ValueError as e:
-        raise UserError(str(e).splitlines()[0]) from None
-    path = save_calibration(cal, out)
-    refitted = (cal.fitted.fit or {}).get("fitted") or list(cal.changed)
-    click.echo(f"edgetpu-model refitted on {len(cal.rows)} measured models of {measurements} "
-               f"(refitted: {', '.join(refitted)})")
-    _echo_calibration(cal)
-    click.echo(f"wrote {path} (use it as --source {out} or latency.source: {out}; score it on other "
-               f"measurements with 'nas latency eval {out} OTHER.csv')")
-
-
-def _echo_calibration(cal) -> None:
-    click.echo(f"in-sample fit (the rows it was fitted on, not new ones): {_accuracy_text(cal.in_sample)}")
-    for name, (before, after) in cal.changed.items():
-        click.echo(f"  {name:<24} {before:.4g} -> {after:.4g}")
-
-
-def _fit_edgetpu(rows, out) -> None:
-    from latency_models.edgetpu_calibration import calibrate_rows, profile_calibration_rows, save_calibration
-
-    measured = profile_calibration_rows(rows)
-    cal = calibrate_rows(measured, f"edgetpu profile ({len(measured)} rows)")
-    save_calibration(cal, out)
-    worst = max(abs(r["error"]) for r in cal.in_sample["per_row"])
-    click.echo(f"edgetpu-model refitted on {len(measured)} measured archs: median |error| "
-               f"{cal.in_sample['median_abs_error']:.1%}, max {worst:.1%} (in-sample); wrote {out}")
+    given = {opt for opt in LEARNED_OPTIONS if ctx.get_parameter_source(opt) is not ParameterSource.DEFAULT}
+    fitted = fit(inputs, output, measurements=measurements, given=given, holdout=holdout, seed=seed,
+                 kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()))
+    cal, out = fitted.calibration, fitted.out
+    if fitted.what == "measurements":
+        refitted = (cal.fitted.fit or {}).get("fitted") or list(cal.changed)
+        click.echo(f"edgetpu-model refitted on {fitted.rows} measured models of {measurements} "
+                   f"(refitted: {', '.join(refitted)})")
+        click.echo(f"in-sample fit (the rows it was fitted on, not new ones): {_accuracy_text(cal.in_sample)}")
+        for name, (before, after) in cal.changed.items():
+            click.echo(f"  {name:<24} {before:.4g} -> {after:.4g}")
+        click.echo(f"wrote {fitted.path} (use it as --source {out} or latency.source: {out}; score it on other "
+                   f"measurements with 'nas latency eval {out} OTHER.csv')")
+    elif fitted.what == "edgetpu-profile":
+        worst = max(abs(r["error"]) for r in cal.in_sample["per_row"])
+        click.echo(f"edgetpu-model refitted on {fitted.rows} measured archs: median |error| "
+                   f"{cal.in_sample['median_abs_error']:.1%}, max {worst:.1%} (in-sample); wrote {out}")
+    else:
+        predictor = fitted.predictor
+        click.echo(f"{'kind':<10} {'spearman':>9} {'MAPE':>7} {'within10%':>10}   "
+                   f"(held-out rows: {predictor.meta['n_test']})")
+        for k, sc in fitted.scores.items():
+            mark = "  <- kept" if k == predictor.kind else ""
+            click.echo(f"{k:<10} {sc['spearman']:>9.4f} {sc['mape']:>7.2%} {sc['within_10pct']:>10.1%}{mark}")
+        click.echo(f"wrote {out}")
 
 
 @latency.command("eval")
