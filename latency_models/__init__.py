@@ -8,8 +8,8 @@ This package never imports ``nas`` or Ray; optional runtimes are imported only w
 source that needs them is used.
 """
 
-from .base import (LatencyError, LatencyResult, LatencySource, LayerLatency, MissingHardware, get_source,
-                   register_source, source_names)
+from .base import LatencyResult, LatencySource, LayerLatency, get_source, register_source, source_names
+from .errors import LatencyError, MissingHardware
 from .target import Target
 
 __all__ = ["LatencyError", "LatencyResult", "LatencySource", "LayerLatency", "MissingHardware", "Target",

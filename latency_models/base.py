@@ -28,6 +28,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .errors import LatencyError, MissingHardware  # noqa: F401 - their old import path
+
 if TYPE_CHECKING:
     from .target import Target
 
@@ -78,14 +80,6 @@ class LatencyResult:
 
     def to_json(self, **kw: Any) -> str:
         return json.dumps(self.to_dict(**kw), default=str)
-
-
-class LatencyError(RuntimeError):
-    """A latency could not be obtained for this target (a failed trial, not bad user input)."""
-
-
-class MissingHardware(RuntimeError):
-    """A source needs a runtime, compiler or device that this machine lacks (fatal, exit 2)."""
 
 
 LATENCY_ONLY = frozenset({"latency_ms"})

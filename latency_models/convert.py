@@ -18,15 +18,13 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from .errors import ConversionError
+
 log = logging.getLogger(__name__)
 
 
 # Bumped when the conversion recipe changes, so cached models are not reused across recipes.
 CONVERTER_VERSION = "1"
-
-
-class ConversionError(RuntimeError):
-    """The TFLite converter rejected a model (recorded as a failed trial, not a crash)."""
 
 
 def _representative(model, data, n_samples: int, seed: int) -> Callable[[], Iterable[list[np.ndarray]]]:

@@ -66,9 +66,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .base import EDGETPU_METRICS, LatencyError, LatencyResult, LatencySource, MissingHardware
-from .edgetpu_compiler import EdgeTPUCompilerNotFound, run_compiler
-from .runtime import RuntimeNotFound, interpreter_module, make_interpreter
+from .base import EDGETPU_METRICS, LatencyResult, LatencySource
+from .edgetpu_compiler import run_compiler
+from .errors import ConversionError, EdgeTPUCompilerNotFound, LatencyError, MissingHardware, RuntimeNotFound
+from .runtime import interpreter_module, make_interpreter
 from .timing import summarize, time_invokes, time_stable
 
 logger = logging.getLogger(__name__)
@@ -462,8 +463,6 @@ class EdgeTPUSource(LatencySource):
 
     @staticmethod
     def _tflite_bytes(target) -> bytes:
-        from .convert import ConversionError
-
         try:
             return target.tflite()
         except ConversionError as e:

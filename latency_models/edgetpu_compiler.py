@@ -60,6 +60,8 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
+from .errors import EdgeTPUCompilerNotFound
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -241,10 +243,6 @@ class CompilerReport:
     @property
     def ops(self) -> tuple[OpRow, ...]:
         return self.model.ops
-
-
-class EdgeTPUCompilerNotFound(RuntimeError):
-    """The ``edgetpu_compiler`` executable is not installed (or not on PATH)."""
 
 
 # --------------------------------------------------------------------------- parsing

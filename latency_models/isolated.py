@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import LatencyError
+from .errors import LatencyError
 from .timing import TimingStats, summarize, time_invokes, time_stable
 
 log = logging.getLogger(__name__)

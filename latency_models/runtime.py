@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .errors import RuntimeNotFound
+
 log = logging.getLogger(__name__)
-
-
-class RuntimeNotFound(RuntimeError):
-    """No TFLite interpreter package is installed."""
 
 
 def interpreter_module():
