@@ -45,7 +45,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
 
-    from nas.bench import Table, run_bench
+    from nas.bench import run_bench
+    from nas.bench_table import Table
     from nas.reward import RewardConfig
 
     table = Table.load()

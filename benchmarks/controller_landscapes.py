@@ -45,7 +45,7 @@ def main() -> None:
 
     from threadpoolctl import threadpool_limits
 
-    from nas.bench import run_landscapes
+    from nas.landscape_bench import run_landscapes
     from nas.cli.bench import controller_spec
     from nas.controllers import controller_names
 

@@ -44,7 +44,7 @@ def main() -> None:
                     help="redraw the plot from the .json of an earlier run (e.g. once the table exists)")
     args = ap.parse_args()
 
-    from nas.bench import DEFAULT_TABLE
+    from nas.bench_table import DEFAULT_TABLE
     from nas.record import pareto_front
     from nas.runfolder import RunFolder
     from nas.trial import run_trial

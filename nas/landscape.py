@@ -79,8 +79,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+import search_spaces
 from search_spaces import Arch
 
+from .bench_table import DEFAULT_SPACE, TABLES, Table
 from .reward import RewardConfig, reward
 
 log = logging.getLogger(__name__)
@@ -189,10 +191,6 @@ class TableFit:
 
 
 def _bench_space():
-    import search_spaces
-
-    from .bench import DEFAULT_SPACE
-
     return search_spaces.get(DEFAULT_SPACE[0], **DEFAULT_SPACE[1])
 
 
@@ -204,8 +202,6 @@ def table_codings(table, space=None) -> np.ndarray:
 
 def fit_table(table=None, rows: np.ndarray | None = None, chance: float | None = None) -> TableFit:
     """Fit the main + pairwise model to the table (all rows, or the row indices ``rows``)."""
-    from .bench import Table
-
     table = table if table is not None else Table.load()
     space = _bench_space()
     decs = space.decision_list
@@ -254,7 +250,7 @@ def fit_table(table=None, rows: np.ndarray | None = None, chance: float | None =
 
 # ----------------------------------------------------------------------------- the priors
 
-FULL_SAMPLE = Path(__file__).with_name("tables") / "efficientnet_edgetpu_full40.csv"
+FULL_SAMPLE = TABLES / "efficientnet_edgetpu_full40.csv"
 
 
 class Coding:
@@ -344,10 +340,6 @@ def calibrate(fit: TableFit, sample: str | Path | None = None, space=None) -> Pr
     closed form (generalised least squares) given ``kappa``; ``kappa`` is the maximum of the
     profile likelihood on a grid of 0.01.
     """
-    import search_spaces
-
-    from .bench import Table
-
     space = space if space is not None else search_spaces.get(FULL_SPACE, **DEPLOYMENT)
     tab = Table.load(sample if sample is not None else FULL_SAMPLE)
     coding = Coding(space, fit)
@@ -425,8 +417,6 @@ class Landscape:
     coding: Coding | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        import search_spaces
-
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"landscape seed: expected a non-negative integer, got {self.seed!r}")
         self.space = self.space if self.space is not None else search_spaces.get(FULL_SPACE, **DEPLOYMENT)

@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 import search_spaces
-from nas.bench import DEFAULT_SPACE, DEFAULT_TABLE, Table, hypervolume, run_bench
+from nas.bench import run_bench
+from nas.bench_stats import hypervolume
+from nas.bench_table import DEFAULT_SPACE, DEFAULT_TABLE, Table
 from nas.reward import RewardConfig, reward
 
 def nas(*args, cwd):
@@ -203,8 +205,9 @@ def test_cli_refuses_a_folder_with_results(tmp_path):
 
 # ------------------------------------------------------------------ batched asks and repeats
 
-from nas.bench import MAX_CONSECUTIVE_REPEATS, run_controller, run_landscapes  # noqa: E402
+from nas.bench import MAX_CONSECUTIVE_REPEATS, run_controller  # noqa: E402
 from nas.controllers import Controller  # noqa: E402
+from nas.landscape_bench import run_landscapes  # noqa: E402
 from nas.record import Status, TrialRecord  # noqa: E402
 
 
@@ -373,7 +376,7 @@ def test_latency_is_the_predictors_and_noise_is_fresh_and_paired(fitted):
 
 
 def test_on_a_landscape_a_repeat_costs_no_noise_unless_trained(fitted):
-    from nas.bench import landscape_lookup
+    from nas.landscape_bench import landscape_lookup
 
     fit, pri = fitted
     land = Landscape(seed=0, fit=fit, priors=pri)

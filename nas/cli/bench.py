@@ -134,14 +134,15 @@ def bench_cmd(ctx, mode, table, space_name, space_params, landscapes, reference_
     from ..controllers import get_controller
 
     if mode == "table":
-        from ..bench import DEFAULT_SPACE, Table, run_bench
+        from ..bench import run_bench
+        from ..bench_table import DEFAULT_SPACE, Table
 
         params = parse_params(space_params)
         if space_name is None:  # the shipped table's space; --param adjusts it (e.g. searched=[2,3])
             space_name, params = DEFAULT_SPACE[0], {**DEFAULT_SPACE[1], **params}
         space = search_spaces.get(space_name, **params)
     else:
-        from ..bench import run_landscapes
+        from ..landscape_bench import run_landscapes
         from ..landscape import DEPLOYMENT, FULL_SPACE
 
         space = search_spaces.get(FULL_SPACE, **DEPLOYMENT)
