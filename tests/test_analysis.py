@@ -511,7 +511,7 @@ def test_custom_scale_layers_are_lowered_by_the_converter(monkeypatch):
     import keras
     from keras import layers as L
 
-    import latency_models.analysis as analysis
+    import latency_models.analysis.converter as analysis
     import latency_models.convert as convert
 
     ScaleSum, _ = _custom_layers()
