@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import click
@@ -32,7 +31,7 @@ def controller_spec(text: str) -> tuple[str, dict[str, Any]]:
             raise UserError(f"--controller: unknown name {name!r}; allowed: {', '.join(controller_names())} "
                             f"or module:Class{hint}")
     params = parse_params(tuple(p for p in rest.split(",") if p), "--controller",
-                           "NAME:KEY=VALUE,... (e.g. mnas:batch_size=4)") if rest else {}
+                          "NAME:KEY=VALUE,... (e.g. mnas:batch_size=4)") if rest else {}
     return name, params
 
 
@@ -100,13 +99,9 @@ def bench_cmd(ctx, mode, table, space_name, space_params, landscapes, reference_
     trials, trials to reach random's final best (paired by seed) and the top 1%, distinct
     archs per run, with bootstrap intervals. Same controllers and reward as 'nas search'.
     """
-    from pathlib import Path
-
-    import numpy as np
     from click.core import ParameterSource
 
-    from ..reward import RewardConfig
-    from ..runfolder import atomic_write
+    from ..bench_launch import prepare, run, write
 
     def given(param: str) -> bool:
         return ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE
@@ -119,56 +114,14 @@ def bench_cmd(ctx, mode, table, space_name, space_params, landscapes, reference_
             shown = " ".join(v) if isinstance(v, tuple) else v
             raise UserError(f"{flags[p]}: applies to --mode {'surrogate' if mode == 'table' else 'table'} only; "
                             f"given {shown!r} with --mode {mode}")
-    specs = [controller_spec(c) for c in controllers] or [("random", {}), ("evolution", {}), ("mnas", {})]
-    labels = [n if not p else f"{n}({', '.join(f'{k}={v}' for k, v in p.items())})" for n, p in specs]
-    dup = next((x for x in labels if labels.count(x) > 1), None)
-    if dup:
-        raise UserError(f"--controller: {dup!r} given twice; give each controller once")
-    if out is not None and Path(out).exists() and any(Path(out).iterdir()):
-        raise UserError(f"--out: folder {out!r} exists and is not empty; give a new folder")
-    preset = preset or ("soft" if mode == "table" else "hard")
-    RewardConfig(kind=kind, target_ms=target_ms or 1.0, preset=preset, alpha=alpha,
-                 beta=beta).exponents  # noqa: B018 - validates the combination before any work
-    import search_spaces
-
-    from ..controllers import get_controller
-
-    if mode == "table":
-        from ..bench import run_bench
-        from ..bench_table import DEFAULT_SPACE, Table
-
-        params = parse_params(space_params)
-        if space_name is None:  # the shipped table's space; --param adjusts it (e.g. searched=[2,3])
-            space_name, params = DEFAULT_SPACE[0], {**DEFAULT_SPACE[1], **params}
-        space = search_spaces.get(space_name, **params)
-    else:
-        from ..landscape_bench import run_landscapes
-        from ..landscape import DEPLOYMENT, FULL_SPACE
-
-        space = search_spaces.get(FULL_SPACE, **DEPLOYMENT)
-    # Every controller is built once up front, so a bad parameter fails before the runs.
-    for name, p in specs:
-        get_controller(name, space, seed=0, **p)
-    if mode == "table":
-        tab = Table.load(table, latency=latency)
-        rcfg = RewardConfig(kind=kind, target_ms=target_ms or float(np.median(tab.latency_ms)), preset=preset,
-                            alpha=alpha, beta=beta)
-        res = run_bench(tab, specs, seeds=seeds, trials=trials or 100, rcfg=rcfg, space=space,
-                        seed_offset=seed_offset, batch=batch, repeats=repeats)
-    else:
-        reward_args = {"kind": kind, "preset": preset, "alpha": alpha, "beta": beta}
-        res = run_landscapes(specs, landscapes=landscapes, seeds=seeds, seed_offset=seed_offset,
-                             trials=trials or 200, batch=batch, repeats=repeats,
-                             rcfg=RewardConfig(target_ms=target_ms, **reward_args) if target_ms else None,
-                             reward_args=reward_args, reference_archs=reference_archs, progress=log.info)
+    launch = prepare(mode, [controller_spec(c) for c in controllers], table=table, space_name=space_name,
+                     space_params=parse_params(space_params), landscapes=landscapes,
+                     reference_archs=reference_archs, seeds=seeds, seed_offset=seed_offset, trials=trials,
+                     batch=batch, repeats=repeats, latency=latency, kind=kind, target_ms=target_ms, preset=preset,
+                     alpha=alpha, beta=beta, out=out)
+    res = run(launch, progress=log.info)
     md = res.markdown()
     click.echo(md)
     if out is not None:
-        dest = Path(out)
-        dest.mkdir(parents=True, exist_ok=True)
-        atomic_write(dest / "bench.json", res.to_json())
-        atomic_write(dest / "bench.md", md + "\n")
-        tmp = dest / ".bench.tmp.png"
-        res.plot(tmp)
-        os.replace(tmp, dest / "bench.png")
+        dest = write(res, out, md)
         click.echo(f"wrote {dest}/bench.json, bench.md, bench.png")
