@@ -23,8 +23,8 @@ import search_spaces
 from .bench import BenchResult, controller_label, run_bench
 from .bench_table import DEFAULT_SPACE, Table
 from .controllers import get_controller
-from .landscape import DEPLOYMENT, FULL_SPACE
 from .landscape_bench import LandscapeResult, run_landscapes
+from .landscape_fit import DEPLOYMENT, FULL_SPACE
 from .reward import RewardConfig
 from .runfolder import atomic_write
 

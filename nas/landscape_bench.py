@@ -25,7 +25,8 @@ from .bench import MAX_CONSECUTIVE_REPEATS, controller_label, run_controller
 from .bench_stats import (BOOTSTRAP, bootstrap, ci_text, ci_trials_text, finite, json_list, row_mean, row_median,
                           save_with_legend_below, seed_range, trials_to)
 from .controllers import get_controller
-from .landscape import Landscape, Reference, calibrate, fit_table, latencies, random_sample
+from .landscape import Landscape, Reference, latencies, random_sample
+from .landscape_fit import calibrate, fit_table
 from .record import Status, TrialRecord
 from .reward import RewardConfig, reward
 

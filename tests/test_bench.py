@@ -307,8 +307,8 @@ def test_table_mode_answers_repeats_from_the_record(slice_csv, slice_space):
 
 # ---------------------------------------------------------------------------- landscapes
 
-from nas.landscape import (Landscape, calibrate, fit_table, latencies, random_sample,  # noqa: E402
-                           table_codings)
+from nas.landscape import Landscape, latencies, random_sample  # noqa: E402
+from nas.landscape_fit import calibrate, fit_table, table_codings  # noqa: E402
 
 
 @pytest.fixture(scope="module")
