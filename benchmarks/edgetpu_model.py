@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 import search_spaces as s  # noqa: E402
+from latency_models import edgetpu_fit as ef  # noqa: E402
 from latency_models import edgetpu_model as em  # noqa: E402
 from latency_models.analysis import analyze_arch, analyze_keras  # noqa: E402
 from latency_models.edgetpu_calibration import MEASUREMENTS, calibration_rows  # noqa: E402
@@ -118,7 +119,7 @@ def noise_ceiling(nb) -> dict:
     return {"networks": len(groups), "rows_with_a_twin": len(ok), "twin_mean_within_10pct": round(float(np.mean(ok)), 4)}
 
 
-def scores(c: em.Constants, rows: list[em.CalibrationRow]) -> dict:
+def scores(c: em.Constants, rows: list[ef.CalibrationRow]) -> dict:
     pred = np.array([em.predict_arrays(em._op_arrays(r.analysis), c, r.link).latency_ms for r in rows])
     meas = np.array([r.latency_ms for r in rows])
     err = pred / meas - 1
@@ -148,12 +149,12 @@ def main() -> None:
     # The NB201 rows are 1,000 networks of one small family: together they weigh as much as
     # the public rows, so the fit cannot trade the searched family for them.
     w = (len(public) / args.fit_rows) ** 0.5
-    nb_rows = [em.CalibrationRow(f"nb201 {v}", a, ms, setup=NB201_SETUP, weight=w) for v, ms, a in nb]
+    nb_rows = [ef.CalibrationRow(f"nb201 {v}", a, ms, setup=NB201_SETUP, weight=w) for v, ms, a in nb]
     fit_slice = [nb_rows[i] for i in perm[:args.fit_rows]]
     held = [replace(nb_rows[i], setup="", weight=1.0) for i in perm[args.fit_rows:]]
 
     # --- the shipped fit
-    consts, report = em.fit(public + fit_slice)
+    consts, report = ef.fit(public + fit_slice)
     model = em.FittedModel(consts, fitted_on=f"public measurements ({MEASUREMENTS.name}, {len(public)} rows) + "
                                               f"{args.fit_rows} EAGLE NAS-Bench-201 rows as their own set-up",
                            fit={k: v for k, v in report.items() if k != "rows"} |
@@ -177,7 +178,7 @@ def main() -> None:
     lomo = []
     for m in dict.fromkeys(r.name.split("@")[0] for r in public):
         train = [r for r in public if r.name.split("@")[0] != m] + fit_slice
-        c, rep = em.fit(train)
+        c, rep = ef.fit(train)
         for r in (r for r in public if r.name.split("@")[0] == m):
             p = em.predict_arrays(em._op_arrays(r.analysis), with_setup(c, rep, r.setup), r.link).latency_ms
             lomo.append({"name": r.name, "setup": r.setup, "measured_ms": r.latency_ms, "lomo_ms": round(p, 3),
@@ -204,7 +205,7 @@ def main() -> None:
     # --- 2. NAS-Bench-201
     print(f"\n2. NAS-Bench-201 slice: {len(nb)} networks; {args.fit_rows} in the shipped fit, {len(held)} held out")
     nb_out = {}
-    c_pub, _ = em.fit(public)
+    c_pub, _ = ef.fit(public)
     nb_out["zero_shot_public_fit_all_1000"] = scores(c_pub, [replace(r, setup="") for r in nb_rows])
     nb_out["zero_shot_public_fit_held_out"] = scores(c_pub, held)
     nb_out["shipped_fit_held_out"] = scores(with_setup(consts, report, NB201_SETUP), held)
@@ -212,14 +213,14 @@ def main() -> None:
     draws = []
     for d in range(5):
         idx = np.random.default_rng(100 + d).permutation(len(held))
-        c, _ = em.calibrate([held[i] for i in idx[:20]], consts)
+        c, _ = ef.calibrate([held[i] for i in idx[:20]], consts)
         draws.append(scores(c, [held[i] for i in idx[20:]])["within_10pct"])
     nb_out["calibrated_20_rows_5_draws_within_10pct"] = {"draws": draws, "mean": round(float(np.mean(draws)), 4)}
     for k in (20, 200):
         cal, rest = held[:k], held[k:]
-        c, rep = em.calibrate(cal, consts)
+        c, rep = ef.calibrate(cal, consts)
         nb_out[f"calibrated_{k}_rows"] = scores(c, rest) | {"refitted": rep["fitted"]}
-        c, rep = em.calibrate(cal, c_pub)
+        c, rep = ef.calibrate(cal, c_pub)
         nb_out[f"calibrated_{k}_rows_from_public_fit"] = scores(c, rest) | {"refitted": rep["fitted"]}
     out["nb201"] = nb_out
     out["nb201_noise"] = noise_ceiling(nb)

@@ -2,7 +2,7 @@
 
 ``data/edgetpu_measurements.csv`` (a copy of shared/data/edgetpu/measurements.csv, sources in
 its last column) lists latencies measured on Coral USB Accelerators. Rows whose network can
-be built here in Keras are turned into :class:`~latency_models.edgetpu_model.CalibrationRow` s
+be built here in Keras are turned into :class:`~latency_models.edgetpu_fit.CalibrationRow` s
 (the network's static analysis plus the measured figures); the Inception rows cannot
 (GoogLeNet and Inception v4 are not in ``keras.applications``) and are skipped, by name.
 
@@ -15,12 +15,27 @@ refit the constants to their set-up (:func:`calibrate_measurements`, :func:`save
 from __future__ import annotations
 
 import csv
+import difflib
+import hashlib
+import json
 import logging
+import math
+import os
 import re
-from dataclasses import dataclass
+import shutil
+import tempfile
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .edgetpu_model import DATA, MIB, CalibrationRow, EdgeTPUModelSource, FittedModel, load_constants
+import numpy as np
+
+import search_spaces
+from search_spaces import Arch
+
+from .analysis import EDGETPU_CUSTOM_OP, analyze_arch, analyze_keras, analyze_tflite
+from .edgetpu_fit import CalibrationRow, calibrate
+from .edgetpu_model import CONSTANTS_FILE, DATA, MIB, EdgeTPUModelSource, FittedModel, load_constants
+from .learned import accuracy
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +63,6 @@ def build(model: str, px: int):
         return apps.ResNet50(weights=None, input_shape=(px, px, 3))
     if model.startswith("efficientnet_edgetpu_"):
         # The searched family: our reference of it, built by the toolkit's own builder.
-        import search_spaces
-
         return search_spaces.build_model(search_spaces.reference(model, resolution=px), seed=0)
     m = re.fullmatch(r"conv7x7_stack_(\d+)", model)
     if m:
@@ -65,8 +78,6 @@ def setup_of(described: str) -> str:
 
 def calibration_rows(path: str | Path = MEASUREMENTS) -> tuple[list[CalibrationRow], list[str]]:
     """Rows to fit on, and the names of measurement rows skipped (with why)."""
-    from .analysis import analyze_keras
-
     rows, skipped, cache = [], [], {}
     with open(path, newline="") as fh:
         for r in csv.DictReader(fh):
@@ -103,8 +114,6 @@ MIN_MEASUREMENT_ROWS = 3
 
 
 def _number(raw, where: str, field: str, allowed: str, *, positive: bool) -> float:
-    import math
-
     try:
         v = float(raw)
     except (TypeError, ValueError):
@@ -116,8 +125,6 @@ def _number(raw, where: str, field: str, allowed: str, *, positive: bool) -> flo
 
 def _analyze_model(path: Path, where: str, shown: str):
     """The static analysis of one measured model file (ValueError naming it when unusable)."""
-    from .analysis import EDGETPU_CUSTOM_OP, analyze_keras, analyze_tflite
-
     if path.suffix == ".keras":
         import keras
 
@@ -167,8 +174,6 @@ def read_measurements(path: str | Path, *, min_rows: int = 1) -> list[Calibratio
                              f"{', '.join(OPTIONAL_MEASUREMENT_COLUMNS)}{profile}")
         unknown = [c for c in header if c not in allowed]
         if unknown:
-            import difflib
-
             hint = difflib.get_close_matches(unknown[0], allowed, n=1)
             raise ValueError(f"{p.name}: unknown column {unknown[0]!r}; allowed: {', '.join(allowed)}"
                              + (f" (did you mean {hint[0]!r}?)" if hint else ""))
@@ -218,8 +223,6 @@ def read_measurements(path: str | Path, *, min_rows: int = 1) -> list[Calibratio
 
 
 def _digest(path: str | Path) -> str:
-    import hashlib
-
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
 
@@ -227,10 +230,6 @@ def accuracy_of(source, rows: list[CalibrationRow]) -> dict:
     """How well ``source`` (an ``edgetpu-model`` source) predicts measured ``rows``: n, Spearman,
     median |error|, MAPE, the share within +-10% and +-5% (the metrics of learned predictors),
     and each row's prediction."""
-    import numpy as np
-
-    from .learned import accuracy
-
     pred = np.array([source.predict_analysis(r.analysis, with_layers=False).latency_ms for r in rows])
     true = np.array([r.latency_ms for r in rows])
     err = pred / true - 1
@@ -261,10 +260,6 @@ def calibrate_measurements(path: str | Path, base: str | None = None) -> Calibra
 def profile_calibration_rows(profile_rows) -> list[CalibrationRow]:
     """The ok rows of a profile measured with ``--source edgetpu`` (``nas latency profile``),
     each arch analysed from its layer plan."""
-    from search_spaces import Arch
-
-    from .analysis import analyze_arch
-
     def num(v):
         return float(v) if v not in ("", None) else None
 
@@ -276,12 +271,8 @@ def profile_calibration_rows(profile_rows) -> list[CalibrationRow]:
 
 
 def calibrate_rows(rows: list[CalibrationRow], fitted_on: str, base: str | None = None) -> Calibration:
-    """Refit the constants to measured rows (:func:`~latency_models.edgetpu_model.calibrate`:
+    """Refit the constants to measured rows (:func:`~latency_models.edgetpu_fit.calibrate`:
     the host constants from a few rows, all from many) and score the fit in-sample."""
-    import tempfile
-    from dataclasses import fields
-
-    from .edgetpu_model import calibrate
 
     if not rows:
         raise ValueError("edgetpu-model calibration: no measured rows")
@@ -291,7 +282,7 @@ def calibrate_rows(rows: list[CalibrationRow], fitted_on: str, base: str | None 
     # The source reads its constants from a file (its only public way in), so the in-sample
     # figures are those of the very file that will be written.
     with tempfile.TemporaryDirectory() as tmp:
-        f = Path(tmp) / "edgetpu_model.json"
+        f = Path(tmp) / CONSTANTS_FILE
         f.write_text(fitted.to_json() + "\n")
         in_sample = accuracy_of(EdgeTPUModelSource(constants=str(f)), rows)
     changed = {fl.name: (getattr(before, fl.name), getattr(consts, fl.name)) for fl in fields(consts)
@@ -303,9 +294,6 @@ def calibrate_rows(rows: list[CalibrationRow], fitted_on: str, base: str | None 
 def save_calibration(cal: Calibration, out: str | Path) -> Path:
     """Write ``out/edgetpu_model.json`` (a folder ``--source``/``latency.source`` accept);
     ``out`` must not exist. The folder appears whole or not at all."""
-    import os
-    import shutil
-
     out = Path(out)
     if out.exists():
         raise ValueError(f"{str(out)!r} already exists; choose a new folder")
@@ -313,24 +301,22 @@ def save_calibration(cal: Calibration, out: str | Path) -> Path:
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
     try:
         staging.mkdir()
-        (staging / "edgetpu_model.json").write_text(cal.fitted.to_json() + "\n")
+        (staging / CONSTANTS_FILE).write_text(cal.fitted.to_json() + "\n")
         staging.rename(out)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    return out / "edgetpu_model.json"
+    return out / CONSTANTS_FILE
 
 
 def edgetpu_model_constants(predictor: str) -> tuple[bool, str | None]:
     """Whether ``predictor`` names an ``edgetpu-model`` (the name itself, a folder holding
     ``edgetpu_model.json`` or such a file), and its constants file (None: the shipped one)."""
-    import json
-
     if predictor == "edgetpu-model":
         return True, None
     p = Path(predictor)
-    if p.is_dir() and (p / "edgetpu_model.json").is_file():
-        return True, str(p / "edgetpu_model.json")
+    if p.is_dir() and (p / CONSTANTS_FILE).is_file():
+        return True, str(p / CONSTANTS_FILE)
     if p.is_file() and p.suffix == ".json":
         try:
             if json.loads(p.read_text()).get("format") == "edgetpu-model":

@@ -1,7 +1,8 @@
 """Learned latency predictors: fitted on a profile, stored as data, never as pickle.
 
 Features (:func:`features`) are computed from the TFLite-level op table of an arch
-(:mod:`latency_models.analysis`, no TF graph; per stage, cached by :mod:`latency_models.fast`):
+(:mod:`latency_models.analysis`, no TF graph; per stage, cached in a
+:class:`latency_models.fast.SegmentCache`):
 for each op group (1x1, 3x3 and larger regular convs, depthwise by kernel, fully connected,
 element-wise kinds) the summed MACs, output bytes, input bytes, parameter bytes and op
 count, plus a channel-utilisation term for matrix ops (CPU kernels are vectorised over
@@ -35,7 +36,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from search_spaces import Arch
+
+from .analysis import analyze_keras, analyze_tflite
 from .base import LATENCY_ONLY, LatencyResult, LatencySource
+from .fast import SegmentCache, head_ops, stage_ops, stem_ops
+from .registry import register_loader
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +55,7 @@ GROUPS = ("conv1x1", "conv3x3", "conv5x5+", "dw3x3", "dw5x5+", "fc", "add", "mul
 PER_GROUP = ("macs", "out_bytes", "in_bytes", "param_bytes", "count", "thin_macs")
 TOTALS = ("total_macs", "total_param_bytes", "max_op_io_bytes", "input_bytes", "n_ops")
 # Every feature is a sum over ops except these two, so an arch's vector is the combination of
-# its segments' vectors (latency_models.fast caches those per stage).
+# its segments' vectors (cached per stage: _SEGMENTS).
 _MAX_COLUMN, _INPUT_COLUMN = len(GROUPS) * len(PER_GROUP) + 2, len(GROUPS) * len(PER_GROUP) + 3
 FEATURES = tuple(f"{g}.{k}" for g in GROUPS for k in PER_GROUP) + TOTALS
 
@@ -104,16 +110,18 @@ def combine(segment_features: Sequence[np.ndarray], input_bytes: float) -> np.nd
     return x
 
 
+# The feature vector of every stem, stage and head met.
+_SEGMENTS = SegmentCache(stem=lambda stem, shape: features_of_ops(stem_ops(stem, shape)),
+                         stage=lambda block, shape: features_of_ops(stage_ops(block, shape)),
+                         head=lambda head, shape, classes: features_of_ops(head_ops(head, shape, classes)))
+
+
 def features(archs: Sequence, num_classes: int | None = None) -> np.ndarray:
     """Feature matrix, one row per arch (Arch or arch string); no TF graph, stages cached."""
-    from search_spaces import Arch
-
-    from .fast import arch_segments
-
     rows = []
     for a in archs:
-        segs, in_bytes, _ = arch_segments(a if isinstance(a, Arch) else Arch.from_string(a), num_classes)
-        rows.append(combine([seg["features"] for seg in segs], in_bytes))
+        segs, shape, _ = _SEGMENTS.values(a if isinstance(a, Arch) else Arch.from_string(a), num_classes)
+        rows.append(combine(segs, float(math.prod(shape))))
     return np.vstack(rows) if rows else np.zeros((0, len(FEATURES)))
 
 
@@ -411,11 +419,13 @@ class LearnedSource(LatencySource):
 
     def measure(self, target) -> LatencyResult:
         if target.arch is None:
-            from .analysis import analyze_keras, analyze_tflite
-
             a = analyze_keras(target.keras_model()) if target.kind == "keras" else analyze_tflite(target.tflite())
             x = features_of_analysis(a)[None]
         else:
             x = features([target.arch], target.num_classes or self.predictor.meta.get("num_classes"))
         return self.result(latency_ms=float(self.predictor.predict_features(x)[0]),
                            details={"kind": self.predictor.kind})
+
+
+# A predictor directory holds predictor.json; any other .json file given is tried as one too.
+register_loader("predictor.json", lambda path: LearnedSource(str(path)))

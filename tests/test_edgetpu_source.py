@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from latency_models import edgetpu
-from latency_models.base import LatencyError, MissingHardware, get_source
+from latency_models import LatencyError, MissingHardware, get_source
 from latency_models.edgetpu import (
     DEVICE_FORMS,
     EdgeTPUSource,
