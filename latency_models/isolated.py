@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .errors import LatencyError
+from .runtime import interpreter_module, make_interpreter
 from .timing import TimingStats, summarize, time_invokes, time_stable
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,6 @@ def invoke_isolated(model: bytes, inputs: np.ndarray, *, retries: int = 1, timeo
 def _load(req: dict, **kw):
     """The interpreter, and whether XNNPACK runs it: a model XNNPACK refuses with an error
     (rather than a crash) is loaded again with the builtin kernels."""
-    from .runtime import make_interpreter
-
     if req["xnnpack"]:
         try:
             return make_interpreter(req["model_path"], **kw), True
@@ -137,8 +136,6 @@ def _serve() -> None:
     req = json.loads(sys.stdin.read())
     if req.get("mode") == "invoke":
         return _invoke(req)
-    from .runtime import interpreter_module
-
     try:
         delegates = None
         if req.get("delegate"):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 import search_spaces
 from search_spaces import Arch
@@ -149,8 +150,6 @@ def profile(plan: ProfilePlan, source: LatencySource, n: int, out: str | Path, *
     todo = [row for row in mine if row[0] not in done]
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="arch", desc=f"profile {source.name}")
     written = []
     with out.open("a", newline="") as fh:

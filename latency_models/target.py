@@ -13,7 +13,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from search_spaces import Arch
+import numpy as np
+
+import search_spaces
+from search_spaces import Arch, build_model
+
+from . import analysis, convert
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +39,6 @@ def condition_for_latency(model) -> None:
     time the slow builtin kernels instead. Its inputs are pooled post-activation values
     (mostly non-negative), so non-negative kernels keep it alive, as it is in a trained net.
     """
-    import numpy as np
-
     for layer in model.layers:
         if type(layer).__name__ == "Conv2D" and layer.use_bias and layer.kernel.shape[:2] == (1, 1) \
                 and layer.name.endswith("se_reduce"):
@@ -78,8 +81,6 @@ class Target:
                              f".keras/.tflite path, got {type(obj).__name__}")
 
     def _from_text(self, obj: str | Path) -> None:
-        import search_spaces
-
         text = str(obj)
         if text.endswith((".tflite", ".keras")) or isinstance(obj, Path):
             p = Path(text)
@@ -141,8 +142,6 @@ class Target:
         """
         if self._model is None:
             if self.arch is not None:
-                from search_spaces import build_model
-
                 self._model = build_model(self.arch, self.input_shape, self.num_classes, seed=0)
                 if self.representative is None:
                     condition_for_latency(self._model)
@@ -158,15 +157,11 @@ class Target:
             if self.kind == "tflite" and self.path is not None:
                 self._tflite = self.path.read_bytes()
             else:
-                from .convert import cached_int8_tflite
-
-                self._tflite = cached_int8_tflite(self)
+                self._tflite = convert.cached_int8_tflite(self)
         return self._tflite
 
     def analysis(self):
         """Static analysis (op table, MACs, params, Edge TPU compatibility)."""
-        from . import analysis
-
         if self.arch is not None:
             return analysis.analyze_arch(self.arch, self.input_shape, self.num_classes)
         if self.kind == "keras":
