@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from latency_models import edgetpu_compiler as ec
+from latency_models import edgetpu_report
 from latency_models.edgetpu_compiler import (
     KNOWN_STATUSES,
     MAPPED_STATUS,
@@ -572,8 +573,8 @@ def test_run_compiler_missing_model(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_module_logs_instead_of_printing(
     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with caplog.at_level(logging.DEBUG, logger=ec.__name__):
+    with caplog.at_level(logging.DEBUG, logger=edgetpu_report.__name__):
         parse_compiler_output(fixture_text(V16))
-    assert ec.logger.name == "latency_models.edgetpu_compiler"
+    assert edgetpu_report.logger.name == "latency_models.edgetpu_report"
     assert any("ignored" in r.getMessage() for r in caplog.records)  # e.g. the trailer lines
     assert capsys.readouterr() == ("", "")
