@@ -36,7 +36,7 @@ def _work(args):
     for archs in batches:  # cold, then warm (new archs, cached stages)
         t = time.perf_counter()
         if which == "edgetpu-model":
-            from latency_models.fast import predict_batch
+            from latency_models.edgetpu_batch import predict_batch
 
             predict_batch(archs)
         else:

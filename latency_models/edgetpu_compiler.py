@@ -1,8 +1,5 @@
-"""Run Google's ``edgetpu_compiler`` when it is installed, and parse its report.
-
-The report's records and parsers (:mod:`latency_models.edgetpu_report`, pure Python, every
-host) are importable from here too.
-"""
+"""Run Google's ``edgetpu_compiler`` when it is installed; its report is parsed by
+:mod:`latency_models.edgetpu_report` (pure Python, every host)."""
 
 from __future__ import annotations
 
@@ -13,25 +10,12 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from .edgetpu_report import (KNOWN_STATUSES, MAPPED_STATUS, CompiledModel, CompilerReport, OperationLogEntry, OpRow,
-                             parse_compiler_output, parse_operation_log, parse_size)
+from .edgetpu_report import CompilerReport, parse_compiler_output
 from .errors import EdgeTPUCompilerNotFound
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "KNOWN_STATUSES",
-    "MAPPED_STATUS",
-    "CompiledModel",
-    "CompilerReport",
-    "EdgeTPUCompilerNotFound",
-    "OpRow",
-    "OperationLogEntry",
-    "parse_compiler_output",
-    "parse_operation_log",
-    "parse_size",
-    "run_compiler",
-]
+__all__ = ["EdgeTPUCompilerNotFound", "run_compiler"]
 
 _NOT_FOUND_MESSAGE = (
     "{compiler!r} not found on PATH: the Edge TPU compiler is installed from Coral's apt "

@@ -156,13 +156,3 @@ class SegmentCache:
                 x = _after(x, b.stride, b.filters)
         out.append(self.head(arch.head, x, classes))
         return out, shape, classes
-
-
-def __getattr__(name: str) -> Any:
-    # The old import path of the edgetpu-model's batched predictions, kept for nas/landscape.py;
-    # imported on first use, so this module still imports no predictor.
-    if name == "predict_batch":
-        from .edgetpu_batch import predict_batch
-
-        return predict_batch
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,12 +6,17 @@ from __future__ import annotations
 import io
 import math
 import sys
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from .ledger import Ledger
 from .record import Status, TrialRecord, best_result, pareto_front
 
-__all__ = ["Progress", "count_text", "pareto_table", "trial_line"]
+__all__ = ["Listener", "Progress", "count_text", "pareto_table", "trial_line"]
+
+
+#: What a runner tells as a search goes: (event, payload), "start" with a trial id, "result"
+#: with its record. :class:`Progress` is one.
+Listener = Callable[[str, Any], None]
 
 
 class Progress:

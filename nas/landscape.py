@@ -46,7 +46,7 @@ accuracy where the table's archs are (accuracy 0.45), less near the asymptotes, 
 of a well-trained net vary less.
 
 **Latency**: the ``edgetpu-model`` predictor on the deployment arch, through its batched path
-(:func:`latency_models.fast.predict_batch`, equal to ``get_source("edgetpu-model").measure``
+(:func:`latency_models.edgetpu_batch.predict_batch`, equal to ``get_source("edgetpu-model").measure``
 of ``Target(arch, input_shape=(128, 128, 3), num_classes=10)``, which the tests check),
 cached per arch string for the whole process: it does not depend on the landscape.
 
@@ -97,7 +97,7 @@ def latencies(archs: Sequence[Arch]) -> tuple[np.ndarray, np.ndarray, np.ndarray
     keys = [a.to_string() for a in archs]
     missing = {k: a for k, a in zip(keys, archs) if k not in _LATENCY}
     if missing:
-        from latency_models.fast import predict_batch
+        from latency_models.edgetpu_batch import predict_batch
 
         r = predict_batch(list(missing.values()), DEPLOYMENT["num_classes"])
         for i, k in enumerate(missing):

@@ -23,11 +23,11 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from latency_models import MissingHardware
 
 from .config import ExperimentConfig
+from .console import Listener
 from .errors import Finished
 from .ledger import Ledger
 from .record import TrialRecord
 from .runfolder import RunFolder
-from .runner import Listener
 from .trial import run_trial
 from .worker import check_allocator, worker_env
 

@@ -27,9 +27,9 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Callable
 
 from .config import ExperimentConfig
+from .console import Listener
 from .errors import Finished
 from .ledger import Ledger
 from .runfolder import RunFolder
@@ -39,8 +39,6 @@ from .worker import in_process
 log = logging.getLogger(__name__)
 
 __all__ = ["Listener", "run_local", "run_ray"]
-
-Listener = Callable[[str, Any], None]  # (event, payload): "start" trial_id, "result" record
 
 
 def _local_only_env(cfg: ExperimentConfig) -> None:

@@ -18,18 +18,17 @@ import pytest
 
 from latency_models import edgetpu_compiler as ec
 from latency_models import edgetpu_report
-from latency_models.edgetpu_compiler import (
+from latency_models.edgetpu_compiler import EdgeTPUCompilerNotFound, run_compiler
+from latency_models.edgetpu_report import (
     KNOWN_STATUSES,
     MAPPED_STATUS,
     CompiledModel,
     CompilerReport,
-    EdgeTPUCompilerNotFound,
     OperationLogEntry,
     OpRow,
     parse_compiler_output,
     parse_operation_log,
     parse_size,
-    run_compiler,
 )
 
 from conftest import COMPILER_LOGS as LOGS_DIR  # noqa: E402

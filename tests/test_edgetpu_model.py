@@ -159,7 +159,7 @@ def test_cli_predict(capsys):
 
 
 def test_batched_predictions_equal_the_exact_path(src):
-    from latency_models.fast import predict_batch
+    from latency_models.edgetpu_batch import predict_batch
 
     archs = [s.get(n, **kw).sample(i) for n, kw in [("efficientnet_edgetpu", {"resolution": 64, "width": 0.5}),
                                                      ("mnasnet", {"resolution": 96, "width": 0.35}),
@@ -178,7 +178,7 @@ def test_batched_predictions_equal_the_exact_path(src):
 
 
 def test_batched_predictions_equal_the_exact_path_where_the_cache_overflows(src):
-    from latency_models.fast import predict_batch
+    from latency_models.edgetpu_batch import predict_batch
 
     # Wide, high-resolution members stream part of their parameters: the cut through the
     # cache lands inside a block, which the batched path evaluates op by op.

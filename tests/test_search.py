@@ -427,7 +427,7 @@ def test_export_writes_a_model_that_plain_keras_loads_and_evaluates(searched, tm
     assert {"model.keras", "model_int8.tflite", "arch.txt", "summary.json"} <= files
     summary = json.loads((exp / "summary.json").read_text())
     if env:
-        from latency_models.edgetpu_compiler import parse_compiler_output
+        from latency_models.edgetpu_report import parse_compiler_output
 
         assert "model_int8.tflite" in args_file.read_text()  # the compiler was run on the int8 file
         assert "model_edgetpu.tflite" in files and "model_edgetpu.tflite" in summary["files"]

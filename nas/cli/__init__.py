@@ -76,13 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the one place that turns errors into exit codes
         if debug:
             raise
-        from latency_models.base import LatencyError, MissingHardware
-        from latency_models.convert import ConversionError
+        from latency_models.errors import LatencyError, MissingHardware  # here: the package loads its predictors
 
         if isinstance(e, MissingHardware):
             click.echo(f"error: {e}", err=True)
             return 2
-        if isinstance(e, (LatencyError, ConversionError)):
+        if isinstance(e, LatencyError):  # conversion errors too
             click.echo(f"failed: {str(e).splitlines()[0]}", err=True)
             return 1
         raise
