@@ -10,8 +10,8 @@ trials, and when each controller's mean best-so-far reaches random search's fina
 ``efficientnet_edgetpu`` space (:mod:`nas.landscape`), with noisy lookups; the score of a
 run is the true reward of its pick.
 
-Both modes run the same controller code and reward as ``nas search`` through
-:func:`run_controller`: asks in rounds of ``batch`` before any is told (a search's
+Both modes run the same controller code, reward and :class:`~nas.ledger.Ledger` as ``nas
+search`` through :func:`run_controller`: asks in rounds of ``batch`` before any is told (a search's
 concurrency), and a proposal of an arch already recorded answered from the record
 (``repeats="record"``) or spent as a trial (``"train"``).
 
@@ -39,6 +39,8 @@ from .bench_stats import (band, finite, first_hit, hypervolume, json_list, mean_
                           save_with_legend_below, seed_range)
 from .bench_table import DEFAULT_SPACE, Table
 from .controllers import get_controller
+from .errors import Finished
+from .ledger import Ledger
 from .record import Status, TrialRecord
 from .reward import RewardConfig
 
@@ -83,63 +85,40 @@ def run_controller(ctrl, lookup: Callable[[list[tuple[Any, str, int]]], list[Tri
     - ``train``: every proposal is a trial with a fresh lookup, repeats included (the
       behaviour before records answered repeats).
 
-    Before the first ask a controller with a ``plan(budget, concurrency)`` method is told
-    ``trials`` and ``batch``, as a search tells it its budget and concurrency.
+    The bookkeeping is a search's :class:`~nas.ledger.Ledger` (its ``repeats``, ``max_repeats``
+    and space exhaustion), so a benchmark and a search treat repeats alike. Before the first
+    ask the controller is told ``plan(trials, batch)``, as a search tells it its budget and
+    concurrency.
     """
     if repeats not in REPEATS:
         raise ValueError(f"--repeats: unknown {repeats!r}; allowed: {', '.join(REPEATS)}")
-    record: dict[str, TrialRecord] = {}
+    # The ledger of a search, with a round of ``batch`` trials out at a time: repeats are
+    # answered, waited for and counted exactly as in ``nas search``.
+    ledger = Ledger(None, trials, ctrl, plan=(trials, batch), repeats=repeats, max_repeats=max_repeats,
+                    space_size=space_size)
+    asked_before = ctrl.n_proposed
     looked: dict[str, int] = {}
-    keys: list[str] = []
-    recs: list[TrialRecord] = []
-    proposed: set[str] = set()
-    asks = n_repeats = streak = 0
     stop = None
-    answer = repeats == "record"
-    plan = getattr(ctrl, "plan", None)
-    if callable(plan):
-        plan(trials, batch)
-    while len(keys) < trials and stop is None:
-        want = min(batch, trials - len(keys))
-        new: list[tuple[Any, str]] = []
-        waiting: list[tuple[Any, str]] = []
-        in_round: set[str] = set()
-        while len(new) < want:
-            if answer and space_size is not None and len(record) + len(new) >= space_size:
-                stop = f"space exhausted: all {space_size:,} archs recorded"
-                break
-            arch = ctrl.ask()
-            asks += 1
-            key = arch.to_string()
-            proposed.add(key)
-            if answer and key in record:
-                ctrl.feedback(arch, record[key].controller_view())
-            elif answer and key in in_round:
-                waiting.append((arch, key))
-            else:
-                new.append((arch, key))
-                in_round.add(key)
-                streak = 0
-                continue
-            n_repeats += 1
-            streak += 1
-            if streak >= max_repeats:
-                stop = f"stopped after {streak:,} consecutive repeats"
-                log.warning("%s: %s at %d trials", getattr(ctrl, "name", "controller"), stop, len(keys))
+    while ledger.n_done < trials and stop is None:
+        new: list[tuple[str, str]] = []  # (trial id, arch string)
+        for _ in range(min(batch, trials - ledger.n_done)):
+            tid = f"t{len(ledger.archs)}"
+            try:
+                new.append((tid, ledger.suggest(tid)))
+            except Finished as e:  # the budget is never spent mid-round: converged or exhausted
+                stop = str(e)
                 break
         counts = []
         for _, key in new:
             counts.append(looked.get(key, 0))
             looked[key] = counts[-1] + 1
-        results = lookup([(a, k, c) for (a, k), c in zip(new, counts)]) if new else []
-        for (arch, key), rec in zip(new, results):
-            record.setdefault(key, rec)
-            keys.append(key)
-            recs.append(rec)
-            ctrl.feedback(arch, rec.controller_view())
-        for arch, key in waiting:
-            ctrl.feedback(arch, record[key].controller_view())
-    return Run(keys, recs, asks, n_repeats, len(proposed), stop)
+        results = lookup([(ledger.parsed(k), k, c) for (_, k), c in zip(new, counts)]) if new else []
+        for (tid, _), rec in zip(new, results):
+            ledger.record(tid, rec)
+        ledger.tell(*(tid for tid, _ in new))
+    recs = ledger.ordered_results()
+    return Run([r.arch for r in recs], recs, ctrl.n_proposed - asked_before, ledger.n_repeats,
+               ledger.n_distinct, stop)
 
 
 def controller_label(name: str, params: dict) -> str:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import collections
 import difflib
 import logging
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 class Controller:
-    """Base class: seeded rng, the best usable result so far, feedback bookkeeping, replay."""
+    """Base class: seeded rng, the best usable result so far, feedback bookkeeping."""
 
     name: ClassVar[str] = ""
 
@@ -91,16 +91,6 @@ class Controller:
 
     def on_failure(self, arch: Arch) -> None:
         """A failed or infeasible trial: nothing to learn (subclasses may release state)."""
-
-    def replay(self, history: Iterable[tuple[Arch, Mapping[str, Any] | None]]) -> None:
-        """Rebuild the state from [(arch, result)] in feedback order, as if proposed here.
-
-        Proposals are drawn again so the random stream ends where the original run's did;
-        the recorded arch (not the redrawn one) is what is fed back.
-        """
-        for arch, result in history:
-            self.ask()
-            self.feedback(arch, result)
 
     def random_indices(self) -> list[int]:
         return [int(self.rng.integers(len(d.choices))) for d in self.space.decision_list]

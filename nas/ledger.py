@@ -135,9 +135,11 @@ class Ledger:
         self.pending: dict[str, str] = {}          # trial_id -> arch string (asked, not told)
         self.untold: list[str] = []                # recorded, not yet fed to the controller (batching)
         self.orphans: list[str] = []               # archs asked but unknown to the runner after a resume
-        self.waiting: dict[str, int] = {}          # arch -> repeats proposed, answered when a trial of it is told
+        self.waiting: list[str] = []               # archs of repeats proposed while their trial was untold, in order
         self.converged = False                     # search.max_repeats known archs in a row: no new proposal
         self.n_repeats = 0                         # proposals answered from the record
+        self._by_arch: dict[str, list[str]] = {}   # arch -> its trial ids, in the order asked
+        self._parsed: dict[str, Arch] = {}         # arch string -> the Arch the controller proposed
 
     # -- the protocol -------------------------------------------------------------------------
 
@@ -145,56 +147,74 @@ class Ledger:
     def n_done(self) -> int:
         return len(self.results)
 
+    @property
+    def n_distinct(self) -> int:
+        """Distinct archs asked (repeats are proposals of these)."""
+        return len(self._by_arch)
+
     def finished(self) -> bool:
         return (self.converged or self.n_done + len(self.pending) >= self.budget) and not self.orphans
 
     def suggest(self, trial_id: str) -> str:
         if self.orphans:  # asked before a crash, never started: run them under this id
             arch = self.orphans.pop(0)
-            self.archs[trial_id] = self.pending[trial_id] = arch
+            self._add_trial(trial_id, arch)
             self.events.append(["reissue", trial_id, arch])
             return arch
         if self.converged:
-            raise Finished("the controller has converged (search.max_repeats)")
+            raise Finished(self._converged_text())
         if self.n_done + len(self.pending) >= self.budget:
             raise Finished(f"the budget of {self.budget} trials is spent ({self.n_done} done, "
                            f"{len(self.pending)} running)")
         dedupe = self.repeats == "record"
-        by_arch = self._trials_of
+        by_arch = self._by_arch
         if dedupe and self.space_size is not None and len(by_arch) + len(self.orphans) >= self.space_size:
             raise Finished(f"space exhausted: all {self.space_size:,} archs recorded")
         for _ in range(self.max_repeats if dedupe else 1):  # (a "train" search asks once)
-            arch = self.controller.ask().to_string()
+            proposed = self.controller.ask()
+            arch = proposed.to_string()
+            self._parsed.setdefault(arch, proposed)
             if not dedupe or not (arch in by_arch or arch in self.orphans):
-                self.archs[trial_id] = self.pending[trial_id] = arch
+                self._add_trial(trial_id, arch)
                 self.events.append(["ask", trial_id])
                 return arch
             self.n_repeats += 1
             self.events.append(["repeat", arch])
             told = next((t for t in by_arch.get(arch, []) if t in self.results and t not in self.untold), None)
             if told is None:  # running, or recorded and not fed back yet: answered when it is
-                self.waiting[arch] = self.waiting.get(arch, 0) + 1
+                self.waiting.append(arch)
             else:
                 self._tell_repeat(arch, told)
         self.converged = True
         log.warning("the controller proposed %d archs in a row that this run had already recorded "
-                    "(search.max_repeats): it has converged; the search ends after %d trials of %d",
-                    self.max_repeats, self.n_done + len(self.pending), self.budget)
-        raise Finished("the controller has converged (search.max_repeats)")
+                    "(%s): it has converged; the search ends after %d trials of %d", self.max_repeats,
+                    self._max_repeats_setting, self.n_done + len(self.pending), self.budget)
+        raise Finished(self._converged_text())
 
     # -- repeats ------------------------------------------------------------------------------
 
     @property
-    def _trials_of(self) -> dict[str, list[str]]:
-        """arch -> its trial ids, in the order asked."""
-        out: dict[str, list[str]] = {}
-        for tid, a in self.archs.items():
-            out.setdefault(a, []).append(tid)
-        return out
+    def _max_repeats_setting(self) -> str:
+        return "search.max_repeats" if self.cfg is not None else "max_repeats"
+
+    def _converged_text(self) -> str:
+        return (f"stopped after {self.max_repeats:,} consecutive repeats: the controller has converged "
+                f"({self._max_repeats_setting})")
+
+    def _add_trial(self, trial_id: str, arch: str) -> None:
+        self.archs[trial_id] = self.pending[trial_id] = arch
+        self._by_arch.setdefault(arch, []).append(trial_id)
+
+    def parsed(self, arch: str) -> Arch:
+        """The :class:`Arch` of an arch string this ledger has seen (parsed once, not per tell)."""
+        found = self._parsed.get(arch)
+        if found is None:
+            found = self._parsed[arch] = Arch.from_string(arch)
+        return found
 
     def _tell_repeat(self, arch: str, tid: str) -> None:
         self.events.append(["tell-repeat", arch, tid])
-        self.controller.feedback(Arch.from_string(arch), self.results[tid].controller_view())
+        self.controller.feedback(self.parsed(arch), self.results[tid].controller_view())
 
     def record(self, trial_id: str, result: TrialRecord | Mapping[str, Any] | None) -> TrialRecord | None:
         """Store a finished trial's result (at once, for the tables); None if already recorded.
@@ -216,8 +236,9 @@ class Ledger:
 
     def tell(self, *trial_ids: str) -> None:
         """Feed recorded results to the controller (once each; batched runners call this later),
-        in the order given, then the repeats proposed while those trials ran."""
-        told = []
+        in the order given, then the repeats proposed while those trials ran, in the order they
+        were proposed."""
+        told: dict[str, str] = {}  # arch -> the trial told now
         for tid in trial_ids:
             if tid not in self.untold:
                 continue
@@ -225,12 +246,16 @@ class Ledger:
             rec = self.results[tid]
             self.events.append(["tell", tid])
             kill_point("tell")
-            self.controller.feedback(Arch.from_string(rec.arch), rec.controller_view())
-            told.append(tid)
-        for tid in told:
-            arch = self.results[tid].arch
-            for _ in range(self.waiting.pop(arch, 0)):
-                self._tell_repeat(arch, tid)
+            self.controller.feedback(self.parsed(rec.arch), rec.controller_view())
+            told.setdefault(rec.arch, tid)
+        if told and self.waiting:
+            still = []
+            for arch in self.waiting:
+                if arch in told:
+                    self._tell_repeat(arch, told[arch])
+                else:
+                    still.append(arch)
+            self.waiting = still
 
     def complete(self, trial_id: str, result: TrialRecord | Mapping[str, Any] | None) -> TrialRecord | None:
         rec = self.record(trial_id, result)
@@ -257,15 +282,16 @@ class Ledger:
         st = cls(cfg, budget if budget is not None else int(d["budget"]), plan=d.get("plan"))
         replay(st.controller, events, archs, results, on_ask=on_ask)
         st.events = [list(e) for e in events]
-        for ev in events:  # repeats proposed and not answered yet
+        for ev in events:  # repeats proposed and not answered yet, oldest first
             if ev[0] == "repeat":
-                st.waiting[ev[1]] = st.waiting.get(ev[1], 0) + 1
+                st.waiting.append(ev[1])
             elif ev[0] == "tell-repeat":
-                st.waiting[ev[1]] -= 1
-        st.waiting = {a: n for a, n in st.waiting.items() if n > 0}
+                st.waiting.remove(ev[1])
         st.n_repeats = sum(e[0] == "repeat" for e in events)
         # ``converged`` is not restored: a resumed search gives the controller max_repeats more tries.
         st.archs, st.results = dict(archs), dict(results)
+        for tid, a in st.archs.items():
+            st._by_arch.setdefault(a, []).append(tid)
         orphaned = {e[1] for e in events if e[0] == "orphan"}
         st.pending = {t: a for t, a in archs.items() if t not in results and t not in orphaned}
         st.untold = list(d.get("untold", []))

@@ -288,7 +288,7 @@ def test_a_controller_that_only_repeats_is_stopped(slice_space):
     lookup, calls = counting_lookup()
     run = run_controller(ctrl, lookup, trials=50, batch=8)
     assert len(run.keys) == 1 and run.asks == 1 + MAX_CONSECUTIVE_REPEATS
-    assert run.stop == f"stopped after {MAX_CONSECUTIVE_REPEATS:,} consecutive repeats" and len(calls) == 1
+    assert run.stop.startswith(f"stopped after {MAX_CONSECUTIVE_REPEATS:,} consecutive repeats: ") and len(calls) == 1
     assert ctrl.n_feedback == run.asks  # the pending ones were told before stopping
 
 
@@ -393,7 +393,7 @@ def test_on_a_landscape_a_repeat_costs_no_noise_unless_trained(fitted):
     recorded = run_controller(ctrl, landscape_lookup(land, 5, rcfg), trials=6, batch=3, max_repeats=20)
     assert len(recorded.records) == 1 and recorded.records[0].accuracy == obs[0]  # the same seed's first draw
     assert all(told == recorded.records[0].controller_view() for _, told in ctrl.told)
-    assert recorded.stop == "stopped after 20 consecutive repeats"
+    assert recorded.stop.startswith("stopped after 20 consecutive repeats: the controller has converged")
 
 
 @pytest.fixture(scope="module")
@@ -473,7 +473,8 @@ def test_cli_surrogate_runs_user_controllers_and_stops_one_that_only_repeats(tmp
     assert r.returncode == 0, r.stderr
     assert "| my_ctrl:Walker(step=2) |" in r.stdout and "| my_ctrl:Stubborn |" in r.stdout
     assert "2 run seeds (7-8)" in r.stdout
-    assert "my_ctrl:Stubborn: seed 7: stopped after 1,000 consecutive repeats at 1 trials" in r.stdout
+    assert ("my_ctrl:Stubborn: seed 7: stopped after 1,000 consecutive repeats: the controller has converged "
+            "(max_repeats) at 1 trials") in r.stdout
     assert sorted(p.name for p in out.iterdir()) == ["bench.json", "bench.md", "bench.png"]
     data = json.loads((out / "bench.json").read_text())
     assert data["seed_offset"] == 7 and data["repeats"] == "record" and data["batch"] == 4

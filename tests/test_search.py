@@ -138,11 +138,27 @@ def test_a_repeat_of_a_running_arch_is_answered_when_that_trial_is_told():
     st = Ledger(c, budget=4, controller=ctrl)
     a = st.suggest("t1")
     b = st.suggest("t2")  # A again, while t1 runs: not a trial; B is
-    assert b != a and st.waiting == {a: 1} and ctrl.told == []
+    assert b != a and st.waiting == [a] and ctrl.told == []
     again = Ledger.from_json(c, st.to_json())
-    assert again.waiting == {a: 1}
+    assert again.waiting == [a]
     st.complete("t1", fake_result(a, 0.7))
-    assert ctrl.told == [(a, 0.7), (a, 0.7)] and st.waiting == {}
+    assert ctrl.told == [(a, 0.7), (a, 0.7)] and st.waiting == []
+
+
+def test_a_batched_tell_answers_waiting_repeats_in_the_order_they_were_proposed():
+    # A round of two (A, B) whose slots also drew repeats B then A: after both results, the
+    # repeats are told B first, as proposed (``nas bench`` tells its rounds this way).
+    c = _bench_cfg()
+    A, B, C = _idx((0, 0, 0), (1, 0, 0), (0, 1, 0))
+    ctrl = _Cycle(c, [A, B, B, A, C])
+    st = Ledger(c, budget=3, controller=ctrl)
+    a, b, third = st.suggest("t1"), st.suggest("t2"), st.suggest("t3")
+    assert st.waiting == [b, a] and third not in (a, b)
+    assert Ledger.from_json(c, st.to_json()).waiting == [b, a]
+    for t, r in (("t1", 0.1), ("t2", 0.2), ("t3", 0.3)):
+        st.record(t, fake_result(st.archs[t], r))
+    st.tell("t1", "t2", "t3")
+    assert ctrl.told == [(a, 0.1), (b, 0.2), (third, 0.3), (b, 0.2), (a, 0.1)] and st.waiting == []
 
 
 def test_repeats_train_again_when_asked_to():
