@@ -120,7 +120,7 @@ def noise_ceiling(nb) -> dict:
 
 
 def scores(c: em.Constants, rows: list[ef.CalibrationRow]) -> dict:
-    pred = np.array([em.predict_arrays(em._op_arrays(r.analysis), c, r.link).latency_ms for r in rows])
+    pred = np.array([em.predict_arrays(em.op_arrays(r.analysis), c, r.link).latency_ms for r in rows])
     meas = np.array([r.latency_ms for r in rows])
     err = pred / meas - 1
     return {"n": len(rows), "spearman": round(float(spearmanr(pred, meas)[0]), 4),
@@ -180,7 +180,7 @@ def main() -> None:
         train = [r for r in public if r.name.split("@")[0] != m] + fit_slice
         c, rep = ef.fit(train)
         for r in (r for r in public if r.name.split("@")[0] == m):
-            p = em.predict_arrays(em._op_arrays(r.analysis), with_setup(c, rep, r.setup), r.link).latency_ms
+            p = em.predict_arrays(em.op_arrays(r.analysis), with_setup(c, rep, r.setup), r.link).latency_ms
             lomo.append({"name": r.name, "setup": r.setup, "measured_ms": r.latency_ms, "lomo_ms": round(p, 3),
                          "error": round(p / r.latency_ms - 1, 4), "in_sample_ms": insample[r.name]})
             print(f"{r.name[:60]:<60} {r.latency_ms:>8.2f} {p:>8.2f} {p / r.latency_ms - 1:>+7.1%}   "

@@ -43,7 +43,8 @@ exists only for Linux x86-64, so compile there (or in a Linux container) and cop
 
 Device strings (libedgetpu's ``device`` option): ``""`` any Edge TPU, ``":N"`` the N-th of
 any type, ``"usb"``/``"usb:N"`` USB Accelerators, ``"pci"``/``"pci:N"`` PCIe/M.2 cards.
-:func:`list_devices` and :func:`environment_report` say what this host has.
+:func:`~latency_models.edgetpu_devices.list_devices` and
+:func:`~latency_models.edgetpu_devices.environment_report` say what this host has.
 
 Without any of this, the ``edgetpu-model`` latency predictor estimates Edge TPU latency
 from the arch alone.
@@ -62,23 +63,15 @@ from typing import Any
 from . import edgetpu_devices as host
 from .base import EDGETPU_METRICS, LatencyResult, LatencySource
 from .edgetpu_compiler import run_compiler
-from .edgetpu_devices import (DEVICE_FORMS, _compiler_missing, _interpreter_missing, _library_missing, _listing,
-                              _no_device, _one_line, _WITHOUT_HARDWARE, default_library, environment_report,
-                              list_devices, validate_device)
+from .edgetpu_devices import (WITHOUT_HARDWARE, compiler_missing, default_library, device_listing, interpreter_missing,
+                              library_missing, no_device, one_line, validate_device)
 from .errors import ConversionError, EdgeTPUCompilerNotFound, LatencyError, MissingHardware, RuntimeNotFound
 from .runtime import interpreter_module, make_interpreter
 from .timing import summarize, time_invokes, time_stable
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "DEVICE_FORMS",
-    "EdgeTPUSource",
-    "default_library",
-    "environment_report",
-    "list_devices",
-    "validate_device",
-]
+__all__ = ["EdgeTPUSource"]
 
 
 # -------------------------------------------------------------------------------- source
@@ -144,7 +137,7 @@ class EdgeTPUSource(LatencySource):
         parts = [f"edgetpu/{self.version}"]
         if self._compiler_version:
             parts.append(f"compiler={self._compiler_version}")
-        parts.append(f"runtime={host._runtime_description()}")
+        parts.append(f"runtime={host.runtime_description()}")
         if self._library_version:
             parts.append(f"libedgetpu={self._library_version}")
         parts.append(f"device={self.device or 'any'}")
@@ -162,19 +155,19 @@ class EdgeTPUSource(LatencySource):
         if self._checked:
             return
         if shutil.which(self.compiler) is None:
-            raise MissingHardware(_compiler_missing(self.compiler))
-        if host._pycoral_edgetpu() is None:
+            raise MissingHardware(compiler_missing(self.compiler))
+        if host.pycoral_edgetpu() is None:
             try:
                 interpreter_module()
             except RuntimeNotFound:
-                raise MissingHardware(_interpreter_missing()) from None
-        found, detail = host._probe_library(self.library)
+                raise MissingHardware(interpreter_missing()) from None
+        found, detail = host.probe_library(self.library)
         if not found:
-            raise MissingHardware(_library_missing(self.library, detail))
+            raise MissingHardware(library_missing(self.library, detail))
         self._library_version = detail or None
-        devices, reason, authoritative = host._find_devices()
-        if authoritative and not host._device_available(devices, self.device):
-            raise MissingHardware(_no_device(self.device, _listing(devices, reason)))
+        devices, reason, authoritative = host.find_devices()
+        if authoritative and not host.device_available(devices, self.device):
+            raise MissingHardware(no_device(self.device, device_listing(devices, reason)))
         logger.debug("edgetpu check passed: library %s (%s), devices %s", self.library, detail, devices)
         self._checked = True
 
@@ -230,7 +223,7 @@ class EdgeTPUSource(LatencySource):
         try:
             report = run_compiler(model_path, work, timeout_s=self.compile_timeout_s, compiler=self.compiler)
         except EdgeTPUCompilerNotFound as e:
-            raise MissingHardware(_compiler_missing(self.compiler)) from e
+            raise MissingHardware(compiler_missing(self.compiler)) from e
         except ValueError as e:  # exit 0 but no report: not the compiler we expect
             raise LatencyError(f"{self.compiler} output not understood for {target.label}: {e}") from e
         if not report.success:
@@ -251,7 +244,7 @@ class EdgeTPUSource(LatencySource):
 
     def _interpreter(self, compiled: Path):
         """(allocated interpreter, delegate, runtime name); the delegate must outlive the interpreter."""
-        coral = host._pycoral_edgetpu()
+        coral = host.pycoral_edgetpu()
         if coral is not None and self.library == default_library():
             # pycoral's tflite_runtime is the one built for the installed libedgetpu: prefer it.
             try:
@@ -266,7 +259,7 @@ class EdgeTPUSource(LatencySource):
         try:
             mod, name = interpreter_module()
         except RuntimeNotFound:
-            raise MissingHardware(_interpreter_missing()) from None
+            raise MissingHardware(interpreter_missing()) from None
         try:
             delegate = mod.load_delegate(self.library, {"device": self.device})
         except (OSError, ValueError) as e:
@@ -284,23 +277,23 @@ class EdgeTPUSource(LatencySource):
         The runtime raises the same ``ValueError("Failed to load delegate from
         libedgetpu.so.1")`` for both (LiteRT raises the dlopen OSError for a missing library,
         older runtimes wrap it), so the message cannot tell them apart; whether the library
-        itself loads (:func:`_probe_library`) does.
+        itself loads (:func:`probe_library`) does.
         """
-        found, detail = host._probe_library(self.library)
+        found, detail = host.probe_library(self.library)
         if not found:
-            return MissingHardware(_library_missing(self.library, detail))
-        logger.debug("delegate load failed with the library present: %s", _one_line(str(error)))
-        devices, reason, _ = host._find_devices()
-        return MissingHardware(_no_device(self.device, _listing(devices, reason)))
+            return MissingHardware(library_missing(self.library, detail))
+        logger.debug("delegate load failed with the library present: %s", one_line(str(error)))
+        devices, reason, _ = host.find_devices()
+        return MissingHardware(no_device(self.device, device_listing(devices, reason)))
 
     @staticmethod
     def _interpreter_failure(error: Exception) -> Exception:
-        text = _one_line(str(error))
+        text = one_line(str(error))
         if "newer than this runtime version" in text:
             # Fatal for every model this compiler makes, not just this one.
             return MissingHardware(
                 f"the Edge TPU runtime library is older than the compiler ({text}): upgrade libedgetpu1-std "
-                f"(or libedgetpu1-max) from Coral's apt repository; {_WITHOUT_HARDWARE}")
+                f"(or libedgetpu1-max) from Coral's apt repository; {WITHOUT_HARDWARE}")
         return LatencyError(f"Edge TPU interpreter failed: {text}")
 
     def _time(self, compiled: Path, target):
@@ -311,7 +304,7 @@ class EdgeTPUSource(LatencySource):
             else:
                 stats = summarize(time_invokes(interpreter, self.n_runs, self.warmup))
         except RuntimeError as e:  # e.g. the USB link dropped mid-run: this trial fails
-            raise LatencyError(f"Edge TPU invoke failed for {target.label}: {_one_line(str(e))}") from e
+            raise LatencyError(f"Edge TPU invoke failed for {target.label}: {one_line(str(e))}") from e
         finally:
             # Release the model file and the device before the work directory goes away.
             del interpreter, delegate

@@ -15,7 +15,7 @@ from .errors import EdgeTPUCompilerNotFound
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EdgeTPUCompilerNotFound", "run_compiler"]
+__all__ = ["run_compiler"]
 
 _NOT_FOUND_MESSAGE = (
     "{compiler!r} not found on PATH: the Edge TPU compiler is installed from Coral's apt "

@@ -3,7 +3,7 @@ loads its delegate, the Edge TPUs plugged in; and the one-line :class:`MissingHa
 naming what is missing and how to get it (the install steps are in :mod:`latency_models.edgetpu`).
 
 Nothing is imported or probed at module import time: Google's ``pycoral`` is imported on first
-use, the library is ``dlopen()``-ed only by :func:`_probe_library`.
+use, the library is ``dlopen()``-ed only by :func:`probe_library`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ _DEV_GLOB = "/dev/apex_*"
 _USB_SYSFS = "/sys/bus/usb/devices"
 
 # Every MissingHardware message ends with this, so a user without a Coral knows the way on.
-_WITHOUT_HARDWARE = "the 'edgetpu-model' latency predictor works without hardware"
+WITHOUT_HARDWARE = "the 'edgetpu-model' latency predictor works without hardware"
 
 
 def default_library(platform: str | None = None) -> str:
@@ -61,7 +61,7 @@ def validate_device(device: Any) -> str:
     return device
 
 
-def _one_line(text: str, limit: int = 300) -> str:
+def one_line(text: str, limit: int = 300) -> str:
     # dlerror()/runtime texts may span lines; MissingHardware messages must stay on one.
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
@@ -70,7 +70,7 @@ def _one_line(text: str, limit: int = 300) -> str:
 # ------------------------------------------------------------------------- environment
 
 
-def _pycoral_edgetpu():
+def pycoral_edgetpu():
     """Google's ``pycoral.utils.edgetpu`` if installed, else None (never from PyPI, see below)."""
     return _import_pycoral()
 
@@ -91,7 +91,7 @@ def _import_pycoral():
     return mod
 
 
-def _probe_library(library: str) -> tuple[bool, str]:
+def probe_library(library: str) -> tuple[bool, str]:
     """(found, detail): can ``library`` be loaded the way the delegate loader will load it?
 
     Both "library missing" and "no device" reach us as the same ``ValueError("Failed to load
@@ -103,7 +103,7 @@ def _probe_library(library: str) -> tuple[bool, str]:
     try:
         lib = ctypes.CDLL(library)
     except OSError as e:
-        return False, _one_line(str(e)) or f"cannot load {library}"
+        return False, one_line(str(e)) or f"cannot load {library}"
     version = ""
     try:
         fn = lib.edgetpu_version  # exported by libedgetpu's C API (edgetpu_c.h)
@@ -112,7 +112,7 @@ def _probe_library(library: str) -> tuple[bool, str]:
         text = raw.decode(errors="replace")
         # "BuildLabel(...), RuntimeVersion(14)": the runtime version is what models depend on.
         m = re.search(r"RuntimeVersion\((\d+)\)", text)
-        version = f"RuntimeVersion({m.group(1)})" if m else _one_line(text, 80)
+        version = f"RuntimeVersion({m.group(1)})" if m else one_line(text, 80)
     except AttributeError:
         pass
     return True, version
@@ -127,9 +127,9 @@ def _dist_version(*names: str) -> str:
     return "?"
 
 
-def _runtime_description() -> str:
+def runtime_description() -> str:
     """Which Python runtime will load the delegate, with its version (never raises)."""
-    if _pycoral_edgetpu() is not None:
+    if pycoral_edgetpu() is not None:
         return f"pycoral-{_dist_version('pycoral')}+tflite_runtime-{_dist_version('tflite-runtime', 'tflite_runtime')}"
     try:
         _, name = interpreter_module()
@@ -139,15 +139,15 @@ def _runtime_description() -> str:
     return f"{name}-{_dist_version(dist)}"
 
 
-def _find_devices() -> tuple[list[dict[str, str]], str, bool]:
+def find_devices() -> tuple[list[dict[str, str]], str, bool]:
     """(devices, reason when none, authoritative): authoritative means an empty list can be
     trusted to mean "no device" (pycoral asked libedgetpu, or Linux sysfs was readable)."""
-    coral = _pycoral_edgetpu()
+    coral = pycoral_edgetpu()
     if coral is not None:
         try:
             found = list(coral.list_edge_tpus())
         except Exception as e:  # noqa: BLE001 - a broken runtime must not crash a listing
-            return [], f"pycoral.list_edge_tpus() failed: {_one_line(str(e))}", False
+            return [], f"pycoral.list_edge_tpus() failed: {one_line(str(e))}", False
         devices, counts = [], {"usb": 0, "pci": 0}
         for d in found:
             kind = str(d.get("type", "")).lower()
@@ -197,31 +197,31 @@ def list_devices() -> tuple[list[dict[str, str]], str]:
     USB sysfs (Linux only), numbering devices of each type in path order, which is how
     libedgetpu usually numbers them but not guaranteed.
     """
-    devices, reason, _ = _find_devices()
+    devices, reason, _ = find_devices()
     return devices, reason
 
 
 def environment_report(compiler: str = "edgetpu_compiler", library: str | None = None) -> dict[str, Any]:
     """What this host has for the ``edgetpu`` source: compiler, runtime, library, devices."""
     library = library or default_library()
-    lib_found, lib_detail = _probe_library(library)
-    devices, reason, _ = _find_devices()
+    lib_found, lib_detail = probe_library(library)
+    devices, reason, _ = find_devices()
     compiler_path = shutil.which(compiler)
-    runtime = _runtime_description()
+    runtime = runtime_description()
     return {
         "platform": sys.platform,
         "compiler": {"name": compiler, "path": compiler_path, "found": compiler_path is not None},
         # detail: libedgetpu's version when found, the loader's error when not.
         "library": {"name": library, "found": lib_found, "detail": lib_detail},
         "runtime": runtime,
-        "pycoral": _pycoral_edgetpu() is not None,
+        "pycoral": pycoral_edgetpu() is not None,
         "devices": devices,
         "reason": reason,
         "ready": compiler_path is not None and lib_found and runtime != "none" and bool(devices),
     }
 
 
-def _device_available(devices: list[dict[str, str]], device: str) -> bool:
+def device_available(devices: list[dict[str, str]], device: str) -> bool:
     m = _DEVICE_RE.fullmatch(device)
     kind, index, any_index = m["type"], m["index"], m["any_index"]
     if any_index is not None:
@@ -233,36 +233,36 @@ def _device_available(devices: list[dict[str, str]], device: str) -> bool:
 # ------------------------------------------------------------------------------ messages
 
 
-def _listing(devices: list[dict[str, str]], reason: str) -> str:
+def device_listing(devices: list[dict[str, str]], reason: str) -> str:
     """What the device listing said, for a no-device message: its reason or what it saw."""
     if not devices:
         return reason
     return "listed: " + ", ".join(d.get("device") or d.get("type", "?") for d in devices)
 
 
-def _compiler_missing(compiler: str) -> str:
+def compiler_missing(compiler: str) -> str:
     return (f"Edge TPU compiler {compiler!r} not found on PATH: install the package edgetpu-compiler from "
             "Coral's apt repository (x86-64 Debian/Ubuntu only, https://coral.ai/docs/edgetpu/compiler/); "
-            + _WITHOUT_HARDWARE)
+            + WITHOUT_HARDWARE)
 
 
-def _library_missing(library: str, detail: str) -> str:
+def library_missing(library: str, detail: str) -> str:
     if sys.platform.startswith("linux"):
         how = ("install the package libedgetpu1-std (or libedgetpu1-max, maximum clock) from Coral's apt "
                "repository (https://coral.ai/docs/accelerator/get-started/)")
     else:
         how = ("install the edgetpu_runtime archive from https://coral.ai/software/#edgetpu-runtime "
                "(on Linux: the package libedgetpu1-std or libedgetpu1-max from Coral's apt repository)")
-    return f"Edge TPU runtime library {library!r} is missing ({detail}): {how}; {_WITHOUT_HARDWARE}"
+    return f"Edge TPU runtime library {library!r} is missing ({detail}): {how}; {WITHOUT_HARDWARE}"
 
 
-def _no_device(device: str, reason: str) -> str:
+def no_device(device: str, reason: str) -> str:
     asked = f"device {device!r}" if device else "device '' (any)"
     why = f" ({reason})" if reason else ""
     return (f"no Edge TPU device found for {asked}{why}: plug in a Coral USB Accelerator or install a PCIe card "
-            "with its driver (gasket-dkms), and check it is not in use by another process; " + _WITHOUT_HARDWARE)
+            "with its driver (gasket-dkms), and check it is not in use by another process; " + WITHOUT_HARDWARE)
 
 
-def _interpreter_missing() -> str:
+def interpreter_missing() -> str:
     return ("no TFLite interpreter to load the Edge TPU delegate: install it with 'pip install ai-edge-litert'; "
-            + _WITHOUT_HARDWARE)
+            + WITHOUT_HARDWARE)

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .edgetpu_model import MIB, Constants, _op_arrays, evaluate_ops, load_constants, predict_arrays
+from .edgetpu_model import MIB, Constants, op_arrays, evaluate_ops, load_constants, predict_arrays
 
 
 
@@ -169,7 +169,7 @@ def fit(rows: Sequence[CalibrationRow], base: Constants | None = None, *,
         counts[r.setup] = counts.get(r.setup, 0) + 1
     layout = [(setup, _setup_names(counts[setup])) for setup in sorted(set(counts) - {""})]
     every = list(names) + [n for _, snames in layout for n in snames]
-    arrays = [_op_arrays(r.analysis) for r in rows]
+    arrays = [op_arrays(r.analysis) for r in rows]
     batches = _batches(rows, arrays)
     lo = np.array([math.log(BOUNDS[n][0]) for n in every])
     hi = np.array([math.log(BOUNDS[n][1]) for n in every])

@@ -175,7 +175,9 @@ def columns_arrays(cols: dict[str, list]) -> dict[str, np.ndarray]:
             "window": np.where(kind == 4, window, 0.0), "unsupported": ~np.asarray(cols["supported"], dtype=bool)}
 
 
-def _op_arrays(analysis) -> dict[str, np.ndarray]:
+def op_arrays(analysis) -> dict[str, np.ndarray]:
+    """What :func:`predict_arrays` takes for one network: :func:`ops_arrays` of its ops plus
+    the network's input and output bytes (the host link's share)."""
     a = ops_arrays(analysis.ops)
     a["in_bytes"] = np.array([float(math.prod(analysis.input_shape))])
     a["out_bytes"] = np.array([float(analysis.ops[-1].activation_bytes if analysis.ops else 0)])
@@ -260,7 +262,7 @@ def evaluate_ops(a: dict[str, np.ndarray], n_ops: Sequence[int], io_bytes: np.nd
 
 def predict_arrays(a: dict[str, np.ndarray], c: Constants, link: str = "usb3", *, with_layers: bool = False,
                    names: Sequence[str] = (), op_types: Sequence[str] = ()) -> Prediction:
-    """The model on the per-op arrays of one network (:func:`_op_arrays`)."""
+    """The model on the per-op arrays of one network (:func:`op_arrays`)."""
     n = len(a["kind"])
     r = evaluate_ops(a, [n], a["in_bytes"] + a["out_bytes"], c, link)
     layers: tuple[LayerLatency, ...] = ()
@@ -354,7 +356,7 @@ class EdgeTPUModelSource(LatencySource):
         return f"{self.model.version} link={self.link} fitted_on={self.model.fitted_on}"
 
     def predict_analysis(self, analysis, *, with_layers: bool = True) -> Prediction:
-        return predict_arrays(_op_arrays(analysis), self.model.constants, self.link, with_layers=with_layers,
+        return predict_arrays(op_arrays(analysis), self.model.constants, self.link, with_layers=with_layers,
                               names=[o.name for o in analysis.ops], op_types=[o.op_type for o in analysis.ops])
 
     def measure(self, target) -> LatencyResult:

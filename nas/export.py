@@ -33,7 +33,8 @@ import numpy as np
 
 from latency_models import Target, get_source
 from latency_models.convert import to_int8_tflite
-from latency_models.edgetpu_compiler import EdgeTPUCompilerNotFound, run_compiler
+from latency_models.edgetpu_compiler import run_compiler
+from latency_models.errors import EdgeTPUCompilerNotFound
 from latency_models.isolated import invoke_isolated
 from search_spaces import Arch, build_model, count_macs, count_params
 

@@ -178,7 +178,7 @@ def init_ray(cfg: ExperimentConfig) -> bool:
         return True
     resources = {}
     if cfg.latency.source == "edgetpu":
-        from latency_models.edgetpu import list_devices  # the Edge TPU runtime: only when asked for
+        from latency_models.edgetpu_devices import list_devices  # the Edge TPU runtime: only when asked for
 
         resources["edgetpu"] = max(1, len(list_devices()[0]))
     ray.init(address="local", include_dashboard=cfg.ray.dashboard, _node_ip_address="127.0.0.1",

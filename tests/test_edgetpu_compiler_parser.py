@@ -18,7 +18,8 @@ import pytest
 
 from latency_models import edgetpu_compiler as ec
 from latency_models import edgetpu_report
-from latency_models.edgetpu_compiler import EdgeTPUCompilerNotFound, run_compiler
+from latency_models.edgetpu_compiler import run_compiler
+from latency_models.errors import EdgeTPUCompilerNotFound
 from latency_models.edgetpu_report import (
     KNOWN_STATUSES,
     MAPPED_STATUS,

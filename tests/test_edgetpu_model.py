@@ -21,7 +21,7 @@ def src():
 
 
 def predict(src, arch, link="usb3"):
-    return em.predict_arrays(em._op_arrays(analyze_arch(arch)), src.model.constants, link)
+    return em.predict_arrays(em.op_arrays(analyze_arch(arch)), src.model.constants, link)
 
 
 def test_shipped_constants_are_fitted_and_versioned(src):
@@ -112,7 +112,7 @@ def test_fit_recovers_known_constants():
     archs = [s.reference(n, width=w, resolution=r) for n in ("efficientnet_edgetpu_s", "mobilenet_v2", "mnasnet_a1")
              for w in (0.5, 1.0, 1.6) for r in (96, 224)]
     rows = [ef.CalibrationRow(a.to_string()[:30], analyze_arch(a),
-                              em.predict_arrays(em._op_arrays(analyze_arch(a)), truth).latency_ms) for a in archs]
+                              em.predict_arrays(em.op_arrays(analyze_arch(a)), truth).latency_ms) for a in archs]
     fitted, report = ef.fit(rows, names=("peak_macs_per_s", "depthwise_efficiency", "link_bytes_per_s",
                                          "inference_overhead_s"), prior_weight=0.0)
     assert report["max_abs_error"] < 0.01
@@ -202,7 +202,7 @@ def test_setups_share_the_chip_and_keep_their_own_host_constants():
 
     def row(a, c, setup):
         an = analyze_arch(a)
-        return ef.CalibrationRow(a.to_string()[:30], an, em.predict_arrays(em._op_arrays(an), c).latency_ms,
+        return ef.CalibrationRow(a.to_string()[:30], an, em.predict_arrays(em.op_arrays(an), c).latency_ms,
                                  setup=setup)
 
     rows = [row(a, truth, "") for a in archs] + [row(a, other, "board") for a in archs]
@@ -219,7 +219,7 @@ def test_the_reserve_is_searched_on_its_grid():
     # The cache cut is a step function of the reserve: a gradient fit cannot find it, the grid can.
     truth = replace(em.Constants(), max_reserve_bytes=int(3.0 * em.MIB))
     archs = [s.reference("efficientnet_edgetpu_s", width=w) for w in (0.9, 1.0, 1.1, 1.2, 1.3)]
-    rows = [ef.CalibrationRow(str(i), analyze_arch(a), em.predict_arrays(em._op_arrays(analyze_arch(a)), truth).latency_ms)
+    rows = [ef.CalibrationRow(str(i), analyze_arch(a), em.predict_arrays(em.op_arrays(analyze_arch(a)), truth).latency_ms)
             for i, a in enumerate(archs)]
     fitted, report = ef.fit(rows, replace(truth, max_reserve_bytes=int(1.5 * em.MIB)), prior_weight=0.0)
     assert fitted.max_reserve_bytes == int(3.0 * em.MIB)
@@ -232,7 +232,7 @@ def test_a_setup_with_one_or_two_rows_gets_only_its_link():
     truth = em.Constants()
     board = replace(truth, link_bytes_per_s=1.5e8)
     archs = [s.reference("efficientnet_edgetpu_s", width=w) for w in (1.5, 2.0)]
-    rows = [ef.CalibrationRow(str(w), analyze_arch(a), em.predict_arrays(em._op_arrays(analyze_arch(a)), c).latency_ms,
+    rows = [ef.CalibrationRow(str(w), analyze_arch(a), em.predict_arrays(em.op_arrays(analyze_arch(a)), c).latency_ms,
                               setup=setup)
             for c, setup in ((truth, ""), (board, "board")) for w, a in enumerate(archs)]
     _, report = ef.fit(rows, truth, names=("peak_macs_per_s",), prior_weight=0.0)

@@ -23,13 +23,8 @@ import pytest
 
 from latency_models import edgetpu, edgetpu_devices
 from latency_models import LatencyError, MissingHardware, get_source
-from latency_models.edgetpu import (
-    DEVICE_FORMS,
-    EdgeTPUSource,
-    default_library,
-    environment_report,
-    list_devices,
-)
+from latency_models.edgetpu import EdgeTPUSource
+from latency_models.edgetpu_devices import DEVICE_FORMS, default_library, environment_report, list_devices
 from latency_models.runtime import RuntimeNotFound, interpreter_module
 from latency_models.target import Target
 
@@ -116,9 +111,9 @@ def coral(monkeypatch: pytest.MonkeyPatch):
         calls.append((library, dict(options or {})))
         return None
 
-    monkeypatch.setattr(edgetpu_devices, "_probe_library", lambda library: (True, "RuntimeVersion(14)"))
-    monkeypatch.setattr(edgetpu_devices, "_find_devices", lambda: ([dict(FAKE_DEVICE)], "", True))
-    monkeypatch.setattr(edgetpu_devices, "_pycoral_edgetpu", lambda: None)
+    monkeypatch.setattr(edgetpu_devices, "probe_library", lambda library: (True, "RuntimeVersion(14)"))
+    monkeypatch.setattr(edgetpu_devices, "find_devices", lambda: ([dict(FAKE_DEVICE)], "", True))
+    monkeypatch.setattr(edgetpu_devices, "pycoral_edgetpu", lambda: None)
     monkeypatch.setattr(interpreter_module()[0], "load_delegate", fake_load_delegate)
     return calls
 
@@ -127,7 +122,7 @@ def raising_delegate(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
     def load_delegate(library, options=None):
         raise error
 
-    monkeypatch.setattr(edgetpu_devices, "_pycoral_edgetpu", lambda: None)
+    monkeypatch.setattr(edgetpu_devices, "pycoral_edgetpu", lambda: None)
     monkeypatch.setattr(interpreter_module()[0], "load_delegate", load_delegate)
 
 
@@ -252,7 +247,7 @@ def test_compiler_vanishing_after_check_is_still_missing_hardware(
 
 def test_missing_library_found_by_check(on_path, monkeypatch: pytest.MonkeyPatch) -> None:
     on_path(v15_log())
-    monkeypatch.setattr(edgetpu_devices, "_pycoral_edgetpu", lambda: None)
+    monkeypatch.setattr(edgetpu_devices, "pycoral_edgetpu", lambda: None)
     # A name no host has: this goes through the real dlopen probe.
     source = EdgeTPUSource(library="libedgetpu-absent-for-tests.so.1")
     with pytest.raises(MissingHardware) as info:
@@ -267,7 +262,7 @@ def test_missing_library_found_by_check(on_path, monkeypatch: pytest.MonkeyPatch
 
 def test_missing_interpreter_found_by_check(on_path, monkeypatch: pytest.MonkeyPatch) -> None:
     on_path(v15_log())
-    monkeypatch.setattr(edgetpu_devices, "_pycoral_edgetpu", lambda: None)
+    monkeypatch.setattr(edgetpu_devices, "pycoral_edgetpu", lambda: None)
 
     def no_runtime():
         raise RuntimeNotFound("no TFLite interpreter: install it with 'pip install ai-edge-litert'")
@@ -289,7 +284,7 @@ def test_delegate_load_without_library_is_missing_library(
     # The check is bypassed (as when the library went away after it) so the delegate load
     # itself meets the missing library.
     monkeypatch.setattr(EdgeTPUSource, "check", lambda self: None)
-    monkeypatch.setattr(edgetpu_devices, "_probe_library", lambda library: (False, NO_SUCH_FILE))
+    monkeypatch.setattr(edgetpu_devices, "probe_library", lambda library: (False, NO_SUCH_FILE))
     with pytest.raises(MissingHardware) as info:
         EdgeTPUSource(work_dir=tmp_path / "work").measure(Target(b"TFL3 not really a model"))
     message = str(info.value)
@@ -303,10 +298,10 @@ def test_delegate_load_with_library_but_no_device(on_path, tmp_path: Path, monke
     probe succeeding is what makes it a missing device."""
     on_path(v15_log())
     raising_delegate(monkeypatch, ValueError(FAILED_DELEGATE))
-    monkeypatch.setattr(edgetpu_devices, "_probe_library", lambda library: (True, "RuntimeVersion(14)"))
+    monkeypatch.setattr(edgetpu_devices, "probe_library", lambda library: (True, "RuntimeVersion(14)"))
     # A listing that cannot be trusted (e.g. no USB sysfs in a container): check() lets it
     # through and the delegate load decides.
-    monkeypatch.setattr(edgetpu_devices, "_find_devices", lambda: ([], "USB devices cannot be listed", False))
+    monkeypatch.setattr(edgetpu_devices, "find_devices", lambda: ([], "USB devices cannot be listed", False))
     with pytest.raises(MissingHardware) as info:
         EdgeTPUSource(device="usb:1", work_dir=tmp_path / "work").measure(Target(b"TFL3 not really a model"))
     message = str(info.value)
@@ -317,15 +312,15 @@ def test_delegate_load_with_library_but_no_device(on_path, tmp_path: Path, monke
 
 def test_check_rules_out_device_when_listing_is_trusted(on_path, monkeypatch: pytest.MonkeyPatch) -> None:
     on_path(v15_log())
-    monkeypatch.setattr(edgetpu_devices, "_pycoral_edgetpu", lambda: None)
-    monkeypatch.setattr(edgetpu_devices, "_probe_library", lambda library: (True, ""))
-    monkeypatch.setattr(edgetpu_devices, "_find_devices", lambda: ([], "no Coral USB device in /sys", True))
+    monkeypatch.setattr(edgetpu_devices, "pycoral_edgetpu", lambda: None)
+    monkeypatch.setattr(edgetpu_devices, "probe_library", lambda library: (True, ""))
+    monkeypatch.setattr(edgetpu_devices, "find_devices", lambda: ([], "no Coral USB device in /sys", True))
     with pytest.raises(MissingHardware, match=r"^no Edge TPU device found for device '' \(any\) "
                                               r"\(no Coral USB device in /sys\): .*edgetpu-model") as info:
         EdgeTPUSource().measure(NoWork())
     assert_one_line_missing(str(info.value))
 
-    monkeypatch.setattr(edgetpu_devices, "_find_devices", lambda: ([dict(FAKE_DEVICE)], "", True))
+    monkeypatch.setattr(edgetpu_devices, "find_devices", lambda: ([dict(FAKE_DEVICE)], "", True))
     for wanted in ("usb:1", "pci", ":1"):
         with pytest.raises(MissingHardware, match=rf"device '{wanted}' \(listed: usb:0\)"):
             EdgeTPUSource(device=wanted).check()
@@ -412,12 +407,12 @@ def test_pycoral_is_used_when_installed(on_path, tmp_path: Path, monkeypatch: py
             cls.calls.append((Path(model_path).name, device))
             raise ValueError(FAILED_DELEGATE)  # what pycoral raises when the device is busy
 
-    monkeypatch.setattr(edgetpu_devices, "_pycoral_edgetpu", lambda: FakePycoral)
+    monkeypatch.setattr(edgetpu_devices, "pycoral_edgetpu", lambda: FakePycoral)
     devices, reason = list_devices()
     assert [d["device"] for d in devices] == ["pci:0", "usb:0", "usb:1"] and reason == ""
 
     on_path(v15_log())
-    monkeypatch.setattr(edgetpu_devices, "_probe_library", lambda library: (True, ""))
+    monkeypatch.setattr(edgetpu_devices, "probe_library", lambda library: (True, ""))
     target = Target(b"TFL3 not really a model")
     with pytest.raises(MissingHardware, match=r"device '' \(any\) \(listed: pci:0, usb:0, usb:1\).*in use"):
         EdgeTPUSource(work_dir=tmp_path / "work").measure(target)
@@ -438,7 +433,7 @@ def test_sysfs_scan_finds_coral_usb_and_pcie(tmp_path: Path, monkeypatch: pytest
     (tmp_path / "dev/apex_0").touch()
     monkeypatch.setattr(edgetpu_devices, "_USB_SYSFS", str(usb))
     monkeypatch.setattr(edgetpu_devices, "_DEV_GLOB", str(tmp_path / "dev/apex_*"))
-    monkeypatch.setattr(edgetpu_devices, "_pycoral_edgetpu", lambda: None)
+    monkeypatch.setattr(edgetpu_devices, "pycoral_edgetpu", lambda: None)
     monkeypatch.setattr(sys, "platform", "linux")
 
     devices, reason = list_devices()

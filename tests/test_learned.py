@@ -202,7 +202,7 @@ def test_an_edgetpu_profile_refits_the_edgetpu_model(tmp_path, capsys):
     for i, name, cfg, arch in plan.rows():
         if i == 40:
             break
-        p = em.predict_arrays(em._op_arrays(analyze_arch(arch, None, 10)), device)
+        p = em.predict_arrays(em.op_arrays(analyze_arch(arch, None, 10)), device)
         rows.append({"row": i, "space": name, "arch": arch.to_string(), "num_classes": 10, "source": "edgetpu",
                      "source_version": "edgetpu/1", "latency_ms": p.latency_ms, "on_chip_bytes": p.on_chip_bytes,
                      "off_chip_bytes": p.off_chip_bytes, "status": "ok"})

@@ -198,10 +198,10 @@ def latency_analyze(path_or_arch, input_size, classes, space, space_params, as_j
 @click.option("--json", "as_json", is_flag=True)
 def latency_devices(as_json: bool) -> None:
     """Edge TPUs on this host (or none, and why), and the compiler and runtime found."""
-    from latency_models import edgetpu
+    from latency_models import edgetpu_devices
 
-    devices, reason = edgetpu.list_devices()
-    env = edgetpu.environment_report()
+    devices, reason = edgetpu_devices.list_devices()
+    env = edgetpu_devices.environment_report()
     if as_json:
         click.echo(json.dumps({"devices": devices, "reason": reason, "environment": env}, default=str))
         return
