@@ -17,6 +17,7 @@ so a controller is deterministic given its seed and the order of feedback.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -29,12 +30,17 @@ from .controllers import Controller
 log = logging.getLogger(__name__)
 
 
+@functools.cache
+def _threadpools():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()  # finding the BLAS libraries reads /proc/self/maps: once, not per ask
+
+
 def _one_blas_thread():
     # These matrices are tiny: multithreaded BLAS spends more time waking threads than
     # multiplying, and fights the trials for the cores (3.5x slower measured here).
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(1)
+    return _threadpools().limit(limits=1, user_api="blas")
 
 
 def _sigmoid(x):

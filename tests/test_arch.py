@@ -130,7 +130,7 @@ archs = st.builds(
 )
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(archs)
 def test_round_trip_on_random_archs(arch):
     text = arch.to_string()
