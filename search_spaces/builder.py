@@ -25,7 +25,7 @@ KERAS_ACTIVATION = {"relu": "relu", "relu6": "relu6", "swish": "silu", "hard_swi
                     "sigmoid": "sigmoid", "softmax": "softmax", None: None}
 
 
-def _layer_seed(seed: int | None, layer_name: str) -> int | None:
+def layer_seed(seed: int | None, layer_name: str) -> int | None:
     # One seed per layer, from the build seed and the layer's name: layers never share
     # initial weights, and the same (arch, seed) always builds the same weights.
     if seed is None:
@@ -55,10 +55,10 @@ def build_model(arch: Arch, input_shape=None, num_classes: int | None = None, *,
     # A fresh instance per layer: a shared unseeded instance gives same-shaped layers identical weights.
     def conv_init(layer_name):
         return keras.initializers.VarianceScaling(2.0, "fan_out", "truncated_normal",
-                                                  seed=_layer_seed(seed, layer_name))
+                                                  seed=layer_seed(seed, layer_name))
 
     def dense_init(layer_name):
-        return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_out", "uniform", seed=_layer_seed(seed, layer_name))
+        return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_out", "uniform", seed=layer_seed(seed, layer_name))
 
     tensors = {}
     for ly in plan(arch, input_shape, classes):

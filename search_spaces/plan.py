@@ -86,7 +86,7 @@ class Layer:
         return math.prod(self.output_shape)
 
 
-def _letters(i: int) -> str:
+def layer_letters(i: int) -> str:
     # Keras-applications style layer letters: a..z, then aa, ab, ...
     s = ""
     i += 1
@@ -203,7 +203,7 @@ def _plan(arch: Arch, input_shape: Shape, classes: int) -> tuple[Layer, ...]:
         for li in range(b.repeats):
             first = li == 0
             ref_in = (b.expand_from or p.shapes[x][-1]) if first else p.shapes[x][-1]
-            x = p.layer(x, b, f"block{si}{_letters(li)}", b.stride if first else 1, ref_in)
+            x = p.layer(x, b, f"block{si}{layer_letters(li)}", b.stride if first else 1, ref_in)
     hd = arch.head
     if hd.filters:
         x = p.conv_bn_act(x, "head_", "head", hd.filters, 1, 1, hd.activation)

@@ -1,0 +1,111 @@
+"""Training a weight-sharing supernet and reading one-shot accuracy out of it.
+
+:class:`SupernetTrainer` holds three traced functions over a
+:class:`~search_spaces.supernet.Supernet`, each taking the path as a tensor, so each is
+traced once for every arch of the space:
+
+- ``train(x, y, path)``: one weight step on one path (the TuNAS step): cross-entropy, the
+  recipe's optimizer (:func:`nas.training.keras_optimizer`), BatchNorm statistics moving on
+  the path's channels only;
+- ``recalibrate(arch, batches)``: BatchNorm statistics of one arch, recomputed as the mean
+  over a few training batches (shared statistics belong to no arch in particular);
+- ``accuracy(arch, x, y)``: the one-shot accuracy of an arch, on recalibrated statistics.
+
+>>> import numpy as np, search_spaces as s
+>>> from search_spaces.supernet import Supernet
+>>> space = s.get("efficientnet_edgetpu_bench")
+>>> trainer = SupernetTrainer(Supernet(space, num_classes=10), total_steps=100)  # doctest: +SKIP
+>>> x, y = np.zeros((8, 32, 32, 3), "float32"), np.zeros(8, "int32")
+>>> loss = trainer.train(x, y, space.sample(0))                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Iterable
+
+import numpy as np
+
+from .training import OPTIMIZERS, keras_optimizer
+
+log = logging.getLogger(__name__)
+
+
+class SupernetTrainer:
+    """Weight steps, BN recalibration and one-shot accuracy for one supernet (see the module doc)."""
+
+    def __init__(self, net, *, optimizer: str = "adam", learning_rate: float = 3e-3, total_steps: int,
+                 schedule: str = "cosine", recalibration_batches: int = 4):
+        import keras
+        import tensorflow as tf
+
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"oneshot.optimizer: unknown {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+        self.net = net
+        self.recalibration_batches = recalibration_batches
+        self.opt = keras_optimizer(optimizer, learning_rate, total_steps, schedule)
+        self.opt.build(net.trainable_variables)
+        self._loss = keras.losses.SparseCategoricalCrossentropy()
+        self.steps = 0
+
+        def train(x, y, path):
+            with tf.GradientTape() as tape:
+                loss = self._loss(y, net(x, path, training=True))
+            variables = net.trainable_variables
+            grads = tape.gradient(loss, variables)
+            # A branch the path skipped has no gradient: zeros keep the optimizer's update
+            # one graph for every path.
+            self.opt.apply([tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)], variables)
+            return loss
+
+        def calibrate(x, path, momentum):
+            net(x, path, training=True, bn_momentum=momentum)
+
+        def predict(x, path):
+            return tf.argmax(net(x, path, training=False), axis=-1, output_type=tf.int32)
+
+        # Signatures with an unknown batch size: a last, smaller batch does not trace again.
+        images = tf.TensorSpec((None, *net.input_shape_), tf.float32)
+        path = {k: tf.TensorSpec(v.shape, tf.int32) for k, v in net.path(net.space.sample(0)).items()}
+        self._train = tf.function(train, input_signature=[images, tf.TensorSpec((None,), tf.int32), path])
+        self._calibrate = tf.function(calibrate, input_signature=[images, path, tf.TensorSpec((), tf.float32)])
+        self._predict = tf.function(predict, input_signature=[images, path])
+
+    def _path(self, arch):
+        return self.net.path(arch) if not isinstance(arch, dict) else arch
+
+    def train(self, x, y, arch) -> float:
+        """One weight step on ``arch``'s path (an Arch, or a path from ``net.path``); the loss."""
+        loss = float(self._train(x, np.asarray(y, np.int32), self._path(arch)))
+        self.steps += 1
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"supernet: non-finite loss at step {self.steps}")
+        return loss
+
+    def recalibrate(self, arch, batches: Iterable[np.ndarray]) -> None:
+        """Set BatchNorm's statistics on ``arch``'s channels to their mean over ``batches``."""
+        path = self._path(arch)
+        for i, x in enumerate(batches):
+            self._calibrate(x, path, np.float32(i / (i + 1)))  # the running mean of batch statistics
+
+    def accuracy(self, arch, x: np.ndarray, y: np.ndarray, *, calibration: Iterable[np.ndarray] | None = None,
+                 batch_size: int = 256) -> float:
+        """One-shot accuracy of ``arch`` on ``(x, y)``, after recalibrating on ``calibration``."""
+        path = self._path(arch)
+        if calibration is not None:
+            self.recalibrate(path, calibration)
+        hits = 0
+        for i in range(0, len(y), batch_size):
+            hits += int(np.sum(np.asarray(self._predict(x[i:i + batch_size], path)) == y[i:i + batch_size]))
+        return hits / max(1, len(y))
+
+    def tracing_counts(self) -> dict[str, int]:
+        """How often each step was traced (once each, whatever the paths)."""
+        return {n: f.experimental_get_tracing_count() for n, f in
+                (("train", self._train), ("calibrate", self._calibrate), ("predict", self._predict))}
+
+
+def calibration_batches(x: np.ndarray, n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``n`` random training batches for :meth:`SupernetTrainer.recalibrate`."""
+    return [x[rng.choice(len(x), size=min(batch_size, len(x)), replace=False)] for _ in range(n)]
