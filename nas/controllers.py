@@ -156,6 +156,7 @@ _CONTROLLERS: dict[str, Any] = {
     "random": RandomSearch,
     "evolution": RegularizedEvolution,
     "mnas": "nas.mnas_controller:MNASController",
+    "logits": "nas.logits_controller:IndependentLogits",
     "optuna": "nas.optuna_controller:OptunaController",  # imported on use, so only its searches load optuna
 }
 
@@ -174,7 +175,7 @@ def controller_names() -> list[str]:
 
 
 def get_controller(name: str, space: SearchSpace, seed: int = 0, **params: Any) -> Controller:
-    """A controller by name (``random``, ``evolution``, ``mnas``, ``optuna``) or ``module:Class``."""
+    """A controller by name (``random``, ``evolution``, ``mnas``, ``logits``, ``optuna``) or ``module:Class``."""
     from search_spaces.importing import import_object
 
     entry = _CONTROLLERS.get(name)

@@ -157,8 +157,9 @@ class MNASController(Controller):
 
     # ------------------------------------------------------------------------------- policy
 
-    def _forward(self, actions: np.ndarray | None, batch: int = 1):
-        """Run the policy over all decisions for a batch; sample when ``actions`` is None.
+    def _forward(self, actions: np.ndarray | None, batch: int = 1, greedy: bool = False):
+        """Run the policy over all decisions for a batch; sample when ``actions`` is None
+        (or take each step's most probable choice, ``greedy``).
 
         Returns actions (batch, T), log-probs (batch,), entropies (batch, T) and a cache
         for :meth:`_backward`.
@@ -182,7 +183,9 @@ class MNASController(Controller):
             lp = logits - logits.max(axis=1, keepdims=True)
             lp -= np.log(np.exp(lp).sum(axis=1, keepdims=True))
             p = np.exp(lp)
-            if actions is None:
+            if actions is None and greedy:
+                acts[:, t] = p.argmax(axis=1)
+            elif actions is None:
                 for b in range(batch):
                     acts[b, t] = self.rng.choice(n, p=p[b] / p[b].sum())
             a = acts[:, t]
@@ -231,6 +234,13 @@ class MNASController(Controller):
         arch = self.space.decode_indices(actions)
         self.pending[arch.to_string()] = (actions, float(logp[0]))
         return arch
+
+    def most_likely(self) -> Arch:
+        """Greedy decoding: each decision's most probable choice given those before it (the
+        exact most likely arch of an LSTM policy would need a search over the space)."""
+        with _one_blas_thread():
+            acts = self._forward(None, greedy=True)[0]
+        return self.space.decode_indices([int(a) for a in acts[0]])
 
     # ------------------------------------------------------------------------------ learning
 

@@ -35,17 +35,20 @@ def run(name, trials, seed=0, **params):
 FAST_MNAS = {"learning_rate": 0.02, "batch_size": 8, "entropy_weight": 1e-4}
 
 
-@pytest.mark.parametrize("name,params", [("evolution", {"population": 20, "sample": 5}), ("mnas", FAST_MNAS)])
+@pytest.mark.parametrize("name,params", [("evolution", {"population": 20, "sample": 5}), ("mnas", FAST_MNAS),
+                                         ("logits", {"learning_rate": 0.1})])
 def test_controllers_beat_random_on_a_known_optimum(name, params):
     trials = 240
     _, rand = run("random", trials)
     c, got = run(name, trials, **params)
     assert got[-60:].mean() > rand[-60:].mean() + 0.1, (name, got[-60:].mean(), rand[-60:].mean())
     assert c.best[1] > rand.max()
+    if hasattr(c, "most_likely"):  # the policy's mode has learned the target too
+        assert objective(c.most_likely()) > rand[-60:].mean() + 0.1, objective(c.most_likely())
 
 
 @pytest.mark.parametrize("name,params", [("random", {}), ("evolution", {"population": 6, "sample": 3}),
-                                         ("mnas", {"batch_size": 4})])
+                                         ("mnas", {"batch_size": 4}), ("logits", {"batch_size": 2})])
 def test_replay_reproduces_the_next_proposal(name, params):
     c, _ = run(name, 13, seed=5, **params)
     history = []
