@@ -19,8 +19,8 @@ proxy is the deployment arch itself.
 
 from __future__ import annotations
 
-from search_spaces import Arch, SearchSpace
-from search_spaces.scaling import scale
+from search_spaces import Arch, SearchSpace, StagewiseSpace
+from search_spaces.scaling import ScaledSpace, scale
 
 from .config import ExperimentConfig, ProxyConfig
 
@@ -44,6 +44,18 @@ def proxy_arch(arch: Arch, proxy: ProxyConfig, divisor: int = 8) -> Arch:
 def of(arch: Arch, cfg: ExperimentConfig) -> Arch:
     """:func:`proxy_arch` with the experiment's proxy section and channel rounding."""
     return proxy_arch(arch, cfg.proxy, divisor(cfg))
+
+
+def space_of(space: SearchSpace, cfg: ExperimentConfig) -> SearchSpace:
+    """The space of the proxies of ``space``'s members (same decisions; see
+    :class:`search_spaces.scaling.ScaledSpace`), which a one-shot search's supernet holds."""
+    if cfg.proxy.identity:
+        return space
+    if not isinstance(space, StagewiseSpace):
+        raise ValueError(f"proxy: space {space.label} is not stagewise, so its proxies form no space a supernet "
+                         "can hold; allowed: a StagewiseSpace, or no proxy section")
+    return ScaledSpace(space, width=cfg.proxy.width, depth=cfg.proxy.depth, resolution=cfg.proxy.resolution,
+                       divisor=divisor(cfg))
 
 
 def check(space: SearchSpace, cfg: ExperimentConfig) -> None:

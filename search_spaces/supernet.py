@@ -408,7 +408,7 @@ class Supernet(keras.Model):
 
     def standalone(self, arch: Arch, *, name: str | None = None):
         """``arch`` as :func:`search_spaces.build_model` builds it, holding this supernet's weights."""
-        path = self.path(arch)
+        self.space.encode(arch)  # membership, with the space's own message
         model = build_model(arch, self.input_shape_, self.classes, name=name)
         kinds = {s + 1: _kind(b) for s, b in enumerate(arch.stages)}
         for ly in plan(arch, self.input_shape_, self.classes):
@@ -428,5 +428,4 @@ class Supernet(keras.Model):
             else:
                 w = sub.weights_for(ly.kernel, ly.input_shape[-1], ly.filters)
             model.get_layer(ly.name).set_weights(w)
-        del path
         return model

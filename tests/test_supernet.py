@@ -165,3 +165,31 @@ def keras_stem_stats(model, batches):
 
     conv = keras.Model(model.input, model.get_layer("stem_conv").output)
     return np.mean([np.asarray(conv(b)).mean(axis=(0, 1, 2)) for b in batches], axis=0)
+
+
+def test_a_supernet_of_the_proxies_holds_what_the_trials_train():
+    from nas.config import ProxyConfig
+    from nas.proxy import proxy_arch
+    from search_spaces.scaling import ScaledSpace
+
+    from nas.config import parse_experiment
+    from nas.proxy import space_of
+
+    deploy = search_spaces.get("efficientnet_edgetpu", resolution=128, width=1.0, depth=1.0, num_classes=10)
+    proxies = ScaledSpace(deploy, width=0.25, depth=0.5, resolution=32)
+    import yaml
+
+    from conftest import ROOT
+
+    cfg = parse_experiment(yaml.safe_load((ROOT / "experiments" / "quickstart.yaml").read_text()))
+    assert space_of(deploy, cfg).decode(deploy.sample_choices(7)) == proxies.decode(deploy.sample_choices(7))
+    assert proxies.decision_list == deploy.decision_list and "scaled (width 0.25, depth 0.5, 32 px)" in proxies.label
+    net = Supernet(proxies, seed=3)
+    _scramble(net, 2)
+    x = np.random.default_rng(4).random((2, 32, 32, 3)).astype("float32")
+    for i in range(3):
+        c = deploy.sample_choices(i)
+        small = proxy_arch(deploy.decode(c), ProxyConfig(resolution=32, width=0.25, depth=0.5))
+        assert proxies.decode(c) == small  # the trial's proxy, from the controller's choices
+        np.testing.assert_allclose(_logits(lambda v: net(v, net.path(small)), x), _logits(net.standalone(small), x),
+                                   atol=2e-4)
