@@ -45,6 +45,7 @@ from latency_models import edgetpu_fit as ef  # noqa: E402
 from latency_models import edgetpu_model as em  # noqa: E402
 from latency_models.analysis import analyze_arch, analyze_keras  # noqa: E402
 from latency_models.edgetpu_calibration import MEASUREMENTS, calibration_rows  # noqa: E402
+from latency_models.edgetpu_model_source import EdgeTPUModelSource  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -186,7 +187,7 @@ def main() -> None:
             print(f"{r.name[:60]:<60} {r.latency_ms:>8.2f} {p:>8.2f} {p / r.latency_ms - 1:>+7.1%}   "
                   f"{insample[r.name]:.2f}", flush=True)
     # Inception v1 is not in the fit at all, so the shipped constants predict it out of sample.
-    inc = em.EdgeTPUModelSource().predict_analysis(analyze_keras(inception_v1()), with_layers=False)
+    inc = EdgeTPUModelSource().predict_analysis(analyze_keras(inception_v1()), with_layers=False)
     check = []
     for ms, setup in ((3.06, "Xeon + USB 3, Python"), (3.4, "desktop + USB 3, C++")):
         check.append({"name": f"inception_v1@224 [{setup}] (reconstructed; not fitted)", "measured_ms": ms,
@@ -237,7 +238,7 @@ def main() -> None:
     print("targets: zero-shot spearman >= 0.95; after 20 rows >= 85% within +-10%")
 
     # --- 3. physics
-    src = em.EdgeTPUModelSource()
+    src = EdgeTPUModelSource()
 
     def pred(analysis):
         return src.predict_analysis(analysis, with_layers=False)

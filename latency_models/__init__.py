@@ -15,7 +15,7 @@ from .target import Target
 
 # The predictors register the loaders of their fitted files (get_source(path)); learned first, so
 # that a directory holding both kinds of file opens as a learned predictor.
-from . import learned, edgetpu_model  # noqa: E402, F401, I001 - imported for their registrations
+from . import learned, edgetpu_model_source  # noqa: E402, F401, I001 - imported for their registrations
 
 __all__ = ["LatencyError", "LatencyResult", "LatencySource", "LayerLatency", "MissingHardware", "Target",
            "get_source", "register_loader", "register_source", "source_names"]

@@ -24,9 +24,8 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
-from .errors import LatencyError, MissingHardware  # noqa: F401 - their old import path
 from .target import Target
 
 
@@ -97,6 +96,13 @@ class LatencySource:
 
     def measure(self, target: Target) -> LatencyResult:
         raise NotImplementedError
+
+    def measure_archs(self, archs: Sequence[Any], *, num_classes: int | None = None,
+                      channels: int = 3) -> list[LatencyResult]:
+        """Each arch at its own resolution with ``channels`` input channels; a source that can
+        batch (``edgetpu-model``) overrides this, the others measure one by one."""
+        return [self.measure(Target(a, input_shape=(a.resolution, a.resolution, channels), num_classes=num_classes))
+                for a in archs]
 
     def __call__(self, obj: Any, **target_kwargs: Any) -> LatencyResult:
         """Measure anything :class:`Target` accepts: ``source(arch, input_shape=(32, 32, 3))``."""

@@ -1,6 +1,6 @@
 """``edgetpu-model`` in batch: tens of thousands of archs per second, no TF graph.
 
-:func:`predict_batch` equals :class:`~latency_models.edgetpu_model.EdgeTPUModelSource` on each
+:func:`predict_batch` equals :class:`~latency_models.edgetpu_model_source.EdgeTPUModelSource` on each
 arch to rounding. Each block (one layer of a stage at its input shape) is lowered once, by the
 exact path's lowering (:class:`latency_models.fast.SegmentCache`), into the per-op arrays of
 :func:`~latency_models.edgetpu_model.columns_arrays`; per set of constants each block is then
@@ -84,7 +84,7 @@ def _arch_rows(a: Arch, seg: _Segments, num_classes: int | None) -> tuple[list[i
 def predict_batch(archs: Sequence[Arch | str], num_classes: int | None = None, *, link: str = "usb3",
                   constants: Constants | None = None) -> dict[str, np.ndarray]:
     """Predicted latency_ms, on_chip_bytes and off_chip_bytes of every arch (arrays), equal to
-    :class:`~latency_models.edgetpu_model.EdgeTPUModelSource` on each arch to rounding."""
+    :class:`~latency_models.edgetpu_model_source.EdgeTPUModelSource` on each arch to rounding."""
     c = constants or load_constants().constants
     seg = _segments_for(c, link)
     per_arch = []

@@ -34,7 +34,8 @@ from search_spaces import Arch
 
 from .analysis import EDGETPU_CUSTOM_OP, analyze_arch, analyze_keras, analyze_tflite
 from .edgetpu_fit import CalibrationRow, calibrate
-from .edgetpu_model import CONSTANTS_FILE, DATA, MIB, EdgeTPUModelSource, FittedModel, load_constants
+from .edgetpu_model import CONSTANTS_FILE, DATA, MIB, FittedModel, load_constants
+from .edgetpu_model_source import EdgeTPUModelSource
 from .learned import accuracy
 
 log = logging.getLogger(__name__)

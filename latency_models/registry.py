@@ -22,7 +22,7 @@ from .base import LatencySource
 _SOURCES: dict[str, Any] = {
     "tflite-cpu": "latency_models.tflite_cpu:TFLiteCPUSource",
     "edgetpu": "latency_models.edgetpu:EdgeTPUSource",
-    "edgetpu-model": "latency_models.edgetpu_model:EdgeTPUModelSource",
+    "edgetpu-model": "latency_models.edgetpu_model_source:EdgeTPUModelSource",
     "tflite-cpu-model": "latency_models.learned:LearnedSource",
 }
 

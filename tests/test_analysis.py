@@ -575,7 +575,7 @@ def test_layer_that_cannot_be_lowered_is_assumed_on_the_cpu_and_reported(caplog)
     import logging
 
     from latency_models import Target
-    from latency_models.edgetpu_model import EdgeTPUModelSource
+    from latency_models.edgetpu_model_source import EdgeTPUModelSource
 
     model = _host_only_model()
     k = analyze_keras(model)
@@ -677,7 +677,7 @@ def test_inception_resnet_v2_runs_on_the_edgetpu():
     old UNKNOWN op everything after the first ran on the CPU, predicted ~11x too slow)."""
     import keras
 
-    from latency_models.edgetpu_model import EdgeTPUModelSource
+    from latency_models.edgetpu_model_source import EdgeTPUModelSource
 
     model = keras.applications.InceptionResNetV2(weights=None, input_shape=(75, 75, 3))
     a = analyze_keras(model)

@@ -92,7 +92,7 @@ def test_an_edgetpu_on_a_worker_node_only_is_checked_on_the_cluster(monkeypatch)
     "edgetpu" resource in one line, and accepts one that has it."""
     import ray
 
-    from latency_models.base import MissingHardware
+    from latency_models.errors import MissingHardware
     from nas import ray_runner
     from nas.config import parse_experiment
     from nas.launch import check

@@ -9,7 +9,7 @@ import importlib
 import pytest
 
 MODULES = ["nas.config", "nas.errors", "nas.recipe", "nas.worker", "nas.proxy", "nas.optuna_controller", "nas.record", "nas.bench", "nas.bench_stats", "nas.training", "nas.mnas_controller",
-           "nas.landscape", "nas.reward", "latency_models.edgetpu_model", "latency_models.tflite_cpu",
+           "nas.landscape", "nas.reward", "latency_models.edgetpu_model", "latency_models.edgetpu_model_source", "latency_models.tflite_cpu",
            "search_spaces.arch", "search_spaces.references", "search_spaces.scaling", "search_spaces.builder",
            "search_spaces.supernet", "nas.supernet_train",
            "nas.logits_controller"]

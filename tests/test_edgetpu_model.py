@@ -239,3 +239,27 @@ def test_a_setup_with_one_or_two_rows_gets_only_its_link():
     got = report["setups"]["board"]
     assert got["inference_overhead_s"] == truth.inference_overhead_s and got["clock"] == truth.clock
     assert got["link_bytes_per_s"] == pytest.approx(1.5e8, rel=0.05)
+
+
+def test_a_batch_of_archs_is_predicted_as_each_one_alone():
+    from latency_models import LatencySource
+
+    space = s.get("efficientnet_edgetpu", resolution=96)
+    archs = [space.sample(i) for i in range(5)]
+    src = get_source("edgetpu-model")
+    batch = src.measure_archs(archs, num_classes=10)
+    for a, r in zip(archs, batch):
+        one = src(a, num_classes=10)
+        assert r.latency_ms == pytest.approx(one.latency_ms, rel=1e-9)
+        assert (r.on_chip_bytes, r.off_chip_bytes) == (one.on_chip_bytes, one.off_chip_bytes)
+
+    class Counting(LatencySource):  # a source that cannot batch is measured one by one
+        name = "counting-test"
+        seen: list = []
+
+        def measure(self, target):
+            self.seen.append(target.input_shape)
+            return self.result(latency_ms=1.0)
+
+    assert [r.latency_ms for r in Counting().measure_archs(archs[:2], channels=1)] == [1.0, 1.0]
+    assert Counting.seen == [(96, 96, 1), (96, 96, 1)]
