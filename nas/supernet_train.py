@@ -9,7 +9,8 @@ traced once for every arch of the space:
   the path's channels only;
 - ``recalibrate(arch, batches)``: BatchNorm statistics of one arch, recomputed as the mean
   over a few training batches (shared statistics belong to no arch in particular);
-- ``accuracy(arch, x, y)``: the one-shot accuracy of an arch, on recalibrated statistics.
+- ``accuracy(arch, x, y)``: the one-shot accuracy of an arch, on recalibrated statistics;
+  ``batch_accuracy(arch, x, y)``: on one batch's own statistics (a search's quick score).
 
 >>> import numpy as np, search_spaces as s
 >>> from search_spaces.supernet import Supernet
@@ -65,12 +66,16 @@ class SupernetTrainer:
         def predict(x, path):
             return tf.argmax(net(x, path, training=False), axis=-1, output_type=tf.int32)
 
+        def predict_batch_stats(x, path):
+            return tf.argmax(net(x, path, batch_stats=True), axis=-1, output_type=tf.int32)
+
         # Signatures with an unknown batch size: a last, smaller batch does not trace again.
         images = tf.TensorSpec((None, *net.input_shape_), tf.float32)
         path = {k: tf.TensorSpec(v.shape, tf.int32) for k, v in net.path(net.space.sample(0)).items()}
         self._train = tf.function(train, input_signature=[images, tf.TensorSpec((None,), tf.int32), path])
         self._calibrate = tf.function(calibrate, input_signature=[images, path, tf.TensorSpec((), tf.float32)])
         self._predict = tf.function(predict, input_signature=[images, path])
+        self._predict_batch_stats = tf.function(predict_batch_stats, input_signature=[images, path])
 
     def _path(self, arch):
         return self.net.path(arch) if not isinstance(arch, dict) else arch
@@ -100,10 +105,16 @@ class SupernetTrainer:
             hits += int(np.sum(np.asarray(self._predict(x[i:i + batch_size], path)) == y[i:i + batch_size]))
         return hits / max(1, len(y))
 
+    def batch_accuracy(self, arch, x: np.ndarray, y: np.ndarray) -> float:
+        """One-shot accuracy of ``arch`` on one batch, BatchNorm on that batch's statistics (the
+        controller's reward during a search: no recalibration, nothing shared moves)."""
+        return float(np.mean(np.asarray(self._predict_batch_stats(x, self._path(arch))) == y))
+
     def tracing_counts(self) -> dict[str, int]:
         """How often each step was traced (once each, whatever the paths)."""
         return {n: f.experimental_get_tracing_count() for n, f in
-                (("train", self._train), ("calibrate", self._calibrate), ("predict", self._predict))}
+                (("train", self._train), ("calibrate", self._calibrate), ("predict", self._predict),
+                 ("predict_batch_stats", self._predict_batch_stats)) if f.experimental_get_tracing_count()}
 
 
 def calibration_batches(x: np.ndarray, n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -139,14 +139,17 @@ class MaskedBatchNorm(keras.layers.Layer):
         self.momentum = BN_MOMENTUM
         self.built = True
 
-    def call(self, x, mask, training=False, momentum=None):
-        if training:
+    def call(self, x, mask, training=False, momentum=None, batch_stats=False):
+        """``batch_stats`` (inference): normalise by the batch's statistics, moving nothing."""
+        if training or batch_stats:
             mean = ops.mean(x, axis=(0, 1, 2))
             var = ops.var(x, axis=(0, 1, 2))
-            on = mask > 0
-            m = self.momentum if momentum is None else momentum
-            self.moving_mean.assign(ops.where(on, self.moving_mean * m + mean * (1 - m), self.moving_mean))
-            self.moving_variance.assign(ops.where(on, self.moving_variance * m + var * (1 - m), self.moving_variance))
+            if training:
+                on = mask > 0
+                m = self.momentum if momentum is None else momentum
+                self.moving_mean.assign(ops.where(on, self.moving_mean * m + mean * (1 - m), self.moving_mean))
+                self.moving_variance.assign(ops.where(on, self.moving_variance * m + var * (1 - m),
+                                                      self.moving_variance))
         else:
             mean, var = self.moving_mean, self.moving_variance
         return (x - mean) * ops.rsqrt(var + BN_EPSILON) * self.gamma + self.beta
@@ -304,25 +307,27 @@ class Supernet(keras.Model):
 
     # -- the forward pass ---------------------------------------------------------------------
 
-    def call(self, images, path, training=False, bn_momentum=None):
+    def call(self, images, path, training=False, bn_momentum=None, batch_stats=False):
         """Class probabilities of the path's arch. ``bn_momentum`` (training only) overrides
-        BatchNorm's: a per-arch recalibration passes ``i / (i + 1)`` on its i-th batch."""
+        BatchNorm's: a per-arch recalibration passes ``i / (i + 1)`` on its i-th batch.
+        ``batch_stats`` (inference only): BatchNorm normalises by the batch's own statistics,
+        as a one-shot search scores sampled archs without moving the shared ones."""
+        bn = {"training": training, "momentum": bn_momentum, "batch_stats": batch_stats}
         P = self.parts
         st = self.stem
         x = P["stem_conv"](images, stride=st.stride)
-        x = _activation(st.activation)(P["stem_bn"](x, _mask(st.filters, st.filters), training=training, momentum=bn_momentum))
+        x = _activation(st.activation)(P["stem_bn"](x, _mask(st.filters, st.filters), **bn))
         for s, sh in enumerate(self.shapes):
-            x = self._stage(x, s, sh, path, training, bn_momentum)
+            x = self._stage(x, s, sh, path, bn)
         if self.head.filters:
             f = self.head.filters
-            x = _activation(self.head.activation)(P["head_bn"](P["head_conv"](x), _mask(f, f), training=training,
-                                                                momentum=bn_momentum))
+            x = _activation(self.head.activation)(P["head_bn"](P["head_conv"](x), _mask(f, f), **bn))
         x = ops.mean(x, axis=(1, 2))
         if self.dropout is not None:
             x = self.dropout(x, training=training)
         return self.predictions(x)
 
-    def _stage(self, x, s, sh, path, training, bn_momentum):
+    def _stage(self, x, s, sh, path, bn):
         kmask = _kernel_mask(max(sh.kernels), path["kernel"][s]) if len(sh.kernels) > 1 else None
         if len(sh.activations) > 1:
             fns = [_activation(a) for a in sh.activations]
@@ -335,7 +340,7 @@ class Supernet(keras.Model):
         out_mask = _mask(sh.out, path["out"][s])
         for li in range(sh.layers):
             def layer(x=x, li=li):
-                return self._layer(x, s, li, sh, path, act, kmask, out_mask, training, bn_momentum)
+                return self._layer(x, s, li, sh, path, act, kmask, out_mask, bn)
             if li < self.min_layers[s]:
                 x = layer()
             else:
@@ -350,7 +355,7 @@ class Supernet(keras.Model):
             return x
         return x[..., :c] if have > c else ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, c - have]])
 
-    def _layer(self, x, s, li, sh, path, act, kmask, out_mask, training, bn_momentum):
+    def _layer(self, x, s, li, sh, path, act, kmask, out_mask, bn):
         P = self.parts
         p = f"block{s + 1}{layer_letters(li)}_"
         stride = sh.stride if li == 0 else 1
@@ -368,7 +373,7 @@ class Supernet(keras.Model):
             return ops.cond(squeeze > 0, on, lambda: h)
 
         def bn_act(h, name, mask, with_act=True):
-            h = P[name](h, mask, training=training, momentum=bn_momentum)
+            h = P[name](h, mask, **bn)
             return (act(h) if with_act else h) * mask
 
         def mb():

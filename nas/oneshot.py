@@ -1,0 +1,224 @@
+"""One-shot search: the controller learns from every step of one weight-sharing supernet (TuNAS).
+
+A standalone search trains each candidate from scratch, so it affords tens of candidates.
+Here one :class:`~search_spaces.supernet.Supernet` holds the proxy of every member of the
+space (:func:`nas.proxy.space_of`) and each step of :class:`OneShotSearch` is, as in TuNAS
+(Bender et al. 2020):
+
+1. **a weight step** on one training batch, on a path the controller samples (during the
+   warm-up: a uniformly random path, so every op is trained before the policy narrows);
+2. **a controller step**: ``samples`` archs proposed by the controller, each scored on one
+   validation batch with the shared weights (BatchNorm on the batch's statistics), their
+   deployment latency predicted in one batched call, the reward of each told to the
+   controller (``mnas``'s LSTM, or ``logits``, TuNAS's independent softmaxes). During the
+   warm-up the controller is held still: not asked, not told.
+
+At the end the policy's most likely arch and the best of ``candidates`` archs it samples,
+re-scored on the whole validation split with recalibrated BatchNorm statistics, are the
+candidates a search retrains standalone. ``tests/test_oneshot.py`` runs a small one and
+``benchmarks/oneshot_table.py`` measures it on the shipped table.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from search_spaces import Arch, SearchSpace
+from search_spaces.supernet import Supernet
+
+from .reward import RewardConfig, reward
+from .supernet_train import SupernetTrainer, calibration_batches
+
+log = logging.getLogger(__name__)
+
+#: latency(deployment archs) -> one dict per arch with latency_ms (and on/off-chip bytes)
+LatencyFn = Callable[[Sequence[Arch]], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class OneShotSettings:
+    """The one-shot phase of a search (``search.oneshot`` in an experiment)."""
+
+    epochs: int = 30                #: passes over the training split (one weight step per batch)
+    batch_size: int = 64
+    optimizer: str = "adam"
+    learning_rate: float = 3e-3
+    warmup: float = 0.25            #: share of the steps on uniform paths, the controller held still
+    samples: int = 4                #: archs the controller proposes and is told per step
+    candidates: int = 64            #: archs sampled from the final policy and re-scored
+    top_k: int = 4                  #: the best of those kept (besides the most likely arch)
+    calibration: int = 4            #: training batches for each candidate's BN statistics
+
+    def __post_init__(self) -> None:
+        for what, v, lo, hi in (("epochs", self.epochs, 1, 10_000), ("batch_size", self.batch_size, 1, 65_536),
+                                ("samples", self.samples, 1, 1024), ("candidates", self.candidates, 1, 100_000),
+                                ("top_k", self.top_k, 0, 1000), ("calibration", self.calibration, 1, 1000)):
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"search.oneshot.{what}: expected an integer in [{lo}, {hi}], got {v!r}")
+        for what, v, lo, hi in (("learning_rate", self.learning_rate, 0, 10), ("warmup", self.warmup, 0, 1)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi or \
+                    (what == "learning_rate" and v == 0):
+                raise ValueError(f"search.oneshot.{what}: expected a number in "
+                                 f"{'(0' if what == 'learning_rate' else '[0'}, {hi}], got {v!r}")
+
+
+@dataclass
+class Candidate:
+    """An arch the one-shot phase hands to standalone retraining."""
+
+    arch: str                        #: deployment arch string
+    proxy_arch: str
+    one_shot_accuracy: float         #: on the whole validation split, recalibrated BN
+    latency_ms: float
+    reward: float
+    why: str                         #: "most likely" or "sampled"
+
+
+@dataclass
+class OneShotResult:
+    steps: int
+    seconds: float
+    #: per step: loss; per controller step: mean reward, accuracy, latency of the samples, entropy
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    candidates: list[Candidate] = field(default_factory=list)
+
+
+class OneShotSearch:
+    """Joint weight and controller steps over one supernet (see the module doc).
+
+    ``space`` is the deployment space the controller proposes in, ``proxies`` the space of
+    what is trained (the same decisions, index for index), ``split`` the proxy data, ``latency`` the batched
+    latency of deployment archs, ``rcfg`` the reward.
+    """
+
+    def __init__(self, space: SearchSpace, proxies: SearchSpace, split, controller, rcfg: RewardConfig,
+                 latency: LatencyFn, settings: OneShotSettings | None = None, *, seed: int = 0):
+        self.space, self.proxies, self.split, self.controller, self.rcfg = space, proxies, split, controller, rcfg
+        self.latency, self.settings = latency, settings or OneShotSettings()
+        s = self.settings
+        self.steps_per_epoch = max(1, -(-split.n_train // s.batch_size))
+        self.total_steps = s.epochs * self.steps_per_epoch
+        self.warmup_steps = int(round(s.warmup * self.total_steps))
+        self.net = Supernet(proxies, num_classes=split.num_classes, seed=seed)
+        self.trainer = SupernetTrainer(self.net, optimizer=s.optimizer, learning_rate=s.learning_rate,
+                                       total_steps=self.total_steps)
+        self.rng = np.random.default_rng([seed, 17])
+        # The controller's budget is every sample it will be told; its concurrency one step's.
+        controller.plan((self.total_steps - self.warmup_steps) * s.samples, s.samples)
+        self._lat: dict[str, dict[str, Any]] = {}
+        self._order = np.zeros(0, np.int64)
+        self.step_index = 0
+        self.curves: dict[str, list[float]] = {k: [] for k in ("loss", "reward", "accuracy", "latency_ms",
+                                                                "entropy")}
+
+    # -- pieces -------------------------------------------------------------------------------
+
+    def proxy_of(self, arch: Arch) -> Arch:
+        """The proxy of a deployment arch: the same choice indices in the proxies' space (whose
+        choice values may differ, as the table's repeats at depth 0.5 do)."""
+        return self.proxies.decode_indices(self.space.indices(self.space.encode(arch)))
+
+    def _batch(self) -> tuple[np.ndarray, np.ndarray]:
+        s = self.settings
+        pos = (self.step_index % self.steps_per_epoch) * s.batch_size
+        if pos == 0:
+            self._order = self.rng.permutation(self.split.n_train)
+        b = self._order[pos:pos + s.batch_size]
+        return self.split.x_train[b], self.split.y_train[b]
+
+    def _val_batch(self) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self.split.y_val)
+        b = self.rng.choice(n, size=min(self.settings.batch_size, n), replace=False)
+        return self.split.x_val[b], self.split.y_val[b]
+
+    def latencies(self, archs: Sequence[Arch]) -> list[dict[str, Any]]:
+        """Latency fields of deployment archs: cached, the uncached ones in one call."""
+        keys = [a.to_string() for a in archs]
+        new = [a for k, a in dict(zip(keys, archs)).items() if k not in self._lat]
+        if new:
+            for a, r in zip(new, self.latency(new)):
+                self._lat[a.to_string()] = r
+        return [self._lat[k] for k in keys]
+
+    def _reward(self, acc: float, lat: dict[str, Any]) -> tuple[str, float | None]:
+        why = self.rcfg.constraints.violation(lat)
+        if why:
+            return "infeasible", None
+        r = reward(acc, float(lat["latency_ms"]), self.rcfg)
+        return ("ok", r) if math.isfinite(r) else ("failed", None)
+
+    def entropy(self) -> float:
+        c = self.controller
+        if hasattr(c, "entropy") and callable(c.entropy):
+            return float(c.entropy())
+        return float(getattr(c, "last_entropy", float("nan")))
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def step(self) -> dict[str, float]:
+        """One weight step and, after the warm-up, one controller step."""
+        x, y = self._batch()
+        warm = self.step_index < self.warmup_steps
+        out: dict[str, float] = {}
+        if warm:
+            arch = self.space.decode(self.space.sample_choices(self.rng))
+            out["loss"] = self.trainer.train(x, y, self.proxy_of(arch))
+        else:
+            archs = [self.controller.ask() for _ in range(self.settings.samples)]
+            out["loss"] = self.trainer.train(x, y, self.proxy_of(archs[0]))
+            xv, yv = self._val_batch()
+            accs = [self.trainer.batch_accuracy(self.proxy_of(a), xv, yv) for a in archs]
+            lats = self.latencies(archs)
+            rewards = []
+            for a, acc, lat in zip(archs, accs, lats):
+                status, r = self._reward(acc, lat)
+                self.controller.feedback(a, {"status": status, "reward": r, "accuracy": acc,
+                                             "latency_ms": lat["latency_ms"]})
+                if r is not None:
+                    rewards.append(r)
+            out |= {"reward": float(np.mean(rewards)) if rewards else float("nan"),
+                    "accuracy": float(np.mean(accs)),
+                    "latency_ms": float(np.mean([lat["latency_ms"] for lat in lats])), "entropy": self.entropy()}
+        for k, v in out.items():
+            self.curves[k].append(v)
+        self.step_index += 1
+        return out
+
+    def candidates(self) -> list[Candidate]:
+        """The most likely arch and the best ``top_k`` of ``candidates`` sampled ones, re-scored
+        on the whole validation split with recalibrated BatchNorm statistics."""
+        s = self.settings
+        picks: dict[str, tuple[Arch, str]] = {}
+        if hasattr(self.controller, "most_likely"):
+            a = self.controller.most_likely()
+            picks[a.to_string()] = (a, "most likely")
+        for _ in range(s.candidates):
+            a = self.controller.ask()
+            picks.setdefault(a.to_string(), (a, "sampled"))
+        archs = [a for a, _ in picks.values()]
+        lats = self.latencies(archs)
+        scored = []
+        for (a, why), lat in zip(picks.values(), lats):
+            calib = calibration_batches(self.split.x_train, s.calibration, s.batch_size, self.rng)
+            p = self.proxy_of(a)
+            acc = self.trainer.accuracy(p, self.split.x_val, self.split.y_val, calibration=calib)
+            status, r = self._reward(acc, lat)
+            scored.append(Candidate(a.to_string(), p.to_string(), acc, float(lat["latency_ms"]),
+                                    r if r is not None else float("nan"), why if status == "ok" else f"{why} ({status})"))
+        best = sorted((c for c in scored if c.why == "sampled" and math.isfinite(c.reward)), key=lambda c: -c.reward)
+        return [c for c in scored if c.why.startswith("most likely")] + best[: s.top_k]
+
+    def run(self, on_step: Callable[[int, dict[str, float]], None] | None = None) -> OneShotResult:
+        t0 = time.perf_counter()
+        while self.step_index < self.total_steps:
+            out = self.step()
+            if on_step is not None:
+                on_step(self.step_index, out)
+        cands = self.candidates()
+        return OneShotResult(self.total_steps, time.perf_counter() - t0, self.curves, cands)

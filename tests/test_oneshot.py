@@ -1,0 +1,79 @@
+"""The one-shot search's joint step: warm-up on uniform paths with the controller held still,
+then weight steps on the controller's paths and controller steps on validation batches, with
+batched, cached latency calls; candidates re-scored at the end; every step traced once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import search_spaces
+from nas.controllers import get_controller
+from nas.data import Split
+from nas.oneshot import OneShotSearch, OneShotSettings
+from nas.reward import Constraints, RewardConfig
+
+pytest.importorskip("tensorflow")
+
+
+def _split(seed=0, n_train=48, n_val=24, classes=3):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n_train + n_val, 32, 32, 3)).astype("float32")
+    y = (x[:, :8, :8].mean(axis=(1, 2, 3)) * 40).astype("int64") % classes
+    return Split(x[:n_train], y[:n_train], x[n_train:], y[n_train:], classes)
+
+
+def test_the_joint_search_warms_up_then_trains_weights_and_controller_together():
+    space = search_spaces.get("efficientnet_edgetpu_bench")
+    calls = []
+
+    def latency(archs):
+        calls.append([a.to_string() for a in archs])
+        return [{"latency_ms": 1.0 + sum(b.se_ratio > 0 for b in a.stages), "off_chip_bytes": 0} for a in archs]
+
+    ctrl = get_controller("logits", space, seed=1, learning_rate=0.2)
+    settings = OneShotSettings(epochs=2, batch_size=16, warmup=0.25, samples=3, candidates=6, top_k=2,
+                               calibration=1)
+    search = OneShotSearch(space, space, _split(), ctrl, RewardConfig(target_ms=2.0, preset="hard"), latency,
+                           settings, seed=0)
+    assert (search.total_steps, search.warmup_steps) == (6, 2)
+    assert ctrl.planned == ((6 - 2) * 3, 3)
+    for _ in range(2):
+        out = search.step()
+        assert set(out) == {"loss"} and np.isfinite(out["loss"])
+    assert ctrl.n_proposed == 0 and ctrl.n_feedback == 0 and not calls  # held still in the warm-up
+    before = [z.copy() for z in ctrl.logits]
+    for _ in range(4):
+        out = search.step()
+        assert 0 <= out["accuracy"] <= 1 and out["latency_ms"] >= 1 and np.isfinite(out["reward"])
+    assert ctrl.n_feedback == 12 and ctrl.updates == 12  # every sample told, every one learned from
+    assert any(not np.array_equal(a, b) for a, b in zip(before, ctrl.logits))
+    told = [a for c in calls for a in c]
+    assert len(told) == len(set(told)) and all(1 <= len(c) <= 3 for c in calls)  # batched, each arch once
+    assert len(search.curves["loss"]) == 6 and len(search.curves["reward"]) == 4
+    assert search.curves["entropy"][-1] <= ctrl.max_entropy()
+    cands = search.candidates()
+    assert cands[0].why == "most likely" and cands[0].arch == ctrl.most_likely().to_string()
+    assert 1 <= len(cands) <= 3 and all(0 <= c.one_shot_accuracy <= 1 for c in cands)
+    sampled = [c.reward for c in cands[1:]]
+    assert sampled == sorted(sampled, reverse=True)
+    assert all(search.proxy_of(search_spaces.Arch.from_string(c.arch)).to_string() == c.proxy_arch for c in cands)
+    # one trace per step kind, whatever the paths
+    assert search.trainer.tracing_counts() == {"train": 1, "calibrate": 1, "predict": 1, "predict_batch_stats": 1}
+    # a sample that breaks a hard constraint is told as infeasible: counted, not learned from
+    search.rcfg = RewardConfig(target_ms=2.0, preset="hard", constraints=Constraints(max_latency_ms=0.5))
+    failed, updates = ctrl.n_failed, ctrl.updates
+    out = search.step()
+    assert np.isnan(out["reward"]) and ctrl.n_failed == failed + 3 and ctrl.updates == updates
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("epochs", 0, "search.oneshot.epochs: expected an integer in [1, 10000], got 0"),
+    ("warmup", 1.5, "search.oneshot.warmup: expected a number in [0, 1], got 1.5"),
+    ("learning_rate", 0, "search.oneshot.learning_rate: expected a number in (0, 10], got 0"),
+    ("samples", "4", "search.oneshot.samples: expected an integer in [1, 1024], got '4'"),
+])
+def test_bad_settings_are_one_line_errors(field, value, message):
+    with pytest.raises(ValueError) as info:
+        OneShotSettings(**{field: value})
+    assert str(info.value) == message
