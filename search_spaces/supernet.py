@@ -232,6 +232,10 @@ class Supernet(keras.Model):
         def bn(name, c):
             P[name] = MaskedBatchNorm(c, name=name)
 
+        def conv_bn(prefix, k, cin, cout):  # the builder's "<prefix>conv" and "<prefix>bn"
+            conv(prefix + "conv", k, cin, cout)
+            bn(prefix + "bn", cout)
+
         st = self.stem
         conv("stem_conv", st.kernel, self.input_shape_[-1], st.filters)
         bn("stem_bn", st.filters)
@@ -242,22 +246,17 @@ class Supernet(keras.Model):
                 cin = sh.cin if li == 0 else sh.out
                 if MBCONV in sh.kinds or MBCONV_E1 in sh.kinds:
                     if MBCONV in sh.kinds:
-                        conv(p + "mb_expand_conv", 1, cin, sh.mid)
-                        bn(p + "mb_expand_bn", sh.mid)
+                        conv_bn(p + "mb_expand_", 1, cin, sh.mid)
                     conv(p + "mb_dwconv", kmax, sh.mid, sh.mid, depthwise=True)
                     bn(p + "mb_dw_bn", sh.mid)
                     self._se_parts(conv, p + "mb_", sh.mid, sh.squeeze)
-                    conv(p + "mb_project_conv", 1, sh.mid, sh.out)
-                    bn(p + "mb_project_bn", sh.out)
+                    conv_bn(p + "mb_project_", 1, sh.mid, sh.out)
                 if FUSED in sh.kinds:
-                    conv(p + "fused_expand_conv", kmax, cin, sh.mid)
-                    bn(p + "fused_expand_bn", sh.mid)
+                    conv_bn(p + "fused_expand_", kmax, cin, sh.mid)
                     self._se_parts(conv, p + "fused_", sh.mid, sh.squeeze)
-                    conv(p + "fused_project_conv", 1, sh.mid, sh.out)
-                    bn(p + "fused_project_bn", sh.out)
+                    conv_bn(p + "fused_project_", 1, sh.mid, sh.out)
                 if FUSED_E1 in sh.kinds:
-                    conv(p + "fused1_conv", kmax, cin, sh.out)
-                    bn(p + "fused1_bn", sh.out)
+                    conv_bn(p + "fused1_", kmax, cin, sh.out)
                     self._se_parts(conv, p + "fused1_", sh.out, sh.squeeze)
         last = self.shapes[-1].out
         if self.head.filters:

@@ -589,17 +589,17 @@ def test_layer_that_cannot_be_lowered_is_assumed_on_the_cpu_and_reported(caplog)
     assert "warning: assumed to run on the CPU (no TFLite lowering): host (HostOnly)" in k.format_table()
 
     src = EdgeTPUModelSource()
-    with caplog.at_level(logging.WARNING, logger="latency_models.edgetpu_model"):
+    with caplog.at_level(logging.WARNING, logger="latency_models.edgetpu_model_source"):
         r = src.measure(Target(model))
     assert r.details["assumed_cpu_layers"] == [f"host (HostOnly): {reason}"]
-    warnings = [rec for rec in caplog.records if rec.name == "latency_models.edgetpu_model"]
+    warnings = [rec for rec in caplog.records if rec.name == "latency_models.edgetpu_model_source"]
     assert len(warnings) == 1 and "with_host_op" in warnings[0].getMessage() and "host (HostOnly)" in \
         warnings[0].getMessage()
     # Nothing assumed: an empty list, and no warning.
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="latency_models.edgetpu_model"):
+    with caplog.at_level(logging.WARNING, logger="latency_models.edgetpu_model_source"):
         assert src.measure(Target(SE_SWISH_HSWISH)).details["assumed_cpu_layers"] == []
-    assert not [rec for rec in caplog.records if rec.name == "latency_models.edgetpu_model"]
+    assert not [rec for rec in caplog.records if rec.name == "latency_models.edgetpu_model_source"]
 
 
 @pytest.mark.slow
