@@ -144,7 +144,7 @@ def test_weight_steps_trace_once_move_only_the_path_and_one_shot_accuracy_is_the
     before = {n: np.asarray(parts[n].kernel).copy() for n in names}
     trainer.train(x[:16], y[:16], mb)
     assert not np.array_equal(np.asarray(parts["block2a_mb_dwconv"].kernel), before["block2a_mb_dwconv"])
-    for untouched in names[1:]:  # (a first step: no gradient and no momentum yet, so no move)
+    for untouched in names[1:]:  # no gradient: neither the weights nor their optimizer slots move
         assert np.array_equal(np.asarray(parts[untouched].kernel), before[untouched]), untouched
     trainer.train(x[:16], y[:16], fused)
     calib = [x[:8], x[8:16]]
