@@ -37,12 +37,11 @@ class SupernetTrainer:
     """Weight steps, BN recalibration and one-shot accuracy for one supernet (see the module doc)."""
 
     def __init__(self, net, *, optimizer: str = "adam", learning_rate: float = 3e-3, total_steps: int,
-                 schedule: str = "cosine", recalibration_batches: int = 4):
+                 schedule: str = "cosine"):
         import keras
         import tensorflow as tf
 
         self.net = net
-        self.recalibration_batches = recalibration_batches
         variables = [v.value for v in net.trainable_variables]  # the tf.Variables behind Keras's
         # The recipe's optimizer as one kernel per variable (nas.training): Keras's own took
         # most of the ~20 s the supernet's step spent tracing.
