@@ -139,7 +139,50 @@ class BudgetConfig(_Strict):
     time_limit_s: float | None = Field(None, gt=0)
 
 
+class OneShotConfig(_Strict):
+    """``search.oneshot``: the supernet phase of ``search.strategy: oneshot`` (:mod:`nas.oneshot`)."""
+
+    epochs: int = Field(30, ge=1, le=10_000, description="passes over the training split, one weight step per "
+                        "batch, each on one sampled path")
+    batch_size: int = Field(64, ge=1, le=65_536)
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = Field(3e-3, gt=0, le=10, description="the supernet's (the controller's is "
+                                 "controller.params.learning_rate)")
+    warmup: float = Field(0.25, ge=0, lt=1, description="share of the steps on uniformly random paths, the "
+                          "controller held still (TuNAS's warm-up: every op trained before the policy narrows)")
+    samples: int = Field(4, ge=1, le=1024, description="archs the controller proposes and is told per step")
+    candidates: int = Field(64, ge=1, le=100_000, description="archs sampled from the final policy and re-scored "
+                            "on the whole validation split")
+    top_k: int = Field(4, ge=0, le=1000, description="the best of those retrained standalone, besides the "
+                       "policy's most likely arch")
+    calibration: int = Field(4, ge=1, le=1000, description="training batches for each candidate's BatchNorm "
+                             "statistics when it is re-scored")
+    targets_ms: list[float] | None = Field(None, min_length=1, max_length=64, description="latency targets, one "
+                                           "supernet each (run as parallel Ray trials), to trace a Pareto front; "
+                                           "default: reward.target_ms")
+    cpus: float | None = Field(None, gt=0, le=256, description="CPUs of each supernet (default: the search's, "
+                               "budget.cpus_per_trial x budget.concurrency, shared by the targets)")
+    checkpoint_s: float = Field(60.0, gt=0, le=86_400, description="seconds between checkpoints of a supernet "
+                                "(weights, optimizer slots, the controller's feedback, the random states)")
+
+    @model_validator(mode="after")
+    def _targets(self):
+        t = self.targets_ms
+        if t is not None:
+            bad = [v for v in t if not v > 0]
+            if bad:
+                raise ValueError(f"search.oneshot.targets_ms: {bad[0]!r} is not a latency; allowed: numbers > 0 (ms)")
+            if len(set(t)) != len(t):
+                raise ValueError(f"search.oneshot.targets_ms: {t} repeats a target; allowed: distinct numbers > 0")
+        return self
+
+
 class SearchConfig(_Strict):
+    strategy: Literal["standalone", "oneshot"] = Field(
+        "standalone", description="standalone: every candidate is a trial trained from scratch; oneshot: one "
+        "weight-sharing supernet per latency target trains every candidate at once while the controller learns "
+        "from each step (search.oneshot), then its best candidates are retrained standalone as trials")
+    oneshot: OneShotConfig = Field(default_factory=OneShotConfig)
     repeats: Literal["record", "train"] = Field(
         "record", description="record: a proposal of an arch already recorded in this run is answered with that "
         "trial's result (the controller learns from it again; nothing is trained, no trial of the budget is "

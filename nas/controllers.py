@@ -150,11 +150,37 @@ class RegularizedEvolution(Controller):
             self.population.popleft()
 
 
+class ArchList(Controller):
+    """Proposes the archs it is given, in order, then the first again (what ``nas search``
+    retrains after a one-shot phase, and a way to train a chosen few as trials)::
+
+        controller: {name: list, params: {archs: ["v1-res128-...", "v1-res128-..."]}}
+        budget: {trials: 2}
+    """
+
+    name = "list"
+
+    def __init__(self, space: SearchSpace, seed: int = 0, archs: list[str] | None = None):
+        super().__init__(space, seed)
+        if not archs or not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+            raise ValueError(f"controller.archs: expected a non-empty list of arch strings, got {archs!r}")
+        self.archs = []
+        for i, text in enumerate(archs):
+            try:
+                self.archs.append(Arch.from_string(text))
+            except ValueError as e:
+                raise ValueError(f"controller.archs[{i}]: {text!r} is not an arch string ({e})") from None
+
+    def propose(self) -> Arch:
+        return self.archs[self.n_proposed % len(self.archs)]
+
+
 # ------------------------------------------------------------------------------ registry
 
 _CONTROLLERS: dict[str, Any] = {
     "random": RandomSearch,
     "evolution": RegularizedEvolution,
+    "list": ArchList,
     "mnas": "nas.mnas_controller:MNASController",
     "logits": "nas.logits_controller:IndependentLogits",
     "optuna": "nas.optuna_controller:OptunaController",  # imported on use, so only its searches load optuna
@@ -175,7 +201,7 @@ def controller_names() -> list[str]:
 
 
 def get_controller(name: str, space: SearchSpace, seed: int = 0, **params: Any) -> Controller:
-    """A controller by name (``random``, ``evolution``, ``mnas``, ``logits``, ``optuna``) or ``module:Class``."""
+    """A controller by name (``random``, ``evolution``, ``list``, ``mnas``, ``logits``, ``optuna``) or ``module:Class``."""
     from search_spaces.importing import import_object
 
     entry = _CONTROLLERS.get(name)

@@ -149,7 +149,35 @@ def prepare(experiment: str | Path, *, out: str | None = None, resume: bool = Fa
     if not resume:  # a resumed run keeps the classes it was made with (a run made before, none)
         cfg = with_classes(cfg)
     check(cfg)
+    if cfg.search.strategy == "oneshot" and not (resume and cfg.controller.name == "list"):
+        from . import oneshot_run  # (once retraining has begun, the run's controller is the candidates' list)
+
+        oneshot_run.check(cfg)
     return Launch(cfg, run, cfg.budget.trials, text, resume)
+
+
+def _oneshot_phase(launch: Launch, runner: str, stream: TextIO, progress: bool) -> tuple[ExperimentConfig, Launch]:
+    """The supernets of a one-shot search (resumed where they were), then their candidates
+    recorded as the run's retraining (``run.json``); the experiment and launch that retrain them."""
+    from . import oneshot_run
+    from .runner import run_supernets_ray
+
+    cfg, run = launch.cfg, launch.run
+    # (a line per tenth of each supernet's steps, like a line per trial: shown with --no-progress too)
+    display = oneshot_run.SupernetProgress(run, oneshot_run.targets(cfg), stream)
+    t0 = time.monotonic()
+    if runner == "ray":
+        per_target = run_supernets_ray(cfg, run, display)
+    else:
+        per_target = oneshot_run.run_supernets_local(cfg, run, display)
+    cands = oneshot_run.finish_supernets(cfg, run, per_target)
+    log.info("one-shot phase finished in %.1f s: %d candidates to retrain", time.monotonic() - t0, len(cands))
+    stream.write(f"one-shot phase done in {time.monotonic() - t0:.0f} s: {len(cands)} candidates to retrain "
+                 "standalone\n")
+    overrides = {**run.overrides(), **oneshot_run.retrain_overrides(cands)}
+    run.write_meta(len(cands), overrides)
+    cfg = run.experiment()
+    return cfg, Launch(cfg, run, len(cands), launch.experiment_text, launch.resume)
 
 
 def search(launch: Launch, *, runner: str = "ray", stream: TextIO | None = None,
@@ -162,12 +190,15 @@ def search(launch: Launch, *, runner: str = "ray", stream: TextIO | None = None,
                  "space.num_classes": cfg.space.num_classes}
     if launch.resume:
         run.remove_stale_temp_files()
-        run.write_meta(launch.budget, overrides)
+        # (a one-shot run's retraining is recorded there too: its candidates' list controller)
+        run.write_meta(launch.budget, {**run.overrides(), **overrides})
     else:
         run.create(launch.experiment_text, launch.budget, overrides)
+    t0 = time.monotonic()
+    if cfg.search.strategy == "oneshot" and not (run.path / "oneshot" / "candidates.json").is_file():
+        cfg, launch = _oneshot_phase(launch, runner, stream or sys.stderr, progress)
     prior = run.read_state(cfg, launch.budget) if launch.resume else None
     display = Progress(launch.budget, prior, stream=stream or sys.stderr, enabled=progress)
-    t0 = time.monotonic()
     try:
         go = run_ray if runner == "ray" else run_local
         state = go(cfg, run, launch.budget, resume=launch.resume, listener=display)

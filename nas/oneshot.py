@@ -21,10 +21,13 @@ candidates a search retrains standalone. ``tests/test_oneshot.py`` runs a small 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -116,6 +119,10 @@ class OneShotSearch:
         self.step_index = 0
         self.curves: dict[str, list[float]] = {k: [] for k in ("loss", "reward", "accuracy", "latency_ms",
                                                                 "entropy")}
+        # Per controller step, what the controller was told, in order: a resumed search
+        # rebuilds the controller by replaying it (controllers are never pickled).
+        self.told: list[list[list]] = []
+        self.seed = seed
 
     # -- pieces -------------------------------------------------------------------------------
 
@@ -175,13 +182,15 @@ class OneShotSearch:
             xv, yv = self._val_batch()
             accs = [self.trainer.batch_accuracy(self.proxy_of(a), xv, yv) for a in archs]
             lats = self.latencies(archs)
-            rewards = []
+            rewards, told = [], []
             for a, acc, lat in zip(archs, accs, lats):
                 status, r = self._reward(acc, lat)
-                self.controller.feedback(a, {"status": status, "reward": r, "accuracy": acc,
-                                             "latency_ms": lat["latency_ms"]})
+                result = {"status": status, "reward": r, "accuracy": acc, "latency_ms": lat["latency_ms"]}
+                self.controller.feedback(a, result)
+                told.append([a.to_string(), result])
                 if r is not None:
                     rewards.append(r)
+            self.told.append(told)
             out |= {"reward": float(np.mean(rewards)) if rewards else float("nan"),
                     "accuracy": float(np.mean(accs)),
                     "latency_ms": float(np.mean([lat["latency_ms"] for lat in lats])), "entropy": self.entropy()}
@@ -189,6 +198,65 @@ class OneShotSearch:
             self.curves[k].append(v)
         self.step_index += 1
         return out
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> Path:
+        """Checkpoint into ``folder``: the weights and optimizer slots (``weights-STEP.npz``),
+        then ``checkpoint.json`` (the step, the random states, the data order, the controller's
+        feedback log, the curves, the latency cache), each renamed into place, so a kill at any
+        moment leaves the previous checkpoint whole."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        weights = folder / f"weights-{self.step_index}.npz"
+        tmp = folder / f".{weights.name}.tmp.npz"
+        np.savez(tmp, *[np.asarray(v.numpy()) for v in self.trainer.state_variables()])
+        os.replace(tmp, weights)
+        state = {"version": 1, "step": self.step_index, "total_steps": self.total_steps, "seed": self.seed,
+                 "settings": asdict(self.settings), "weights": weights.name,
+                 "rng": self.rng.bit_generator.state, "order": self._order.tolist(), "told": self.told,
+                 "curves": self.curves, "latency": self._lat}
+        tmp = folder / ".checkpoint.json.tmp"
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, folder / "checkpoint.json")
+        for old in folder.glob("weights-*.npz"):
+            if old != weights:
+                old.unlink(missing_ok=True)
+        return folder / "checkpoint.json"
+
+    def restore(self, folder: str | Path) -> bool:
+        """Continue from ``folder``'s checkpoint (False if it has none): weights, optimizer,
+        random states and the controller, rebuilt by replaying what it was told."""
+        path = Path(folder) / "checkpoint.json"
+        if not path.is_file():
+            return False
+        d = json.loads(path.read_text())
+        mine = {"total_steps": self.total_steps, "seed": self.seed, "settings": asdict(self.settings)}
+        theirs = {k: d.get(k) for k in mine}
+        if theirs != mine:
+            raise ValueError(f"resume: {path} was made with {theirs}, this search is {mine}; "
+                             "allowed: the settings the run was made with")
+        arrays = np.load(Path(folder) / d["weights"])
+        variables = self.trainer.state_variables()
+        if len(arrays.files) != len(variables):
+            raise ValueError(f"resume: {path} holds {len(arrays.files)} variables, the supernet has {len(variables)}")
+        for i, v in enumerate(variables):
+            v.assign(arrays[f"arr_{i}"])
+        self.step_index, self.told, self.curves, self._lat = d["step"], d["told"], d["curves"], d["latency"]
+        self.rng.bit_generator.state = d["rng"]
+        self._order = np.asarray(d["order"], np.int64)
+        self.trainer.steps = self.step_index
+        for told in self.told:
+            asked = [self.controller.ask() for _ in told]
+            for a, (text, result) in zip(asked, told):
+                if a.to_string() != text:
+                    log.warning("resume: the controller now proposes %s where the run had %s; continuing with "
+                                "the recorded arch", a.to_string(), text)
+                    a = self.space.decode(self.space.encode(Arch.from_string(text)))
+                self.controller.feedback(a, result)
+        log.info("one-shot search resumed at step %d of %d (%d controller steps replayed)", self.step_index,
+                 self.total_steps, len(self.told))
+        return True
 
     def candidates(self) -> list[Candidate]:
         """The most likely arch and the best ``top_k`` of ``candidates`` sampled ones, re-scored

@@ -33,7 +33,7 @@ from .worker import check_allocator, worker_env
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ControllerSearcher", "RecordCallback", "run_tune", "trial_resources"]
+__all__ = ["ControllerSearcher", "RecordCallback", "run_supernets", "run_tune", "trial_resources"]
 
 # run folder (resolved) -> the searcher Ray works with in this process, and the listener of
 # the search there: what Ray unpickles (a searcher, its callback) finds them here.
@@ -251,5 +251,55 @@ def run_tune(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool
     finally:
         _LIVE.pop(_key(run.path), None)
         _LISTENERS.pop(_key(run.path), None)
+        if started:
+            ray.shutdown()
+
+
+# ------------------------------------------------------------------------------ one-shot supernets
+
+def _supernet_task(experiment: str, target_ms: float, run_dir: str) -> list[dict]:
+    """The Ray entry point of one supernet (:func:`nas.oneshot_run.run_supernet`)."""
+    from .oneshot_run import run_supernet
+
+    cfg = ExperimentConfig.model_validate_json(experiment)
+    check_allocator(cfg)
+    return run_supernet(cfg, target_ms, run_dir)
+
+
+def run_supernets(cfg: ExperimentConfig, run: RunFolder, display) -> list[list[dict]]:
+    """One Ray task per latency target, in parallel as the CPUs allow; their candidates, in
+    target order. ``display.poll()`` is called while they run. A task whose worker dies is
+    retried (``ray.max_failures``) and resumes from its checkpoint; a supernet that fails
+    outright is reported and the others go on."""
+    from .oneshot_run import supernet_cpus, targets
+
+    for name in ("ray", "ray.tune", "ray._private"):
+        logging.getLogger(name).setLevel(max(logging.ERROR, logging.getLogger().level))
+    started = init_ray(cfg)
+    try:
+        res = trial_resources(cfg)
+        task = ray.remote(_supernet_task).options(
+            num_cpus=supernet_cpus(cfg), resources={k: v for k, v in res.items() if k != "cpu"} or None,
+            max_retries=cfg.ray.max_failures, retry_exceptions=False)
+        experiment = cfg.model_dump_json()
+        wanted = targets(cfg)
+        futures = {task.remote(experiment, t, str(run.path.resolve())): t for t in wanted}
+        out: dict[float, list[dict]] = {}
+        pending = list(futures)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=2.0)
+            display.poll()
+            for f in ready:
+                t = futures[f]
+                try:
+                    out[t] = ray.get(f)
+                except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as e:
+                    cause = getattr(e, "cause", None) or e
+                    log.error("supernet %g ms failed: %s: %s", t, type(cause).__name__, str(cause).splitlines()[0]
+                              if str(cause) else "")
+                    out[t] = []
+        display.poll()
+        return [out[t] for t in wanted]
+    finally:
         if started:
             ray.shutdown()

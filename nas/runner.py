@@ -38,7 +38,7 @@ from .worker import in_process
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Listener", "run_local", "run_ray"]
+__all__ = ["Listener", "run_local", "run_ray", "run_supernets_ray"]
 
 
 def _local_only_env(cfg: ExperimentConfig) -> None:
@@ -76,6 +76,15 @@ def run_ray(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool 
     from .ray_runner import run_tune
 
     return run_tune(cfg, run, budget, resume=resume, listener=listener)
+
+
+def run_supernets_ray(cfg: ExperimentConfig, run: RunFolder, display) -> list[list[dict]]:
+    """The one-shot phase's supernets as Ray tasks, one per latency target (:mod:`nas.oneshot_run`)."""
+    _quiet_env()
+    _local_only_env(cfg)
+    from .ray_runner import run_supernets
+
+    return run_supernets(cfg, run, display)
 
 
 # ------------------------------------------------------------------------------ in-process

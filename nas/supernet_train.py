@@ -106,6 +106,11 @@ class SupernetTrainer:
         controller's reward during a search: no recalibration, nothing shared moves)."""
         return float(np.mean(np.asarray(self._predict_batch_stats(x, self._path(arch))) == y))
 
+    def state_variables(self) -> list:
+        """Everything a resumed run needs back: the supernet's weights (BatchNorm statistics
+        included), the optimizer's slots and its step count."""
+        return [*self.net.weights, *(v for slot in self.update.slots for v in slot), self.update.step_variable]
+
     def tracing_counts(self) -> dict[str, int]:
         """How often each step was traced (once each, whatever the paths)."""
         return {n: f.experimental_get_tracing_count() for n, f in

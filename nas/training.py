@@ -67,6 +67,16 @@ class FusedUpdate:
     def iterations(self) -> int:
         return int(self._it.numpy())
 
+    @property
+    def slots(self) -> list[list]:
+        """The optimizer's slot variables (Adam's m and v, ...), one list per kind."""
+        return self._slots
+
+    @property
+    def step_variable(self):
+        """The update count the schedule and Adam's bias correction read."""
+        return self._it
+
     def apply(self, grads):
         """The update op (run it, or depend on it, inside a ``tf.function``)."""
         import tensorflow as tf

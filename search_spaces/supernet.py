@@ -35,88 +35,16 @@ True
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
 
 import keras
 import numpy as np
 from keras import ops
 
-from .arch import Arch, Block
+from .arch import Arch
 from .builder import BN_EPSILON, BN_MOMENTUM, KERAS_ACTIVATION, build_model, layer_seed
 from .plan import layer_letters, plan, resolve_io
 from .space import StagewiseSpace
-
-#: Path kinds: one set of weights each (mbconv with and without its expansion share theirs).
-MBCONV, MBCONV_E1, FUSED, FUSED_E1 = 0, 1, 2, 3
-_KIND_NAMES = {MBCONV: "mbconv", MBCONV_E1: "mbconv e1", FUSED: "fused_mbconv", FUSED_E1: "fused_mbconv e1"}
-SUPPORTED_BLOCKS = ("mbconv", "fused_mbconv", "conv", "ds")
-
-
-def _kind(b: Block) -> int:
-    # ``ds`` is the plan's mbconv without expansion, ``conv`` its fused_mbconv e1: same layers.
-    if b.type in ("mbconv", "ds"):
-        return MBCONV if b.type == "mbconv" and b.expansion != 1 else MBCONV_E1
-    return FUSED if b.type == "fused_mbconv" and b.expansion != 1 else FUSED_E1
-
-
-@dataclass(frozen=True)
-class StageShape:
-    """What the supernet holds for one stage: the widest of each choice its members make."""
-
-    kinds: tuple[int, ...]          # the block kinds of the stage's choices
-    kernels: tuple[int, ...]
-    activations: tuple[str, ...]
-    stride: int
-    skips: tuple[bool, ...]         # residual allowed (True) / not (False), as the choices have it
-    layers: int                     # most layers
-    cin: int                        # widest input (the previous stage's widest output)
-    mid: int                        # widest expansion, over layers and inputs
-    squeeze: int                    # widest SE squeeze (0: no SE among the choices)
-    out: int                        # widest output
-
-
-def _stage_blocks(space: StagewiseSpace, stage: int) -> list[Block]:
-    ds = list(space.stage_decisions(stage))
-    return list({space.make_block(stage, {d.name: v for d, v in zip(ds, combo)}): None
-                 for combo in itertools.product(*(d.choices for d in ds))})
-
-
-def stage_shapes(space: StagewiseSpace) -> tuple[StageShape, ...]:
-    """The supernet's stages for ``space``; ``ValueError`` for a space it cannot hold."""
-    if not isinstance(space, StagewiseSpace):
-        raise ValueError(f"supernet: space {space.label} is not stagewise; supported: StagewiseSpace subclasses "
-                         f"of {', '.join(SUPPORTED_BLOCKS)} blocks")
-    cins = {space.make_stem().filters}
-    shapes = []
-    for s in range(1, space.num_stages() + 1):
-        blocks = _stage_blocks(space, s)
-        bad = sorted({b.type for b in blocks} - set(SUPPORTED_BLOCKS))
-        if bad:
-            raise ValueError(f"supernet: stage {s} of space {space.label} has block type {', '.join(bad)}; "
-                             f"supported: {', '.join(SUPPORTED_BLOCKS)}")
-        for what in ("stride", "expand_from"):
-            if len({getattr(b, what) for b in blocks}) > 1:
-                raise ValueError(f"supernet: stage {s} of space {space.label} chooses its {what}; "
-                                 "the supernet needs it fixed per stage")
-        mids, squeezes = [0], [0]
-        for b in blocks:
-            for ref_in in {b.expand_from or c for c in cins} | {b.filters}:  # first layer | the others
-                mids.append(max(1, int(round(ref_in * b.expansion))))
-                if b.se_ratio:
-                    squeezes.append(max(1, int(ref_in * b.se_ratio)))
-        shape = StageShape(
-            kinds=tuple(sorted({_kind(b) for b in blocks})), kernels=tuple(sorted({b.kernel for b in blocks})),
-            activations=tuple(sorted({b.activation for b in blocks})), stride=blocks[0].stride,
-            skips=tuple(sorted({b.skip for b in blocks})), layers=max(b.repeats for b in blocks), cin=max(cins), mid=max(mids),
-            squeeze=max(squeezes), out=max(b.filters for b in blocks))
-        if MBCONV_E1 in shape.kinds and max(shape.cin, shape.out) > shape.mid:
-            raise ValueError(f"supernet: stage {s} of space {space.label}: an mbconv e1 input wider than its "
-                             "widest expansion")
-        shapes.append(shape)
-        cins = {b.filters for b in blocks}
-    return tuple(shapes)
-
+from .supernet_shapes import (FUSED, FUSED_E1, MBCONV, MBCONV_E1, block_kind, stage_blocks, stage_shapes)
 
 # ----------------------------------------------------------------------- the Keras parts
 
@@ -223,7 +151,7 @@ class Supernet(keras.Model):
         self.input_shape_, self.classes = resolve_io(probe, input_shape, num_classes)
         self.stem, self.head = space.make_stem(), space.make_head()
         self.n_layers = max(sh.layers for sh in self.shapes)
-        self.min_layers = [min(b.repeats for b in _stage_blocks(space, s)) for s in range(1, len(self.shapes) + 1)]
+        self.min_layers = [min(b.repeats for b in stage_blocks(space, s)) for s in range(1, len(self.shapes) + 1)]
         P: dict[str, keras.layers.Layer] = {}
 
         def conv(name, k, cin, cout, **kw):
@@ -287,7 +215,7 @@ class Supernet(keras.Model):
         out = {k: np.zeros(S, np.int32) for k in STAGE_KEYS} | {k: np.zeros((S, L), np.int32) for k in LAYER_KEYS}
         layers = {ly.name: ly for ly in plan(arch, self.input_shape_, self.classes)}
         for s, (b, sh) in enumerate(zip(arch.stages, self.shapes)):
-            kind = _kind(b)
+            kind = block_kind(b)
             branches = sorted({_BRANCH[k] for k in sh.kinds})
             out["branch"][s] = branches.index(_BRANCH[kind])
             out["expand"][s] = kind == MBCONV
@@ -333,7 +261,13 @@ class Supernet(keras.Model):
             act_i = path["act"][s]
 
             def act(y):
-                return ops.switch(act_i, [lambda v, f=f: f(v) for f in fns], y)
+                # Both activations and a select, not a switch: a switch nested in the layer's
+                # cond and branch switch broke TensorFlow's gradient of nested control flow
+                # (an AssertionError in cond_v2's _resolve_grad_inputs, full space only).
+                out = fns[0](y)
+                for i, f in enumerate(fns[1:], start=1):
+                    out = ops.where(act_i == i, f(y), out)
+                return out
         else:
             act = _activation(sh.activations[0])
         out_mask = _mask(sh.out, path["out"][s])
@@ -414,7 +348,7 @@ class Supernet(keras.Model):
         """``arch`` as :func:`search_spaces.build_model` builds it, holding this supernet's weights."""
         self.space.encode(arch)  # membership, with the space's own message
         model = build_model(arch, self.input_shape_, self.classes, name=name)
-        kinds = {s + 1: _kind(b) for s, b in enumerate(arch.stages)}
+        kinds = {s + 1: block_kind(b) for s, b in enumerate(arch.stages)}
         for ly in plan(arch, self.input_shape_, self.classes):
             if ly.op not in ("conv2d", "depthwise_conv2d", "batch_norm", "dense"):
                 continue

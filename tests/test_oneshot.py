@@ -77,3 +77,49 @@ def test_bad_settings_are_one_line_errors(field, value, message):
     with pytest.raises(ValueError) as info:
         OneShotSettings(**{field: value})
     assert str(info.value) == message
+
+
+def _search(seed=0, epochs=2):
+    space = search_spaces.get("efficientnet_edgetpu_bench")
+
+    def latency(archs):
+        return [{"latency_ms": 1.0 + sum(b.se_ratio > 0 for b in a.stages), "off_chip_bytes": 0} for a in archs]
+
+    ctrl = get_controller("mnas", space, seed=seed)
+    settings = OneShotSettings(epochs=epochs, batch_size=16, warmup=0.25, samples=2, candidates=4, top_k=1,
+                               calibration=1)
+    return OneShotSearch(space, space, _split(), ctrl, RewardConfig(target_ms=2.0, preset="hard"), latency,
+                         settings, seed=seed)
+
+
+def test_a_killed_search_resumes_from_its_checkpoint(tmp_path):
+    a = _search()
+    for _ in range(4):  # past the warm-up: weights, optimizer, controller and data order all moved
+        a.step()
+    a.save(tmp_path)
+    weights = [np.array(v.numpy()) for v in a.trainer.state_variables()]
+    a.step()  # after the checkpoint: lost with the kill, and redone by the resumed search
+
+    b = _search()
+    assert b.restore(tmp_path) and b.step_index == 4 and b.told == a.told[:2]
+    for w, v in zip(weights, b.trainer.state_variables(), strict=True):
+        np.testing.assert_array_equal(w, v.numpy())  # weights, BN statistics, Adam's slots, the step count
+    assert b.trainer.update.iterations == 4
+    # the controller, rebuilt by replaying its feedback, is where the original was at step 4:
+    # it proposes what the original proposed at step 5 (the random state of the data is back too)
+    assert [b.controller.ask().to_string() for _ in range(2)] == [t[0] for t in a.told[2]]
+    assert not np.array_equal(b._order, np.zeros(0))
+    b2 = _search()
+    b2.restore(tmp_path)
+    assert b2.rng.bit_generator.state == b.rng.bit_generator.state
+    res = b2.run()
+    assert res.steps == b2.total_steps == len(res.curves["loss"]) and res.candidates
+
+
+def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
+    a = _search()
+    a.step()
+    a.save(tmp_path)
+    with pytest.raises(ValueError, match="resume: .* was made with .*total_steps"):
+        _search(epochs=3).restore(tmp_path)
+    assert not _search().restore(tmp_path / "none")

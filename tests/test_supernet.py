@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import search_spaces
-from search_spaces.supernet import FUSED, FUSED_E1, MBCONV, MBCONV_E1, Supernet, _kind, stage_shapes
+from search_spaces.supernet import FUSED, FUSED_E1, MBCONV, MBCONV_E1, Supernet, block_kind, stage_shapes
 
 tf = pytest.importorskip("tensorflow")
 
@@ -44,7 +44,7 @@ def _covering_archs(space, want_kinds, n_max=40):
     seen, archs = set(), []
     for i in range(n_max):
         a = space.sample(i)
-        new = {("kind", _kind(b)) for b in a.stages} | {("k", b.kernel) for b in a.stages} | {
+        new = {("kind", block_kind(b)) for b in a.stages} | {("k", b.kernel) for b in a.stages} | {
             ("se", bool(b.se_ratio)) for b in a.stages} | {("act", b.activation) for b in a.stages}
         if new - seen:
             archs.append(a)

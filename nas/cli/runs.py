@@ -30,9 +30,15 @@ def search_cmd(experiment, out, resume, address, max_trials, seed, runner, no_pr
     launch = prepare(experiment, out=out, resume=resume, address=address, max_trials=max_trials, seed=seed)
     from ..proxy import describe
 
-    click.echo(f"{'resuming' if resume else 'search'} {launch.cfg.name}: {launch.budget} trials with "
-               f"{launch.cfg.controller.name}; {describe(launch.cfg)}; latency from {launch.cfg.latency.source}; "
-               f"run folder {launch.run.path}", err=True)
+    cfg = launch.cfg
+    if cfg.search.strategy == "oneshot" and cfg.controller.name != "list":
+        targets = cfg.search.oneshot.targets_ms or [cfg.reward.target_ms]
+        what = (f"one-shot search with {cfg.controller.name} ({len(targets)} supernet{'s' if len(targets) > 1 else ''}, "
+                f"{', '.join(f'{t:g}' for t in targets)} ms), then up to {launch.budget} candidates retrained")
+    else:
+        what = f"{launch.budget} trials with {cfg.controller.name}"
+    click.echo(f"{'resuming' if resume else 'search'} {cfg.name}: {what}; {describe(cfg)}; latency from "
+               f"{cfg.latency.source}; run folder {launch.run.path}", err=True)
     t0 = time.monotonic()
     try:
         state = search(launch, runner=runner, progress=not no_progress)
@@ -43,9 +49,9 @@ def search_cmd(experiment, out, resume, address, max_trials, seed, runner, no_pr
     results = state.ordered_results()
     click.echo(pareto_table(results))
     click.echo(f"run folder: {launch.run.path}  (export the best: nas export {launch.run.path})")
-    if len(results) < launch.budget:
+    if len(results) < state.budget:  # (a one-shot search's budget is its candidates' number)
         # Ctrl-C (Ray Tune stops gracefully on it) or the time limit.
-        click.echo(f"stopped after {len(results)} of {launch.budget} trials; continue with:\n"
+        click.echo(f"stopped after {len(results)} of {state.budget} trials; continue with:\n"
                    f"  nas search {experiment} --out {launch.run.path} --resume", err=True)
         limit = launch.cfg.budget.time_limit_s
         if limit is None or time.monotonic() - t0 < limit:
