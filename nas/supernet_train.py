@@ -45,7 +45,10 @@ class SupernetTrainer:
         variables = [v.value for v in net.trainable_variables]  # the tf.Variables behind Keras's
         # The recipe's optimizer as one kernel per variable (nas.training): Keras's own took
         # most of the ~20 s the supernet's step spent tracing.
-        self.update = FusedUpdate(variables, optimizer, learning_rate, total_steps=total_steps, schedule=schedule)
+        # Lazy: a path leaves the other branches and the masked channels with zero gradients,
+        # and those must not move (Adam's stale moments would drift them every step).
+        self.update = FusedUpdate(variables, optimizer, learning_rate, total_steps=total_steps, schedule=schedule,
+                                  lazy=True)
         self._loss = keras.losses.SparseCategoricalCrossentropy()
         self.steps = 0
 

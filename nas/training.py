@@ -48,9 +48,15 @@ class FusedUpdate:
     """
 
     def __init__(self, variables, optimizer: str, learning_rate: float, *, total_steps: int,
-                 schedule: str = "cosine"):
+                 schedule: str = "cosine", lazy: bool = False):
+        """``lazy``: an element whose gradient is exactly zero keeps its value and slots (a
+        supernet's untaken branch or masked channel). Inside a traced step, a variable that
+        only an untaken ``switch``/``cond`` branch uses gets a zero gradient, not None, and
+        Adam or momentum would go on moving it with its stale slots."""
         import keras
         import tensorflow as tf
+
+        self.lazy = lazy
 
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"train.optimizer: unknown {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
@@ -90,6 +96,9 @@ class FusedUpdate:
         for i, (v, g) in enumerate(zip(self.variables, grads)):
             if g is None:
                 continue
+            if self.lazy:
+                updates.append(self._lazy(i, v, g, lr, b1, b2))
+                continue
             if self.optimizer == "adam":
                 updates.append(tf.raw_ops.ResourceApplyAdam(
                     var=v.handle, m=self._slots[0][i].handle, v=self._slots[1][i].handle,
@@ -104,6 +113,26 @@ class FusedUpdate:
                     momentum=0.9, epsilon=1e-7, grad=g))
         with tf.control_dependencies(updates):
             return self._it.assign_add(1)
+
+    def _lazy(self, i, v, g, lr, b1, b2):
+        """The same update, written out, on the elements whose gradient is not zero."""
+        import tensorflow as tf
+
+        on = tf.cast(tf.not_equal(g, 0), g.dtype)
+        if self.optimizer == "adam":  # Keras's Adam: lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
+            m, s2 = self._slots[0][i], self._slots[1][i]
+            m_new = m + on * 0.1 * (g - m)
+            v_new = s2 + on * 0.001 * (g * g - s2)
+            step = lr * tf.sqrt(1 - b2) / (1 - b1) * m_new / (tf.sqrt(v_new) + 1e-7)
+            return tf.group(m.assign(m_new), s2.assign(v_new), v.assign_sub(on * step))
+        if self.optimizer == "sgd":  # Keras's SGD, Nesterov momentum 0.9
+            acc = self._slots[0][i]
+            a_new = acc + on * ((0.9 * acc - lr * g) - acc)
+            return tf.group(acc.assign(a_new), v.assign_add(on * (0.9 * a_new - lr * g)))
+        ms, mom = self._slots[0][i], self._slots[1][i]  # RMSprop, rho 0.9, momentum 0.9
+        ms_new = ms + on * 0.1 * (g * g - ms)
+        mom_new = mom + on * ((0.9 * mom + lr * g / tf.sqrt(ms_new + 1e-7)) - mom)
+        return tf.group(ms.assign(ms_new), mom.assign(mom_new), v.assign_sub(on * mom_new))
 
 
 class Step:

@@ -98,3 +98,29 @@ def test_the_docstring_examples_run():
     for module in (nas.training, nas.mnas_controller):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop"])
+def test_the_lazy_update_moves_what_has_a_gradient_and_nothing_else(optimizer):
+    import tensorflow as tf
+
+    from nas.training import FusedUpdate
+
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(3, 4)).astype("float32")
+    grads = [rng.normal(size=(3, 4)).astype("float32") for _ in range(3)]
+    for g in grads[1:]:
+        g[:, 2:] = 0  # after the first step, two columns are masked out (an untaken channel)
+    eager, lazy = tf.Variable(start), tf.Variable(start)
+    ref = FusedUpdate([eager], optimizer, 0.01, total_steps=10, schedule="constant")
+    upd = FusedUpdate([lazy], optimizer, 0.01, total_steps=10, schedule="constant", lazy=True)
+    ref.apply([tf.constant(grads[0])])
+    upd.apply([tf.constant(grads[0])])
+    np.testing.assert_allclose(lazy.numpy(), eager.numpy(), rtol=1e-5, atol=1e-7)  # the same update
+    after_first = lazy.numpy().copy()
+    for g in grads[1:]:
+        ref.apply([tf.constant(g)])
+        upd.apply([tf.constant(g)])
+    np.testing.assert_array_equal(lazy.numpy()[:, 2:], after_first[:, 2:])  # masked: not moved
+    assert not np.allclose(eager.numpy()[:, 2:], after_first[:, 2:])  # (the eager one drifts on its momentum)
+    assert not np.allclose(lazy.numpy()[:, :2], after_first[:, :2])
