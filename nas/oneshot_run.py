@@ -196,6 +196,8 @@ class SupernetProgress:
     def __init__(self, run: RunFolder, target_list: Sequence[float], stream, enabled: bool = True):
         self.run, self.targets, self.stream, self.enabled = run, list(target_list), stream, enabled
         self.shown: dict[float, int] = {}
+        # A resumed search finds the killed one's last progress.json: not news until rewritten.
+        self.since = time.time()
 
     def poll(self) -> None:
         if not self.enabled:
@@ -203,6 +205,8 @@ class SupernetProgress:
         for t in self.targets:
             p = target_dir(self.run, t) / "progress.json"
             try:
+                if p.stat().st_mtime < self.since:
+                    continue
                 d = json.loads(p.read_text())
             except (OSError, ValueError):
                 continue
