@@ -149,14 +149,15 @@ def prepare(experiment: str | Path, *, out: str | None = None, resume: bool = Fa
     if not resume:  # a resumed run keeps the classes it was made with (a run made before, none)
         cfg = with_classes(cfg)
     check(cfg)
-    if cfg.search.strategy == "oneshot" and not (resume and cfg.controller.name == "list"):
-        from . import oneshot_run  # (once retraining has begun, the run's controller is the candidates' list)
+    if cfg.search.strategy == "oneshot":
+        from . import oneshot_run
 
-        oneshot_run.check(cfg)
+        if not oneshot_run.merged_file(run).is_file():  # (once retraining, the controller is the candidates' list)
+            oneshot_run.check(cfg)
     return Launch(cfg, run, cfg.budget.trials, text, resume)
 
 
-def _oneshot_phase(launch: Launch, runner: str, stream: TextIO, progress: bool) -> tuple[ExperimentConfig, Launch]:
+def _oneshot_phase(launch: Launch, runner: str, stream: TextIO) -> tuple[ExperimentConfig, Launch]:
     """The supernets of a one-shot search (resumed where they were), then their candidates
     recorded as the run's retraining (``run.json``); the experiment and launch that retrain them."""
     from . import oneshot_run
@@ -195,8 +196,11 @@ def search(launch: Launch, *, runner: str = "ray", stream: TextIO | None = None,
     else:
         run.create(launch.experiment_text, launch.budget, overrides)
     t0 = time.monotonic()
-    if cfg.search.strategy == "oneshot" and not (run.path / "oneshot" / "candidates.json").is_file():
-        cfg, launch = _oneshot_phase(launch, runner, stream or sys.stderr, progress)
+    if cfg.search.strategy == "oneshot":
+        from .oneshot_run import merged_file
+
+        if not merged_file(run).is_file():
+            cfg, launch = _oneshot_phase(launch, runner, stream or sys.stderr)
     prior = run.read_state(cfg, launch.budget) if launch.resume else None
     display = Progress(launch.budget, prior, stream=stream or sys.stderr, enabled=progress)
     try:

@@ -36,6 +36,7 @@ from search_spaces import Arch, SearchSpace
 from search_spaces.supernet import Supernet
 
 from .reward import RewardConfig, reward
+from .runfolder import atomic_write
 from .supernet_train import SupernetTrainer, calibration_batches
 
 log = logging.getLogger(__name__)
@@ -216,9 +217,7 @@ class OneShotSearch:
                  "settings": asdict(self.settings), "weights": weights.name,
                  "rng": self.rng.bit_generator.state, "order": self._order.tolist(), "told": self.told,
                  "curves": self.curves, "latency": self._lat}
-        tmp = folder / ".checkpoint.json.tmp"
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, folder / "checkpoint.json")
+        atomic_write(folder / "checkpoint.json", json.dumps(state))
         for old in folder.glob("weights-*.npz"):
             if old != weights:
                 old.unlink(missing_ok=True)
@@ -252,7 +251,7 @@ class OneShotSearch:
                 if a.to_string() != text:
                     log.warning("resume: the controller now proposes %s where the run had %s; continuing with "
                                 "the recorded arch", a.to_string(), text)
-                    a = self.space.decode(self.space.encode(Arch.from_string(text)))
+                    a = Arch.from_string(text)
                 self.controller.feedback(a, result)
         log.info("one-shot search resumed at step %d of %d (%d controller steps replayed)", self.step_index,
                  self.total_steps, len(self.told))

@@ -41,7 +41,7 @@ from .runfolder import RunFolder, atomic_write
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ONESHOT_CONTROLLERS", "check", "merged_candidates", "retrain_overrides", "run_supernet", "settings",
+__all__ = ["ONESHOT_CONTROLLERS", "check", "merged_candidates", "merged_file", "retrain_overrides", "run_supernet", "settings",
            "supernet_cpus", "target_dir", "targets"]
 
 #: The controllers a one-shot search can drive (the toolkit's LSTM policy, TuNAS's logits).
@@ -56,9 +56,7 @@ def settings(cfg: ExperimentConfig):
     from .oneshot import OneShotSettings  # (the supernet's module loads Keras: not at the driver's import)
 
     o = cfg.search.oneshot
-    return OneShotSettings(epochs=o.epochs, batch_size=o.batch_size, optimizer=o.optimizer,
-                           learning_rate=o.learning_rate, warmup=o.warmup, samples=o.samples,
-                           candidates=o.candidates, top_k=o.top_k, calibration=o.calibration)
+    return OneShotSettings(**{f: getattr(o, f) for f in OneShotSettings.__dataclass_fields__})
 
 
 def targets(cfg: ExperimentConfig) -> list[float]:
@@ -70,6 +68,11 @@ def supernet_cpus(cfg: ExperimentConfig) -> float:
     if cfg.search.oneshot.cpus is not None:
         return cfg.search.oneshot.cpus
     return cfg.budget.cpus_per_trial * cfg.budget.concurrency / len(targets(cfg))
+
+
+def merged_file(run: RunFolder) -> Path:
+    """The merged candidates: once written, the supernets are done and the run retrains."""
+    return run.path / "oneshot" / "candidates.json"
 
 
 def target_dir(run: RunFolder | str | Path, target_ms: float) -> Path:
@@ -185,23 +188,19 @@ def retrain_overrides(cands: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "budget.trials": len(cands)}
 
 
-
-
 # ------------------------------------------------------------------------------ the driver's side
 
 class SupernetProgress:
     """What ``nas search`` shows while the supernets train: a line per target at every tenth
     of its steps (read from its ``progress.json``, so the same for Ray tasks and local runs)."""
 
-    def __init__(self, run: RunFolder, target_list: Sequence[float], stream, enabled: bool = True):
-        self.run, self.targets, self.stream, self.enabled = run, list(target_list), stream, enabled
+    def __init__(self, run: RunFolder, target_list: Sequence[float], stream):
+        self.run, self.targets, self.stream = run, list(target_list), stream
         self.shown: dict[float, int] = {}
         # A resumed search finds the killed one's last progress.json: not news until rewritten.
         self.since = time.time()
 
     def poll(self) -> None:
-        if not self.enabled:
-            return
         for t in self.targets:
             p = target_dir(self.run, t) / "progress.json"
             try:
@@ -262,5 +261,5 @@ def finish_supernets(cfg: ExperimentConfig, run: RunFolder, per_target: Sequence
         raise ValueError("search.oneshot: no supernet gave a feasible candidate (every sampled arch broke a "
                          "reward constraint or had no finite reward); allowed: looser reward.constraints or "
                          "targets_ms")
-    atomic_write(run.path / "oneshot" / "candidates.json", json.dumps({"candidates": cands}, indent=1) + "\n")
+    atomic_write(merged_file(run), json.dumps({"candidates": cands}, indent=1) + "\n")
     return cands

@@ -187,13 +187,17 @@ def init_ray(cfg: ExperimentConfig) -> bool:
     return True
 
 
-def run_tune(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool = False,
-             listener: Listener | None = None) -> Ledger:
-    """Run (or resume) the search on Ray Tune; the final ledger (also saved in ``run``)."""
+def _quiet_ray_loggers() -> None:
     # Ray's driver-side notices (auth token, metrics it cannot fetch because the per-trial
     # loggers are off) would interleave with the progress display.
     for name in ("ray", "ray.tune", "ray._private"):
         logging.getLogger(name).setLevel(max(logging.ERROR, logging.getLogger().level))
+
+
+def run_tune(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool = False,
+             listener: Listener | None = None) -> Ledger:
+    """Run (or resume) the search on Ray Tune; the final ledger (also saved in ``run``)."""
+    _quiet_ray_loggers()
     started = init_ray(cfg)
     try:
         if listener is not None:
@@ -273,8 +277,7 @@ def run_supernets(cfg: ExperimentConfig, run: RunFolder, display) -> list[list[d
     outright is reported and the others go on."""
     from .oneshot_run import supernet_cpus, targets
 
-    for name in ("ray", "ray.tune", "ray._private"):
-        logging.getLogger(name).setLevel(max(logging.ERROR, logging.getLogger().level))
+    _quiet_ray_loggers()
     started = init_ray(cfg)
     try:
         res = trial_resources(cfg)
