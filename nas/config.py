@@ -162,6 +162,10 @@ class OneShotConfig(_Strict):
                                            "default: reward.target_ms")
     cpus: float | None = Field(None, gt=0, le=256, description="CPUs of each supernet (default: the search's, "
                                "budget.cpus_per_trial x budget.concurrency, shared by the targets)")
+    classifier_init: Literal["default", "zeros"] = Field(
+        "default", description="the supernet's classifier kernel at start: 'default' (EfficientNet's init, "
+        "as a standalone model's) or 'zeros' (equal first logits; the structural choices learn faster in "
+        "a short run, benchmarks/oneshot_interference.py)")
     checkpoint_s: float = Field(60.0, gt=0, le=86_400, description="seconds between checkpoints of a supernet "
                                 "(weights, optimizer slots, the controller's feedback, the random states)")
 

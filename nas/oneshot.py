@@ -58,6 +58,7 @@ class OneShotSettings:
     candidates: int = 64            #: archs sampled from the final policy and re-scored
     top_k: int = 4                  #: the best of those kept (besides the most likely arch)
     calibration: int = 4            #: training batches for each candidate's BN statistics
+    classifier_init: str = "default"  #: "zeros": the supernet's classifier starts at zero (Supernet)
 
     def __post_init__(self) -> None:
         for what, v, lo, hi in (("epochs", self.epochs, 1, 10_000), ("batch_size", self.batch_size, 1, 65_536),
@@ -70,6 +71,9 @@ class OneShotSettings:
                     (what == "learning_rate" and v == 0):
                 raise ValueError(f"search.oneshot.{what}: expected a number in "
                                  f"{'(0' if what == 'learning_rate' else '[0'}, {hi}], got {v!r}")
+        if self.classifier_init not in ("default", "zeros"):
+            raise ValueError(f"search.oneshot.classifier_init: expected 'default' or 'zeros', "
+                             f"got {self.classifier_init!r}")
 
 
 @dataclass
@@ -109,7 +113,7 @@ class OneShotSearch:
         self.steps_per_epoch = max(1, -(-split.n_train // s.batch_size))
         self.total_steps = s.epochs * self.steps_per_epoch
         self.warmup_steps = int(round(s.warmup * self.total_steps))
-        self.net = Supernet(proxies, num_classes=split.num_classes, seed=seed)
+        self.net = Supernet(proxies, num_classes=split.num_classes, seed=seed, classifier_init=s.classifier_init)
         self.trainer = SupernetTrainer(self.net, optimizer=s.optimizer, learning_rate=s.learning_rate,
                                        total_steps=self.total_steps)
         self.rng = np.random.default_rng([seed, 17])

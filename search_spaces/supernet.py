@@ -139,12 +139,18 @@ class Supernet(keras.Model):
 
     ``net(images, net.path(arch), training=...)`` runs ``arch``; ``net.standalone(arch)`` is
     that arch as a plain Keras model with the path's weights. ``input_shape`` and
-    ``num_classes`` as for :func:`search_spaces.build_model`.
+    ``num_classes`` as for :func:`search_spaces.build_model`. ``classifier_init="zeros"``
+    starts the classifier's kernel at zero, so the first logits are equal (a chance-level
+    loss, not the ~3.5-4 of EfficientNet's init): a supernet's features change with every
+    path, and large random logits over them make early steps confidently wrong
+    (``benchmarks/oneshot_interference.py`` measures what it buys).
     """
 
     def __init__(self, space: StagewiseSpace, input_shape=None, num_classes: int | None = None, *,
-                 seed: int | None = 0, name: str = "supernet"):
+                 seed: int | None = 0, classifier_init: str = "default", name: str = "supernet"):
         super().__init__(name=name)
+        if classifier_init not in ("default", "zeros"):
+            raise ValueError(f"classifier_init: expected 'default' or 'zeros', got {classifier_init!r}")
         self.space = space
         self.shapes = stage_shapes(space)
         probe = space.decode_indices([0] * len(space.decision_list))
@@ -192,10 +198,10 @@ class Supernet(keras.Model):
             bn("head_bn", self.head.filters)
         feat = self.head.filters or last
         self.dropout = keras.layers.Dropout(self.head.dropout) if self.head.dropout else None
+        init = ("zeros" if classifier_init == "zeros" else  # else the builder's (EfficientNet's)
+                keras.initializers.VarianceScaling(1.0 / 3.0, "fan_out", "uniform", seed=layer_seed(seed, "predictions")))
         self.predictions = keras.layers.Dense(self.classes, activation="softmax", name="predictions",
-                                              kernel_initializer=keras.initializers.VarianceScaling(
-                                                  1.0 / 3.0, "fan_out", "uniform",
-                                                  seed=layer_seed(seed, "predictions")))
+                                              kernel_initializer=init)
         self.predictions.build((None, feat))
         self.parts = P
         self.built = True

@@ -76,6 +76,8 @@ CASES = [
      "search.oneshot.epoch: unknown key (given 3)"),
     ("oneshot-warmup", lambda t: ["search", exp(t, with_("search.oneshot.warmup", 1))],
      "search.oneshot.warmup: Input should be less than 1 (given 1)"),
+    ("oneshot-classifier-init", lambda t: ["search", exp(t, with_("search.oneshot.classifier_init", "ones"))],
+     "search.oneshot.classifier_init: Input should be 'default' or 'zeros' (given 'ones')"),
     ("oneshot-repeated-target", lambda t: ["search", exp(t, with_("search.oneshot.targets_ms", [2.5, 2.5]))],
      "search.oneshot.targets_ms: [2.5, 2.5] repeats a target; allowed: distinct numbers > 0"),
     ("oneshot-controller", lambda t: ["search", exp(t, with_("search.strategy", "oneshot"))],

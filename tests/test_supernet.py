@@ -112,6 +112,20 @@ def test_an_arch_outside_the_space_is_refused_with_the_spaces_message(edgetpu_ne
         net.path(other)
 
 
+def test_a_zero_classifier_starts_every_path_at_equal_probabilities_and_reads_out_as_such():
+    space = search_spaces.get("efficientnet_edgetpu_bench", resolution=32)
+    net = Supernet(space, num_classes=10, seed=0, classifier_init="zeros")
+    x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype("float32")
+    for i in range(3):
+        arch = space.sample(i)
+        np.testing.assert_allclose(np.asarray(net(x, net.path(arch))), 0.1, atol=1e-6)
+        assert not np.any(net.standalone(arch).get_layer("predictions").get_weights()[0])
+    default = Supernet(space, num_classes=10, seed=0)
+    assert np.any(np.asarray(default.predictions.kernel))  # the builder's init, as before
+    with pytest.raises(ValueError, match=r"^classifier_init: expected 'default' or 'zeros', got 'ones'$"):
+        Supernet(space, num_classes=10, classifier_init="ones")
+
+
 def test_a_space_the_supernet_cannot_hold_is_a_clear_error():
     class Strided(search_spaces.EfficientNetEdgeTPUSpace):
         name = "strided_test"
