@@ -32,6 +32,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+class HoldConfig(_Strict):
+    """Decisions of the space held at one value, so the search explores the others
+    (``search_spaces.hold``). ``decisions`` take ``arch``'s choices: a reference name
+    (``nas spaces references``; scaled to the space's width, depth and resolution) or an arch
+    string of the space. ``values`` give a decision its value outright. A name is a stage
+    decision's (``block``: every stage) or one stage's (``s2.block``)."""
+
+    arch: str | None = None
+    decisions: list[str] = Field(default_factory=list)
+    values: dict[str, Any] = Field(default_factory=dict)
+
+
 class SpaceConfig(_Strict):
     """The deployment model's space: the network the user will ship (its resolution, width,
     depth and the data's classes). Latency, memory, reward and constraints are its."""
@@ -43,6 +55,7 @@ class SpaceConfig(_Strict):
     num_classes: int | None = Field(None, ge=2, le=1_000_000, description="the data's classes (default: counted "
                                     "from the data when the search starts, so arch strings carry them)")
     params: dict[str, Any] = Field(default_factory=dict, description="other constructor arguments")
+    hold: HoldConfig | None = Field(None, description="decisions held at one value; the search explores the rest")
 
     def kwargs(self) -> dict[str, Any]:
         out = {k: v for k, v in (("resolution", self.resolution), ("width", self.width), ("depth", self.depth),

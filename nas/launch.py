@@ -23,7 +23,7 @@ from .config import ExperimentConfig, load_experiment, override
 from .console import Progress
 from .data import check_source, class_count
 from .errors import RunFolderError
-from .ledger import Ledger, make_controller, make_space
+from .ledger import Ledger, make_base_space, make_controller, make_space
 from .runfolder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -98,11 +98,11 @@ def with_classes(cfg: ExperimentConfig) -> ExperimentConfig:
     carries its head and ``nas latency predict ARCH`` scores the very model a trial did. A
     class count, given or the space's own, that differs from the data's is an error."""
     check_source(cfg.data.source)  # its one-line errors first: counting would meet them less clearly
-    space = make_space(cfg)
+    space = make_base_space(cfg)  # space.hold narrows its decisions, not its head
     fixed = getattr(space, "num_classes", None)
     # A space given as an instance (module:object) is what it is: get() returns that very
     # object and takes no arguments, so its classes cannot be filled in.
-    takes = "num_classes" in inspect.signature(type(space)).parameters and make_space(cfg) is not space
+    takes = "num_classes" in inspect.signature(type(space)).parameters and make_base_space(cfg) is not space
     if not takes and cfg.space.num_classes is not None:
         raise ValueError(f"space.num_classes: space {cfg.space.name!r} takes no num_classes argument "
                          f"(given {cfg.space.num_classes})")

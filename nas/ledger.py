@@ -38,17 +38,40 @@ from .record import Status, TrialRecord, legacy_dict
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Finished", "Ledger", "STATE_VERSION", "make_controller", "make_space", "read_state_json", "replay"]
+__all__ = ["Finished", "Ledger", "STATE_VERSION", "make_base_space", "make_controller", "make_space", "read_state_json", "replay"]
 
 #: 2: results are trial records with deployment and proxy figures; 1 (read, migrated): before.
 STATE_VERSION = 2
 _READABLE_STATES = (1, 2)
 
 
-def make_space(cfg: ExperimentConfig) -> SearchSpace:
+def make_base_space(cfg: ExperimentConfig) -> SearchSpace:
+    """The registered space ``space.name`` with its arguments, before ``space.hold``."""
     import search_spaces
 
     return search_spaces.get(cfg.space.name, **cfg.space.kwargs())
+
+
+def make_space(cfg: ExperimentConfig) -> SearchSpace:
+    """The space the search explores: :func:`make_base_space`, with ``space.hold`` applied."""
+    import search_spaces
+
+    base, h = make_base_space(cfg), cfg.space.hold
+    if h is None:
+        return base
+    arch = None
+    if h.arch is not None:
+        if h.arch in search_spaces.reference_names():
+            arch = search_spaces.reference(h.arch, width=getattr(base, "width", 1.0),
+                                           depth=getattr(base, "depth", 1.0), resolution=base.resolution,
+                                           num_classes=base.num_classes)
+        else:
+            try:
+                arch = search_spaces.Arch.from_string(h.arch)
+            except ValueError as e:
+                raise ValueError(f"space.hold.arch: {h.arch!r} is neither a reference "
+                                 f"({', '.join(search_spaces.reference_names())}) nor an arch string ({e})") from None
+    return search_spaces.hold(base, h.decisions, values=h.values, from_arch=arch, where="space.hold")
 
 
 def make_controller(cfg: ExperimentConfig, space: SearchSpace | None = None) -> Controller:

@@ -17,6 +17,7 @@ or latency code.
 from .arch import ACTIVATIONS, BLOCK_TYPES, GRAMMAR_VERSION, Arch, Block, Head, Stem, parse_arch
 from .builder import build_model
 from .builtin import EfficientNetEdgeTPUSpace, MnasNetSpace
+from .held import HeldSpace, hold
 from .plan import Layer, count_macs, count_params, plan
 from .references import reference, reference_names
 from .scaling import round_filters, round_repeats
@@ -24,7 +25,7 @@ from .space import Decision, SearchSpace, StagewiseSpace, get, names, register, 
 
 __all__ = [
     "ACTIVATIONS", "BLOCK_TYPES", "GRAMMAR_VERSION", "Arch", "Block", "Decision", "EfficientNetEdgeTPUSpace",
-    "Head", "Layer", "MnasNetSpace", "SearchSpace", "StagewiseSpace", "Stem", "build_model", "count_macs",
-    "count_params", "get", "names", "parse_arch", "plan", "reference", "reference_names", "register",
+    "Head", "HeldSpace", "Layer", "MnasNetSpace", "SearchSpace", "StagewiseSpace", "Stem", "build_model", "count_macs",
+    "count_params", "get", "hold", "names", "parse_arch", "plan", "reference", "reference_names", "register",
     "registered", "round_filters", "round_repeats",
 ]
