@@ -33,6 +33,8 @@ VARIANTS = {  # name: the decision families drawn (the rest held at the base arc
     "kernel, filters, repeats, activation, se": ("kernel", "filters", "repeats", "activation", "se"),
     "expansion": ("expansion",),
     "block": ("block",),
+    # what a search with space.hold: {decisions: [block]} draws (the one-shot quickstart's)
+    "everything but block": ("kernel", "expansion", "filters", "repeats", "activation", "se"),
     "everything (a uniform path)": ("block", "kernel", "expansion", "filters", "repeats", "activation", "se"),
 }
 
@@ -47,7 +49,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from nas.config import load_experiment
-    from nas.ledger import make_space
+    from nas.ledger import make_base_space
     from nas.proxy import space_of
     from nas.recipe import load_data
     from nas.supernet_train import SupernetTrainer
@@ -55,7 +57,8 @@ def main() -> int:
 
     cfg = load_experiment(ROOT / "experiments" / "oneshot_quickstart.yaml")
     os_cfg = cfg.search.oneshot
-    space = space_of(make_space(cfg), cfg)
+    # the whole space, without the quickstart's space.hold: the block types are one of the families measured
+    space = space_of(make_base_space(cfg), cfg)
     split = load_data(cfg, cfg.proxy.resolution)
     names = [d.name for d in space.decision_list]
     base = space.indices(space.sample_choices(np.random.default_rng(0)))

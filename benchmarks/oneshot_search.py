@@ -7,15 +7,21 @@ embedded Ray (the same deployment space at 128 px, proxy, 2,000 training digits,
 source and hard MNAS reward at 5 ms), one after the other on this machine:
 
 1. ``experiments/oneshot_quickstart.yaml``: the one-shot search (its supernet, then its
-   candidates retrained standalone as trials); its wall time sets the others' budget;
+   candidates retrained standalone as trials); its wall time sets the others' budget. It
+   holds the block types at EfficientNet-EdgeTPU-S's layout (``space.hold``);
 2. ``experiments/quickstart.yaml`` with ``controller: mnas``, as many trials as fit in that
-   wall time (``budget.time_limit_s``: Ray Tune's time budget, so Ray's start-up is on top);
-3. the same with ``controller: random``.
+   wall time (``budget.time_limit_s``: Ray Tune's time budget, so Ray's start-up is on top),
+   over the whole space, as a user runs it;
+3. the same with ``controller: random``;
+4. and 5. (``--held``, the default) mnas and random over the one-shot search's held space,
+   so the search methods also compare on one space;
+6. (``--unheld``) the one-shot search without the hold, the ablation of ``space.hold``.
 
 Reported per search: wall time, trials, the best reward after standalone training (every
-search's trials are trained by the same recipe, so the rewards compare), its arch, and for
-the one-shot search the controller's curves: policy entropy and the mean deployment latency
-of the sampled archs in tenths of the controller's steps, against the target.
+search's trials are trained by the same recipe, so the rewards compare), its arch, the
+median reward of its trials, and for the one-shot searches the controller's curves: policy
+entropy and the mean deployment latency of the sampled archs in tenths of the controller's
+steps, against the target.
 
 Writes ``oneshot_search.json``.
 """
@@ -59,7 +65,28 @@ def _best(rows: list[dict]) -> dict:
         return {"reward": None}
     top = max(ok, key=lambda r: float(r["reward"]))
     return {"reward": float(top["reward"]), "accuracy": float(top["accuracy"]),
-            "latency_ms": float(top["latency_ms"]), "arch": top["arch"]}
+            "latency_ms": float(top["latency_ms"]), "arch": top["arch"],
+            "median_reward": round(float(np.median([float(r["reward"]) for r in ok])), 4)}
+
+
+def _oneshot(exp: dict, name: str, seed: int, tmp: Path, target: float) -> dict:
+    run = tmp / f"{name}-{seed}"
+    wall, rows, _ = _search({**exp, "seed": seed, "output": str(tmp)}, run, tmp)
+    phase = run / "oneshot" / f"target-{target:g}ms"
+    summary = json.loads((phase / "candidates.json").read_text())
+    ckpt = json.loads((phase / "checkpoint.json").read_text())
+    out = {"wall_s": round(wall, 1), "supernet_s": summary["seconds"], "trials": len(rows),
+           "best": _best(rows), "candidates": [
+               {k: c[k] for k in ("arch", "why", "one_shot_accuracy", "latency_ms", "reward")}
+               for c in summary["candidates"]],
+           "retrained": [{"arch": r["arch"], "accuracy": float(r["accuracy"]),
+                          "reward": float(r["reward"])} for r in rows if r["status"] == "ok"],
+           "entropy_tenths": _tenths(ckpt["curves"]["entropy"]),
+           "sampled_latency_ms_tenths": _tenths(ckpt["curves"]["latency_ms"]),
+           "one_shot_accuracy_tenths": _tenths(ckpt["curves"]["accuracy"]),
+           "loss_tenths": _tenths(ckpt["curves"]["loss"])}
+    print(f"seed {seed} {name}: {wall:.0f} s, best {out['best']}", flush=True)
+    return out
 
 
 def _tenths(values: list[float]) -> list[float]:
@@ -73,6 +100,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--held", action=argparse.BooleanOptionalAction, default=True,
+                    help="also run mnas and random over the one-shot search's held space (default: on)")
+    ap.add_argument("--unheld", action="store_true", help="also run the one-shot search without space.hold")
     args = ap.parse_args()
     oneshot = yaml.safe_load((ROOT / "experiments" / "oneshot_quickstart.yaml").read_text())
     standalone = yaml.safe_load((ROOT / "experiments" / "quickstart.yaml").read_text())
@@ -81,36 +111,32 @@ def main() -> int:
                  "cpus": os.cpu_count(), "runs": []}
     with tempfile.TemporaryDirectory(prefix="oneshot-bench-") as d:
         tmp = Path(d)
+        hold = oneshot["space"].get("hold")
+        standalone_runs = [("mnas", "mnas", None), ("random", "random", None)]
+        if args.held and hold:
+            standalone_runs += [("mnas_held", "mnas", hold), ("random_held", "random", hold)]
         for seed in range(args.seeds):
-            row: dict = {"seed": seed}
-            exp = {**oneshot, "seed": seed, "output": str(tmp)}
-            wall, rows, _ = _search(exp, tmp / f"oneshot-{seed}", tmp)
-            summary = json.loads((tmp / f"oneshot-{seed}" / "oneshot" / f"target-{target:g}ms" / "candidates.json")
-                                 .read_text())
-            ckpt = json.loads((tmp / f"oneshot-{seed}" / "oneshot" / f"target-{target:g}ms" / "checkpoint.json")
-                              .read_text())
-            row["oneshot"] = {"wall_s": round(wall, 1), "supernet_s": summary["seconds"], "trials": len(rows),
-                              "best": _best(rows), "candidates": [
-                                  {k: c[k] for k in ("arch", "why", "one_shot_accuracy", "latency_ms", "reward")}
-                                  for c in summary["candidates"]],
-                              "retrained": [{"arch": r["arch"], "accuracy": float(r["accuracy"]),
-                                             "reward": float(r["reward"])} for r in rows if r["status"] == "ok"],
-                              "entropy_tenths": _tenths(ckpt["curves"]["entropy"]),
-                              "sampled_latency_ms_tenths": _tenths(ckpt["curves"]["latency_ms"]),
-                              "one_shot_accuracy_tenths": _tenths(ckpt["curves"]["accuracy"]),
-                              "loss_tenths": _tenths(ckpt["curves"]["loss"])}
-            print(f"seed {seed} one-shot: {wall:.0f} s, best {row['oneshot']['best']}", flush=True)
-            for name in ("mnas", "random"):
-                exp = {**standalone, "seed": seed, "output": str(tmp), "controller": {"name": name},
-                       "budget": {**standalone["budget"], "trials": 1000, "time_limit_s": round(wall, 1)}}
+            row: dict = {"seed": seed, "oneshot": _oneshot(oneshot, "oneshot", seed, tmp, target)}
+            wall = row["oneshot"]["wall_s"]
+            for name, controller, held in standalone_runs:
+                space = {**standalone["space"], **({"hold": held} if held else {})}
+                exp = {**standalone, "seed": seed, "output": str(tmp), "controller": {"name": controller},
+                       "space": space, "budget": {**standalone["budget"], "trials": 1000, "time_limit_s": wall}}
                 w, rows, _ = _search(exp, tmp / f"{name}-{seed}", tmp)
                 row[name] = {"wall_s": round(w, 1), "trials": len(rows), "best": _best(rows)}
                 print(f"seed {seed} {name}: {w:.0f} s, {len(rows)} trials, best {row[name]['best']}", flush=True)
+            if args.unheld and hold:
+                unheld = {**oneshot, "space": {k: v for k, v in oneshot["space"].items() if k != "hold"}}
+                row["oneshot_unheld"] = _oneshot(unheld, "oneshot_unheld", seed, tmp, target)
             out["runs"].append(row)
-    for name in ("oneshot", "mnas", "random"):
+    out["hold"] = hold
+    for name in [k for k in out["runs"][0] if k != "seed"]:
         vals = [r[name]["best"]["reward"] for r in out["runs"] if r[name]["best"]["reward"] is not None]
         out.setdefault("summary", {})[name] = {
             "mean_best_reward": float(np.mean(vals)) if vals else None,
+            "best_rewards": vals,
+            "mean_median_reward": float(np.mean([r[name]["best"]["median_reward"] for r in out["runs"]
+                                                 if r[name]["best"]["reward"] is not None])) if vals else None,
             "mean_wall_s": float(np.mean([r[name]["wall_s"] for r in out["runs"]])),
             "mean_trials": float(np.mean([r[name]["trials"] for r in out["runs"]]))}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -63,6 +63,14 @@ def test_the_shipped_experiments_and_the_documented_schema_parse():
     assert (quick.space.width, quick.space.num_classes) == (1.0, 10)
     assert (quick.proxy.resolution, quick.proxy.width, quick.proxy.depth) == (32, 0.25, 0.5)
     check(quick)  # every name resolves on this machine
+    from nas.ledger import make_space
+
+    oneshot = load_experiment(ROOT / "experiments" / "oneshot_quickstart.yaml")
+    # the one-shot quickstart: quickstart's space with the block types held at EfficientNet-EdgeTPU-S's
+    assert oneshot.space.model_dump(exclude={"hold"}) == quick.space.model_dump(exclude={"hold"})
+    held = make_space(oneshot)
+    assert [held.held[f"s{i}.block"] for i in range(1, 7)] == ["fused_mbconv"] * 3 + ["mbconv"] * 3
+    assert len(held.decision_list) == len(make_space(quick).decision_list) - 6
     svr = load_experiment(ROOT / "experiments" / "searched_vs_references.yaml")
     check(svr)
     # Its recipe must stay the tabular benchmark's, so the table can share its plot.
@@ -80,6 +88,10 @@ def test_the_shipped_experiments_and_the_documented_schema_parse():
     documented = parse_experiment(yaml.safe_load(block))
     assert documented.ray.scheduler == "fifo" and documented.train.bn_momentum == 0.9
     assert documented.proxy.resolution == 32 and documented.space.num_classes == 10
+    from nas.ledger import make_space
+
+    held = make_space(documented).held  # the documented hold builds: every block type and s6.se held
+    assert held["s6.se"] == 0 and sum(k.endswith(".block") for k in held) == 6
 
 
 def test_without_a_proxy_section_the_proxy_is_the_deployment_model():
