@@ -59,19 +59,7 @@ def make_space(cfg: ExperimentConfig) -> SearchSpace:
     base, h = make_base_space(cfg), cfg.space.hold
     if h is None:
         return base
-    arch = None
-    if h.arch is not None:
-        if h.arch in search_spaces.reference_names():
-            arch = search_spaces.reference(h.arch, width=getattr(base, "width", 1.0),
-                                           depth=getattr(base, "depth", 1.0), resolution=base.resolution,
-                                           num_classes=base.num_classes)
-        else:
-            try:
-                arch = search_spaces.Arch.from_string(h.arch)
-            except ValueError as e:
-                raise ValueError(f"space.hold.arch: {h.arch!r} is neither a reference "
-                                 f"({', '.join(search_spaces.reference_names())}) nor an arch string ({e})") from None
-    return search_spaces.hold(base, h.decisions, values=h.values, from_arch=arch, where="space.hold")
+    return search_spaces.hold(base, h.decisions, values=h.values, from_arch=h.arch, where="space.hold")
 
 
 def make_controller(cfg: ExperimentConfig, space: SearchSpace | None = None) -> Controller:

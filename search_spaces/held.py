@@ -29,6 +29,7 @@ import difflib
 from typing import Any, Iterable, Mapping
 
 from .arch import Arch
+from .references import reference, reference_names
 from .space import StagewiseSpace
 
 __all__ = ["HeldSpace", "hold"]
@@ -44,17 +45,16 @@ class HeldSpace(StagewiseSpace):
         if not isinstance(base, StagewiseSpace):
             raise ValueError(f"held space: base {getattr(base, 'label', base)!r} is not a StagewiseSpace")
         known = {d.name: d for d in base.decision_list}
-        per_stage: dict[int, dict[str, Any]] = {}
-        for key, value in held.items():
-            if key not in known:
-                raise ValueError(f"held space: {key!r} is not a decision of {base.label}")
-            d = known[key]
-            stage, short = key.split(".", 1)
-            per_stage.setdefault(int(stage[1:]), {})[short] = d.choices[d.index(value)]
+        unknown = [k for k in held if k not in known]
+        if unknown:
+            raise ValueError(f"held space: {unknown[0]!r} is not a decision of {base.label}")
         if len(held) == len(known):
             raise ValueError(f"held space: every decision of {base.label} is held, so there is nothing to search")
         self.base, self.held = base, {k: known[k].choices[known[k].index(v)] for k, v in held.items()}
-        self._per_stage = per_stage
+        self._per_stage: dict[int, dict[str, Any]] = {}
+        for key, value in self.held.items():
+            stage, short = key.split(".", 1)
+            self._per_stage.setdefault(int(stage[1:]), {})[short] = value
         self.resolution, self.num_classes = base.resolution, base.num_classes
 
     @property
@@ -82,16 +82,21 @@ class HeldSpace(StagewiseSpace):
 
 
 def hold(space: StagewiseSpace, decisions: Iterable[str] = (), *, values: Mapping[str, Any] | None = None,
-         from_arch: Arch | None = None, where: str = "hold") -> HeldSpace:
+         from_arch: Arch | str | None = None, where: str = "hold") -> HeldSpace:
     """``space`` with ``decisions`` held at ``from_arch``'s choices and ``values`` at theirs.
 
-    A name is a full decision name (``s2.block``) or a stage decision's short name
-    (``block``: every stage that has it). ``ValueError`` names ``where`` and the field:
-    ``{where}.decisions``, ``{where}.values`` or ``{where}.arch``.
+    ``from_arch`` is an :class:`Arch`, an arch string, or a reference name, which is scaled to
+    the space's width, depth, resolution and classes. A name is a full decision name
+    (``s2.block``) or a stage decision's short name (``block``: every stage that has it).
+    ``ValueError`` names ``where`` and the field: ``{where}.decisions``, ``{where}.values`` or
+    ``{where}.arch``.
     """
     if not isinstance(space, StagewiseSpace):
         raise ValueError(f"{where}: space {space.label} is not stagewise; allowed: a StagewiseSpace")
-    full = [d.name for d in space.decision_list]
+    if isinstance(from_arch, str):
+        from_arch = _resolve(from_arch, space, f"{where}.arch")
+    by_name = {d.name: d for d in space.decision_list}
+    full = list(by_name)
     short = sorted({n.split(".", 1)[1] for n in full if "." in n})
 
     def expand(name: Any, field: str) -> list[str]:
@@ -117,7 +122,7 @@ def hold(space: StagewiseSpace, decisions: Iterable[str] = (), *, values: Mappin
         held.update({n: choices[n] for n in names})
     for key, value in (values or {}).items():
         for n in expand(key, "values"):
-            d = space.decision_list[full.index(n)]
+            d = by_name[n]
             try:
                 held[n] = d.choices[d.index(value)]
             except ValueError:
@@ -129,3 +134,14 @@ def hold(space: StagewiseSpace, decisions: Iterable[str] = (), *, values: Mappin
         return HeldSpace(space, held)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
+
+
+def _resolve(text: str, space: StagewiseSpace, field: str) -> Arch:
+    if text in reference_names():
+        return reference(text, width=getattr(space, "width", 1.0), depth=getattr(space, "depth", 1.0),
+                         resolution=space.resolution, num_classes=space.num_classes)
+    try:
+        return Arch.from_string(text)
+    except ValueError as e:
+        raise ValueError(f"{field}: {text!r} is neither a reference ({', '.join(reference_names())}) "
+                         f"nor an arch string ({e})") from None

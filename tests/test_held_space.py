@@ -110,3 +110,11 @@ def test_an_experiment_s_space_hold_is_the_space_every_part_of_the_search_gets()
     assert make_base_space(cfg).contains(space.sample(0))
     arch = make_controller(cfg, space).ask()
     assert [b.type for b in arch.stages[:3]] == ["fused_mbconv"] * 3 and arch.stages[0].kernel == 5
+
+
+def test_from_arch_takes_a_reference_name_scaled_to_the_space_or_an_arch_string(base, ref):
+    by_name = s.hold(base, ["block"], from_arch="efficientnet_edgetpu_s")
+    assert by_name.held == s.hold(base, ["block"], from_arch=ref).held
+    assert s.hold(base, ["block"], from_arch=ref.to_string()).held == by_name.held
+    with pytest.raises(ValueError, match=r"^hold.arch: 'nope' is neither a reference \(efficientnet_edgetpu_s, "):
+        s.hold(base, ["block"], from_arch="nope")
