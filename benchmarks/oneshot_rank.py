@@ -13,7 +13,9 @@ batches. Reported: Spearman and Kendall tau over the 512 archs, their bootstrap 
 the same correlations between the table's two seeds (the standalone noise ceiling, on the
 rows trained twice), and the overlap of the top 10%.
 
-Writes ``oneshot_rank.json`` (keys ``spearman``, ``kendall``, ...) and ``oneshot_rank.png``.
+Writes ``oneshot_rank.json`` (keys ``spearman``, ``kendall``, ...) and ``oneshot_rank.png``;
+with ``--largest-until``/``--largest-floor`` (the search's largest-choice warm-up on the
+training paths), ``oneshot_rank_largest<until>-<floor>.json`` and ``.png``.
 Target (issue 17): Spearman >= 0.6.
 """
 
@@ -65,6 +67,10 @@ def main() -> int:
     ap.add_argument("--optimizer", default="adam")
     ap.add_argument("--learning-rate", type=float, default=3e-3)
     ap.add_argument("--calibration", type=int, default=4, help="training batches per arch for BN statistics")
+    ap.add_argument("--largest-until", type=float, default=0.0,
+                    help="the search's largest-choice warm-up (search.oneshot.largest_until): share of the steps "
+                         "over which each numeric decision of a path is its largest with P falling 1 -> floor")
+    ap.add_argument("--largest-floor", type=float, default=0.0, help="search.oneshot.largest_floor")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit-archs", type=int, default=None, help="score only the first N archs (a quick look)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -74,6 +80,7 @@ def main() -> int:
 
     import search_spaces
     from nas.data import load
+    from nas.oneshot import force_largest, largest_choices, largest_probability
     from nas.supernet_train import SupernetTrainer, calibration_batches
     from nas.worker import limit_threads
     from search_spaces.supernet import Supernet
@@ -92,13 +99,16 @@ def main() -> int:
     total = args.epochs * steps_per_epoch
     net = Supernet(space, num_classes=split.num_classes, seed=args.seed)
     trainer = SupernetTrainer(net, optimizer=args.optimizer, learning_rate=args.learning_rate, total_steps=total)
+    largest = largest_choices(space)
     t0 = time.perf_counter()
     losses = []
     for epoch in range(args.epochs):
         order = rng.permutation(n)
         for i in range(0, n, args.batch_size):
             b = order[i:i + args.batch_size]
-            losses.append(trainer.train(split.x_train[b], split.y_train[b], space.sample(rng)))
+            p = largest_probability(len(losses), total, args.largest_until, args.largest_floor)
+            path = force_largest(space, space.sample(rng), largest, p, rng)
+            losses.append(trainer.train(split.x_train[b], split.y_train[b], path))
         print(f"epoch {epoch + 1}/{args.epochs}: loss {np.mean(losses[-steps_per_epoch:]):.3f} "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
     train_s = time.perf_counter() - t0
@@ -127,13 +137,17 @@ def main() -> int:
            "settings": {"epochs": args.epochs, "steps": total, "batch_size": args.batch_size,
                         "optimizer": args.optimizer, "learning_rate": args.learning_rate,
                         "calibration_batches": args.calibration, "seed": args.seed, "space": SPACE, "data": DATA,
-                        "sampling": "uniform, one path per step"},
+                        "sampling": "uniform, one path per step" + (
+                            f", each numeric decision its largest with P 1 -> {args.largest_floor} over "
+                            f"{args.largest_until} of the steps, then {args.largest_floor}"
+                            if args.largest_until or args.largest_floor else "")},
            "train_s": round(train_s, 1), "eval_s": round(eval_s, 1), "tracing": trainer.tracing_counts(),
            "final_loss": float(np.mean(losses[-steps_per_epoch:])),
            "command": "python benchmarks/oneshot_rank.py " + " ".join(sys.argv[1:])}
     out.pop("kendall_target")
     args.out.mkdir(parents=True, exist_ok=True)
-    suffix = "" if not args.limit_archs else f"_first{args.limit_archs}"
+    suffix = ("" if not args.limit_archs else f"_first{args.limit_archs}") + (
+        f"_largest{args.largest_until:g}-{args.largest_floor:g}" if args.largest_until or args.largest_floor else "")
     (args.out / f"oneshot_rank{suffix}.json").write_text(json.dumps(out, indent=1) + "\n")
     _plot(one_shot, standalone, out, args.out / f"oneshot_rank{suffix}.png")
     print(json.dumps({k: out[k] for k in ("spearman", "kendall", "spearman_ci95", "top10pct_overlap",

@@ -163,6 +163,13 @@ class OneShotConfig(_Strict):
                                  "controller.params.learning_rate)")
     warmup: float = Field(0.25, ge=0, lt=1, description="share of the steps on uniformly random paths, the "
                           "controller held still (TuNAS's warm-up: every op trained before the policy narrows)")
+    largest_until: float = Field(0.0, ge=0, le=1, description="TuNAS's filter and op warm-up: the share of "
+                                 "the steps over which each numeric decision of a weight step's path (kernel, "
+                                 "expansion, filters, repeats, SE) takes its largest choice with a probability "
+                                 "falling from 1 to largest_floor (0 and largest_floor 0, the default: paths as drawn; the supernet "
+                                 "then learns faster but favours large archs, README)")
+    largest_floor: float = Field(0.0, ge=0, le=1, description="that probability after largest_until (the "
+                                 "largest path keeps being trained, so the shared weights stay whole)")
     samples: int = Field(4, ge=1, le=1024, description="archs the controller proposes and is told per step")
     candidates: int = Field(64, ge=1, le=100_000, description="archs sampled from the final policy and re-scored "
                             "on the whole validation split")

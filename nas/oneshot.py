@@ -6,7 +6,16 @@ space (:func:`nas.proxy.space_of`) and each step of :class:`OneShotSearch` is, a
 (Bender et al. 2020):
 
 1. **a weight step** on one training batch, on a path the controller samples (during the
-   warm-up: a uniformly random path, so every op is trained before the policy narrows);
+   warm-up: a uniformly random path, so every op is trained before the policy narrows). With
+   ``largest_until`` or ``largest_floor`` above 0 (TuNAS's filter and op warm-up), each
+   searched decision of that path whose choices are numbers (kernel, expansion, filters,
+   repeats, SE) is set to its largest choice instead, with a probability falling linearly
+   from 1 at the first step to ``largest_floor`` at the share ``largest_until`` of the steps,
+   and kept at ``largest_floor`` after. The largest choices hold every smaller one, so the
+   shared weights are trained whole before the sub-paths diverge. It is off by default: on the
+   one-shot quickstart it lifts the samples' one-shot accuracy from about 0.3 to 0.9, but the
+   supernet then prefers the large archs it trains most, which retrain worse under the
+   standalone recipe (``benchmarks/oneshot_recheck.py``, the README);
 2. **a controller step**: ``samples`` archs proposed by the controller, each scored on one
    validation batch with the shared weights (BatchNorm on the batch's statistics), their
    deployment latency predicted in one batched call, the reward of each told to the
@@ -59,6 +68,8 @@ class OneShotSettings:
     top_k: int = 4                  #: the best of those kept (besides the most likely arch)
     calibration: int = 4            #: training batches for each candidate's BN statistics
     classifier_init: str = "default"  #: "zeros": the supernet's classifier starts at zero (Supernet)
+    largest_until: float = 0.0      #: share of the steps over which P(largest choice) falls from 1 ...
+    largest_floor: float = 0.0      #: ... to this, kept after (0 and 0, the default: paths as drawn)
 
     def __post_init__(self) -> None:
         for what, v, lo, hi in (("epochs", self.epochs, 1, 10_000), ("batch_size", self.batch_size, 1, 65_536),
@@ -66,7 +77,9 @@ class OneShotSettings:
                                 ("top_k", self.top_k, 0, 1000), ("calibration", self.calibration, 1, 1000)):
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise ValueError(f"search.oneshot.{what}: expected an integer in [{lo}, {hi}], got {v!r}")
-        for what, v, lo, hi in (("learning_rate", self.learning_rate, 0, 10), ("warmup", self.warmup, 0, 1)):
+        for what, v, lo, hi in (("learning_rate", self.learning_rate, 0, 10), ("warmup", self.warmup, 0, 1),
+                                ("largest_until", self.largest_until, 0, 1),
+                                ("largest_floor", self.largest_floor, 0, 1)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi or \
                     (what == "learning_rate" and v == 0):
                 raise ValueError(f"search.oneshot.{what}: expected a number in "
@@ -117,6 +130,7 @@ class OneShotSearch:
         self.trainer = SupernetTrainer(self.net, optimizer=s.optimizer, learning_rate=s.learning_rate,
                                        total_steps=self.total_steps)
         self.rng = np.random.default_rng([seed, 17])
+        self._largest = largest_choices(space)
         # The controller's budget is every sample it will be told; its concurrency one step's.
         controller.plan((self.total_steps - self.warmup_steps) * s.samples, s.samples)
         self._lat: dict[str, dict[str, Any]] = {}
@@ -171,6 +185,17 @@ class OneShotSearch:
             return float(c.entropy())
         return float(getattr(c, "last_entropy", float("nan")))
 
+    def largest_p(self, step: int | None = None) -> float:
+        """The probability that a weight step's path takes a numeric decision's largest choice."""
+        s = self.settings
+        return largest_probability(self.step_index if step is None else step, self.total_steps,
+                                   s.largest_until, s.largest_floor)
+
+    def weight_path(self, arch: Arch) -> Arch:
+        """The deployment arch whose proxy a weight step trains: ``arch`` with each numeric
+        decision set to its largest choice with probability :meth:`largest_p`."""
+        return force_largest(self.space, arch, self._largest, self.largest_p(), self.rng)
+
     # -- the loop -----------------------------------------------------------------------------
 
     def step(self) -> dict[str, float]:
@@ -180,10 +205,10 @@ class OneShotSearch:
         out: dict[str, float] = {}
         if warm:
             arch = self.space.decode(self.space.sample_choices(self.rng))
-            out["loss"] = self.trainer.train(x, y, self.proxy_of(arch))
+            out["loss"] = self.trainer.train(x, y, self.proxy_of(self.weight_path(arch)))
         else:
             archs = [self.controller.ask() for _ in range(self.settings.samples)]
-            out["loss"] = self.trainer.train(x, y, self.proxy_of(archs[0]))
+            out["loss"] = self.trainer.train(x, y, self.proxy_of(self.weight_path(archs[0])))
             xv, yv = self._val_batch()
             accs = [self.trainer.batch_accuracy(self.proxy_of(a), xv, yv) for a in archs]
             lats = self.latencies(archs)
@@ -293,3 +318,33 @@ class OneShotSearch:
                 on_step(self.step_index, out)
         cands = self.candidates()
         return OneShotResult(self.total_steps, time.perf_counter() - t0, self.curves, cands)
+
+
+def largest_probability(step: int, total_steps: int, until: float, floor: float) -> float:
+    """P(largest choice) at ``step``: 1 falling linearly to ``floor`` at ``until`` x
+    ``total_steps``, then ``floor`` (``until`` 0: ``floor`` throughout)."""
+    if until <= 0:
+        return floor
+    return max(floor, 1.0 - (1.0 - floor) * step / (until * total_steps))
+
+
+def force_largest(space: SearchSpace, arch: Arch, largest: Sequence[int | None], p: float,
+                  rng: np.random.Generator) -> Arch:
+    """``arch`` with each decision that has a largest choice (``largest``, from
+    :func:`largest_choices`) set to it with probability ``p``, independently."""
+    if p <= 0 or not any(i is not None for i in largest):
+        return arch
+    idx = space.indices(space.encode(arch))
+    draws = rng.random(len(idx))
+    return space.decode_indices([big if big is not None and u < p else i for i, big, u in zip(idx, largest, draws)])
+
+
+def largest_choices(space: SearchSpace) -> list[int | None]:
+    """Per decision of ``space``: the index of its largest choice if its choices are numbers
+    (kernel, expansion, filters, repeats, SE ratio), else None (block type, activation)."""
+    out: list[int | None] = []
+    for d in space.decision_list:
+        numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in d.choices)
+        out.append(max(range(len(d.choices)), key=lambda i: d.choices[i]) if numeric and len(d.choices) > 1
+                   else None)
+    return out

@@ -76,6 +76,8 @@ CASES = [
      "search.oneshot.epoch: unknown key (given 3)"),
     ("oneshot-warmup", lambda t: ["search", exp(t, with_("search.oneshot.warmup", 1))],
      "search.oneshot.warmup: Input should be less than 1 (given 1)"),
+    ("oneshot-largest-until", lambda t: ["search", exp(t, with_("search.oneshot.largest_until", 1.5))],
+     "search.oneshot.largest_until: Input should be less than or equal to 1 (given 1.5)"),
     ("hold-unknown-decision", lambda t: ["search", exp(t, with_("space.hold", {"arch": "efficientnet_edgetpu_s",
                                                                               "decisions": ["blocks"]}))],
      "space.hold.decisions: 'blocks' is not a decision of efficientnet_edgetpu; allowed: activation, block, "

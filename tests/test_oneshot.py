@@ -72,6 +72,7 @@ def test_the_joint_search_warms_up_then_trains_weights_and_controller_together()
     ("warmup", 1.5, "search.oneshot.warmup: expected a number in [0, 1], got 1.5"),
     ("learning_rate", 0, "search.oneshot.learning_rate: expected a number in (0, 10], got 0"),
     ("samples", "4", "search.oneshot.samples: expected an integer in [1, 1024], got '4'"),
+    ("largest_floor", 1.25, "search.oneshot.largest_floor: expected a number in [0, 1], got 1.25"),
 ])
 def test_bad_settings_are_one_line_errors(field, value, message):
     with pytest.raises(ValueError) as info:
@@ -123,3 +124,49 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
     with pytest.raises(ValueError, match="resume: .* was made with .*total_steps"):
         _search(epochs=3).restore(tmp_path)
     assert not _search().restore(tmp_path / "none")
+
+
+def test_weight_steps_take_the_largest_choices_with_a_probability_falling_to_a_floor():
+    from nas.oneshot import largest_choices
+
+    space = search_spaces.get("efficientnet_edgetpu_bench")
+    # block types have no order: never forced; SE and repeats: their largest choice
+    assert largest_choices(space) == [None if d.name.endswith(".block") else int(np.argmax(d.choices))
+                                      for d in space.decision_list]
+    ctrl = get_controller("logits", space, seed=1)
+    settings = OneShotSettings(epochs=2, batch_size=8, warmup=0.5, samples=1, candidates=2, top_k=1,
+                               calibration=1, largest_until=0.5, largest_floor=0.25)
+    search = OneShotSearch(space, space, _split(), ctrl, RewardConfig(target_ms=2.0, preset="hard"),
+                           lambda archs: [{"latency_ms": 1.0} for _ in archs], settings, seed=0)
+    assert search.total_steps == 12
+    assert [search.largest_p(t) for t in (0, 3, 6, 9, 11)] == [1.0, 0.625, 0.25, 0.25, 0.25]
+    small = space.decode_indices([0] * len(space.decision_list))
+    fused = space.decode_indices([1 if d.name.endswith(".block") else 0 for d in space.decision_list])
+    # at the first step every numeric decision is its largest, the block types as drawn
+    for arch in (small, fused):
+        big = space.indices(space.encode(search.weight_path(arch)))
+        assert big == [i if b is None else b for i, b in
+                       zip(space.indices(space.encode(arch)), largest_choices(space))]
+    # at the floor, a quarter of the numeric decisions, drawn independently
+    search.step_index = 9
+    forced = [v for _ in range(400) for d, v in zip(space.decision_list, space.indices(space.encode(
+              search.weight_path(small)))) if not d.name.endswith(".block")]
+    assert 0.2 < np.mean(forced) < 0.3
+    # the trained path is the forced one: a step at p = 1 trains the largest proxy
+    trained = []
+    search.trainer.train = lambda x, y, arch: trained.append(arch.to_string()) or 0.0
+    search.step_index = 0
+    search.step()
+    assert len(trained) == 1
+    idx = space.indices(space.encode(search_spaces.Arch.from_string(trained[0])))
+    assert all(i == b for i, b in zip(idx, largest_choices(space)) if b is not None)
+
+
+def test_without_the_largest_warm_up_a_path_is_trained_as_drawn():
+    space = search_spaces.get("efficientnet_edgetpu_bench")
+    settings = OneShotSettings(epochs=1, batch_size=8, largest_until=0, largest_floor=0)
+    search = OneShotSearch(space, space, _split(), get_controller("logits", space, seed=1),
+                           RewardConfig(target_ms=2.0), lambda archs: [{"latency_ms": 1.0} for _ in archs],
+                           settings, seed=0)
+    arch = space.decode_indices([0] * len(space.decision_list))
+    assert search.largest_p() == 0 and search.weight_path(arch) is arch
