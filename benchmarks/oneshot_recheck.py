@@ -53,10 +53,10 @@ def main() -> int:
     args = ap.parse_args()
 
     src = json.loads(args.results.read_text())
-    picks = {(run["seed"], name): res["best"]["arch"] for run in src["runs"] for name, res in run.items()
-             if isinstance(res, dict) and res.get("best", {}).get("arch")}
+    picks = {(run["seed"], name): res["best"] for run in src["runs"] for name, res in run.items()
+             if isinstance(res, dict) and res.get("best", {}).get("arch")}  # (seed, search) -> its best trial
     seeds = [FRESH_SEED + k for k in range(args.retrains)]
-    jobs = sorted({(arch, s) for arch in picks.values() for s in seeds})
+    jobs = sorted({(best["arch"], s) for best in picks.values() for s in seeds})
     t0 = time.monotonic()
     # spawn: each worker sets TensorFlow's threads (1, the recipe's cpus_per_trial) before it loads
     with mp.get_context("spawn").Pool(2, maxtasksperchild=8) as pool:
@@ -72,12 +72,11 @@ def main() -> int:
         return (float(np.mean(ok)) if ok else None), r
 
     rows: dict[str, dict] = {}
-    for (seed, name), arch in sorted(picks.items()):
-        m, r = mean_of(arch)
+    for (seed, name), best in sorted(picks.items()):
+        m, r = mean_of(best["arch"])
         row = rows.setdefault(name, {"per_seed": {}})
-        row["per_seed"][str(seed)] = {"arch": arch, "search_best_reward": next(
-            res["best"]["reward"] for run in src["runs"] if run["seed"] == seed for n, res in run.items() if n == name),
-            "retrained_rewards": r, "retrained_mean": None if m is None else round(m, 4)}
+        row["per_seed"][str(seed)] = {"arch": best["arch"], "search_best_reward": best["reward"],
+                                      "retrained_rewards": r, "retrained_mean": None if m is None else round(m, 4)}
     for name, row in rows.items():
         means = [v["retrained_mean"] for v in row["per_seed"].values() if v["retrained_mean"] is not None]
         row["mean_over_seeds"] = round(float(np.mean(means)), 4) if means else None
