@@ -17,25 +17,17 @@ Writes ``oneshot_pareto.json``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _tenths(values: list[float]) -> list[float]:
-    v = [x for x in values if x == x]  # NaN-free
-    n = len(v)
-    return [round(float(np.mean(v[i * n // 10:(i + 1) * n // 10])), 3) for i in range(10)] if n >= 10 else v
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from oneshot_search import run_search, tenths  # noqa: E402  (the same nas search call and curve summary)
 
 
 def main() -> int:
@@ -51,32 +43,25 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="oneshot-pareto-") as d:
         tmp = Path(d)
         exp["output"] = str(tmp)
-        path = tmp / "pareto.yaml"
-        path.write_text(yaml.safe_dump(exp))
         run = tmp / "pareto"
-        t0 = time.monotonic()
-        r = subprocess.run([sys.executable, "-m", "nas.cli", "search", str(path), "--out", str(run), "--no-progress"],
-                           capture_output=True, text=True, cwd=tmp, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        wall = time.monotonic() - t0
-        if r.returncode != 0:
-            raise SystemExit(f"nas search failed ({r.returncode}): {r.stderr[-3000:]}")
+        wall, rows, _ = run_search(exp, run, tmp)
         per_target = {}
         origin: dict[str, float] = {}
         for t in args.targets:
             folder = run / "oneshot" / f"target-{t:g}ms"
             summary = json.loads((folder / "candidates.json").read_text())
             curves = json.loads((folder / "checkpoint.json").read_text())["curves"]
-            lat = _tenths(curves["latency_ms"])
+            lat = tenths(curves["latency_ms"])
             per_target[f"{t:g}"] = {
                 "supernet_s": summary["seconds"], "steps": summary["steps"],
-                "sampled_latency_ms_tenths": lat, "entropy_tenths": _tenths(curves["entropy"]),
+                "sampled_latency_ms_tenths": lat, "entropy_tenths": tenths(curves["entropy"]),
                 "candidates": [{k: c[k] for k in ("arch", "why", "one_shot_accuracy", "latency_ms")}
                                for c in summary["candidates"]]}
             for c in summary["candidates"]:
                 origin.setdefault(c["arch"], t)
         trials = [{"target_ms": origin.get(row["arch"]), "accuracy": float(row["accuracy"]),
                    "latency_ms": float(row["latency_ms"]), "arch": row["arch"]}
-                  for row in csv.DictReader((run / "trials.csv").open()) if row["status"] == "ok"]
+                  for row in rows if row["status"] == "ok"]
     front = sorted((t for t in trials if not any(o["accuracy"] >= t["accuracy"] and o["latency_ms"] <= t["latency_ms"]
                                                 and (o["accuracy"], o["latency_ms"]) != (t["accuracy"], t["latency_ms"])
                                                 for o in trials)), key=lambda t: t["latency_ms"])

@@ -47,7 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NAS = [sys.executable, "-m", "nas.cli"]
 
 
-def _search(experiment: dict, run: Path, tmp: Path) -> tuple[float, list[dict], str]:
+def run_search(experiment: dict, run: Path, tmp: Path) -> tuple[float, list[dict], str]:
+    """``nas search`` of ``experiment`` into ``run`` (a subprocess); wall time, trials.csv rows, stderr."""
     exp = tmp / f"{run.name}.yaml"
     exp.write_text(yaml.safe_dump(experiment))
     t0 = time.monotonic()
@@ -72,7 +73,7 @@ def _best(rows: list[dict]) -> dict:
 
 def _oneshot(exp: dict, name: str, seed: int, tmp: Path, target: float) -> dict:
     run = tmp / f"{name}-{seed}"
-    wall, rows, _ = _search({**exp, "seed": seed, "output": str(tmp)}, run, tmp)
+    wall, rows, _ = run_search({**exp, "seed": seed, "output": str(tmp)}, run, tmp)
     phase = run / "oneshot" / f"target-{target:g}ms"
     summary = json.loads((phase / "candidates.json").read_text())
     ckpt = json.loads((phase / "checkpoint.json").read_text())
@@ -82,15 +83,16 @@ def _oneshot(exp: dict, name: str, seed: int, tmp: Path, target: float) -> dict:
                for c in summary["candidates"]],
            "retrained": [{"arch": r["arch"], "accuracy": float(r["accuracy"]),
                           "reward": float(r["reward"])} for r in rows if r["status"] == "ok"],
-           "entropy_tenths": _tenths(ckpt["curves"]["entropy"]),
-           "sampled_latency_ms_tenths": _tenths(ckpt["curves"]["latency_ms"]),
-           "one_shot_accuracy_tenths": _tenths(ckpt["curves"]["accuracy"]),
-           "loss_tenths": _tenths(ckpt["curves"]["loss"])}
+           "entropy_tenths": tenths(ckpt["curves"]["entropy"]),
+           "sampled_latency_ms_tenths": tenths(ckpt["curves"]["latency_ms"]),
+           "one_shot_accuracy_tenths": tenths(ckpt["curves"]["accuracy"]),
+           "loss_tenths": tenths(ckpt["curves"]["loss"])}
     print(f"seed {seed} {name}: {wall:.0f} s, best {out['best']}", flush=True)
     return out
 
 
-def _tenths(values: list[float]) -> list[float]:
+def tenths(values: list[float]) -> list[float]:
+    """Means of ``values`` (NaN and None dropped) in tenths of their length."""
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], float)
     if len(v) == 0:
         return []
@@ -132,7 +134,7 @@ def main() -> int:
                 space = {**standalone["space"], **({"hold": held} if held else {})}
                 exp = {**standalone, "seed": seed, "output": str(tmp), "controller": {"name": controller},
                        "space": space, "budget": {**standalone["budget"], "trials": 1000, "time_limit_s": wall}}
-                w, rows, _ = _search(exp, tmp / f"{name}-{seed}", tmp)
+                w, rows, _ = run_search(exp, tmp / f"{name}-{seed}", tmp)
                 row[name] = {"wall_s": round(w, 1), "trials": len(rows), "best": _best(rows)}
                 print(f"seed {seed} {name}: {w:.0f} s, {len(rows)} trials, best {row[name]['best']}", flush=True)
             if args.unheld and hold:
