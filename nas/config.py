@@ -280,6 +280,10 @@ class ExperimentConfig(_Strict):
         r = self.reward
         if r.preset is None and (r.beta is None or (r.kind == "mnas" and r.alpha is None)):
             raise ValueError("reward: with preset null give alpha and beta")
+        # The absolute reward has one weight; a preset or alpha would be ignored, so say so.
+        if r.kind == "tunas" and ("preset" in r.model_fields_set and r.preset is not None or r.alpha is not None):
+            raise ValueError(f"reward: kind tunas (ACC + beta * |LAT/T - 1|) takes only beta (default -0.1); got "
+                             f"preset {r.preset!r}, alpha {r.alpha!r}: remove them, or use kind mnas")
         return self
 
     @model_validator(mode="after")

@@ -296,7 +296,8 @@ class MNASController(Controller):
         super().plan(budget, concurrency)
         if self.preset != "budget" or self.n_feedback:
             return
-        derived = budget_settings(budget, concurrency, self.ppo_epochs,
+        # REACH is the policy's total movement: REINFORCE takes one Adam step per update, PPO ppo_epochs.
+        derived = budget_settings(budget, concurrency, self.ppo_epochs if self.algorithm == "ppo" else 1,
                                   self.batch_size if "batch_size" in self.explicit else None)
         if "learning_rate" not in self.explicit:
             self.learning_rate = self.optimizer.lr = derived["learning_rate"]

@@ -26,6 +26,8 @@ def test_a_minimal_experiment_gets_defaults_and_is_frozen():
     ({"train": {"optimizer": "lion"}}, r"train.optimizer: Input should be 'adam', 'sgd' or 'rmsprop'"),
     ({"space": {"name": "mnasnet", "resolution": 4}}, r"space.resolution: Input should be greater than or equal to 8"),
     ({"reward": {"target_ms": 2, "preset": None, "alpha": -0.1}}, "with preset null give alpha and beta"),
+    ({"reward": {"target_ms": 2, "kind": "tunas", "preset": "hard"}}, r"kind tunas .* takes only beta .* preset 'hard'"),
+    ({"reward": {"target_ms": 2, "kind": "tunas", "alpha": -0.1}}, r"kind tunas .* alpha -0.1"),
     ({"version": 2}, r"version: Input should be 1"),
     ({"colour": "red"}, r"colour: unknown key"),
 ])

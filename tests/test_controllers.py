@@ -225,6 +225,19 @@ def test_policy_gradient_matches_finite_differences(algorithm):
             assert grads[key][idx] == pytest.approx((up - down) / 2e-6, rel=1e-4, abs=1e-8), (key, idx)
 
 
+def test_the_budget_step_size_gives_both_algorithms_the_same_reach():
+    from nas.mnas_controller import REACH
+
+    space = s.get("efficientnet_edgetpu_bench", resolution=32, width=0.25, depth=0.5)
+    moves = {}
+    for algorithm in ("ppo", "reinforce"):
+        c = get_controller("mnas", space, algorithm=algorithm)
+        c.plan(budget=400, concurrency=4)
+        steps_per_update = c.ppo_epochs if algorithm == "ppo" else 1
+        moves[algorithm] = c.learning_rate * steps_per_update * 400 / c.batch_size
+    assert moves["ppo"] == pytest.approx(REACH) and moves["reinforce"] == pytest.approx(REACH)
+
+
 def test_import_paths_fail_clearly():
     from latency_models import get_source
 
