@@ -81,7 +81,10 @@ def prepare(mode: str = "table", controllers: Sequence[tuple[str, dict[str, Any]
         raise ValueError(f"--controller: {dup!r} given twice; give each controller once")
     if out is not None and Path(out).exists() and any(Path(out).iterdir()):
         raise ValueError(f"--out: folder {str(out)!r} exists and is not empty; give a new folder")
-    preset = preset or DEFAULT_PRESET[mode]
+    if kind == "tunas" and (preset is not None or alpha is not None):
+        raise ValueError(f"--preset/--alpha: the tunas reward (ACC + beta * |LAT/T - 1|) takes only --beta; got "
+                         f"preset {preset!r}, alpha {alpha!r}")
+    preset = preset or (DEFAULT_PRESET[mode] if kind == "mnas" else None)
     RewardConfig(kind=kind, target_ms=target_ms or 1.0, preset=preset, alpha=alpha,
                  beta=beta).exponents  # noqa: B018 - validates the combination before any work
     if mode == "table":

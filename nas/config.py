@@ -102,10 +102,19 @@ class ConstraintsConfig(_Strict):
 class RewardSection(_Strict):
     kind: Literal["mnas", "tunas"] = "mnas"
     target_ms: float = Field(gt=0)
-    preset: Literal["soft", "hard"] | None = "soft"
+    preset: Literal["soft", "hard"] | None = Field(None, description="mnas only; soft when not given")
     alpha: float | None = None
     beta: float | None = None
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_preset(cls, data):
+        # soft by default for the MNAS reward only: the absolute reward has no preset, and a
+        # default there would be one more value that the reward ignores (and a dumped config re-parses).
+        if isinstance(data, dict) and data.get("kind", "mnas") == "mnas" and "preset" not in data:
+            data = {**data, "preset": "soft"}
+        return data
 
 
 class LatencyConfig(_Strict):
@@ -278,10 +287,10 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _reward_exponents(self):
         r = self.reward
-        if r.preset is None and (r.beta is None or (r.kind == "mnas" and r.alpha is None)):
+        if r.kind == "mnas" and r.preset is None and (r.alpha is None or r.beta is None):
             raise ValueError("reward: with preset null give alpha and beta")
         # The absolute reward has one weight; a preset or alpha would be ignored, so say so.
-        if r.kind == "tunas" and ("preset" in r.model_fields_set and r.preset is not None or r.alpha is not None):
+        if r.kind == "tunas" and (r.preset is not None or r.alpha is not None):
             raise ValueError(f"reward: kind tunas (ACC + beta * |LAT/T - 1|) takes only beta (default -0.1); got "
                              f"preset {r.preset!r}, alpha {r.alpha!r}: remove them, or use kind mnas")
         return self

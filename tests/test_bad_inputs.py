@@ -199,6 +199,8 @@ CASES = [
      "controller 'no_such_module:Greedy': cannot import it (No module named 'no_such_module')"),
     ("bench-controller-twice", lambda t: ["bench", "-c", "evolution", "-c", "evolution"],
      "--controller: 'evolution' given twice; give each controller once"),
+    ("bench-tunas-with-preset", lambda t: ["bench", "--reward", "tunas", "--preset", "hard"],
+     "--preset/--alpha: the tunas reward (ACC + beta * |LAT/T - 1|) takes only --beta; got preset 'hard'"),
 ]
 
 

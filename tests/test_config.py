@@ -36,6 +36,14 @@ def test_bad_experiments_name_the_key_and_value(change, message):
         parse_experiment({**GOOD, **change})
 
 
+def test_the_absolute_reward_has_no_preset_and_survives_a_command_line_override():
+    from nas.config import override
+
+    cfg = parse_experiment({**GOOD, "reward": {"kind": "tunas", "target_ms": 3.0}})
+    assert cfg.reward.preset is None and parse_experiment(GOOD).reward.preset == "soft"
+    assert override(cfg, **{"budget.trials": 4}).reward == cfg.reward  # dumped and parsed again
+
+
 def test_yaml_files(tmp_path):
     p = tmp_path / "x.yaml"
     p.write_text("space: {name: mnasnet}\nreward: {target_ms: 1}\nbudget: {trials: 3}\n")
