@@ -15,7 +15,9 @@ source and hard MNAS reward at 5 ms), one after the other on this machine:
 3. the same with ``controller: random``;
 4. and 5. (``--held``, the default) mnas and random over the one-shot search's held space,
    so the search methods also compare on one space;
-6. (``--unheld``) the one-shot search without the hold, the ablation of ``space.hold``.
+6. (``--unheld``) the one-shot search without the hold, the ablation of ``space.hold``;
+7. (``--also-controller logits``, repeatable) the one-shot search with another controller
+   (row ``oneshot_logits``), so the controllers compare in the same run.
 
 Reported per search: wall time, trials, the best reward after standalone training (every
 search's trials are trained by the same recipe, so the rewards compare), its arch, the
@@ -109,6 +111,8 @@ def main() -> int:
     ap.add_argument("--oneshot", action="append", default=[], metavar="KEY=VALUE",
                     help="override search.oneshot.KEY of the one-shot searches (a YAML value), e.g. "
                          "largest_until=0.5; repeatable")
+    ap.add_argument("--also-controller", action="append", default=[], metavar="NAME",
+                    help="also run the one-shot search with this controller (e.g. logits); repeatable")
     ap.add_argument("--name", default="oneshot_search.json", help="the result file's name in --out")
     args = ap.parse_args()
     oneshot = yaml.safe_load((ROOT / "experiments" / "oneshot_quickstart.yaml").read_text())
@@ -140,6 +144,9 @@ def main() -> int:
             if args.unheld and hold:
                 unheld = {**oneshot, "space": {k: v for k, v in oneshot["space"].items() if k != "hold"}}
                 row["oneshot_unheld"] = _oneshot(unheld, "oneshot_unheld", seed, tmp, target)
+            for name in args.also_controller:
+                other = {**oneshot, "controller": {"name": name}}
+                row[f"oneshot_{name}"] = _oneshot(other, f"oneshot_{name}", seed, tmp, target)
             out["runs"].append(row)
     out["hold"] = hold
     for name in [k for k in out["runs"][0] if k != "seed"]:

@@ -2,6 +2,11 @@
 at what cost next to standalone search?
 
     python benchmarks/oneshot_table.py [--seeds 3] [--controller logits] [--controller mnas]
+    python benchmarks/oneshot_table.py --controller mnas --controller mnas/reinforce --name oneshot_table_algorithms
+
+A controller is ``NAME`` or ``NAME/ALGORITHM`` (``mnas/reinforce``: the LSTM policy learning
+with REINFORCE instead of its default PPO). ``--name`` names the result file
+(``benchmarks/results/NAME.json``, default ``oneshot_table``).
 
 The controller proposes deployment members of ``efficientnet_edgetpu_bench`` (128 px, width
 1, depth 1), scored by the table's reward (the hard MNAS reward at the table's median
@@ -39,13 +44,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--controller", action="append", default=None, help="logits, mnas (repeatable)")
+    ap.add_argument("--controller", action="append", default=None,
+                    help="logits, mnas or mnas/reinforce, mnas/ppo (repeatable)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--top-k", type=int, default=4)
     ap.add_argument("--overhead-s", type=float, default=6.0)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--name", default="oneshot_table", help="result file name, without .json")
     args = ap.parse_args()
     controllers = args.controller or ["logits", "mnas"]
 
@@ -89,7 +96,8 @@ def main() -> int:
     for name in controllers:
         runs = []
         for seed in range(args.seeds):
-            ctrl = get_controller(name, deploy, seed=seed)
+            kind, _, algorithm = name.partition("/")
+            ctrl = get_controller(kind, deploy, seed=seed, **({"algorithm": algorithm} if algorithm else {}))
             settings = OneShotSettings(epochs=args.epochs, samples=args.samples, top_k=args.top_k)
             search = OneShotSearch(deploy, proxies, split, ctrl, rcfg, latency, settings, seed=seed)
             t0 = time.perf_counter()
@@ -129,7 +137,7 @@ def main() -> int:
             "mean_best_candidate_reward": float(vals.mean()), "mean_regret": float(best - vals.mean()),
             "mean_total_s": float(np.mean([r["total_s"] for r in rs]))}}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "oneshot_table.json").write_text(json.dumps(out, indent=1) + "\n")
+    (args.out / f"{args.name}.json").write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps({"runs_summary": out["runs_summary"], "equal_wall_time": out["equal_wall_time"]}, indent=1))
     return 0
 
