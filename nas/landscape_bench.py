@@ -266,7 +266,9 @@ def run_landscapes(controllers: Sequence[str | tuple[str, dict]], *, landscapes:
     target_from_sample = rcfg is None
     if rcfg is None:
         lat = latencies([lands[0].arch(i) for i in sample])[0]
-        rcfg = RewardConfig(target_ms=float(np.median(lat)), **({"preset": "hard"} | (reward_args or {})))
+        args = reward_args or {}
+        default = {"preset": "hard"} if args.get("kind", "mnas") == "mnas" else {}
+        rcfg = RewardConfig(target_ms=float(np.median(lat)), **(default | args))
     refs = []
     for land in lands:
         t0 = time.perf_counter()

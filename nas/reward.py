@@ -56,7 +56,7 @@ class Constraints:
 class RewardConfig:
     kind: str = "mnas"
     target_ms: float = 1.0
-    preset: str | None = "soft"
+    preset: str | None = None   #: mnas: soft when neither it nor alpha/beta is given; tunas: none
     alpha: float | None = None
     beta: float | None = None
     constraints: Constraints = field(default_factory=Constraints)
@@ -68,6 +68,12 @@ class RewardConfig:
             raise ValueError(f"reward.target_ms: expected a positive number of milliseconds, got {self.target_ms!r}")
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"reward.preset: unknown {self.preset!r}; allowed: {', '.join(PRESETS)}")
+        # The absolute reward has one weight: a preset or alpha there would be ignored.
+        if self.kind == "tunas" and (self.preset is not None or self.alpha is not None):
+            raise ValueError(f"reward: kind tunas (ACC + beta * |LAT/T - 1|) takes only beta (default -0.1); got "
+                             f"preset {self.preset!r}, alpha {self.alpha!r}")
+        if self.kind == "mnas" and self.preset is None and self.alpha is None and self.beta is None:
+            object.__setattr__(self, "preset", "soft")
 
     @property
     def exponents(self) -> tuple[float, float]:

@@ -192,6 +192,12 @@ def test_tunas_reward_and_validation():
         RewardConfig(preset="medium")
     with pytest.raises(ValueError, match="give a preset"):
         reward(0.5, 1.0, RewardConfig(preset=None, alpha=None, beta=-0.1))
+    # the absolute reward has no preset: given one (or alpha) it says so instead of ignoring it
+    assert t.preset is None and RewardConfig(target_ms=2.0).preset == "soft"
+    with pytest.raises(ValueError, match=r"kind tunas .* takes only beta .*got preset 'hard', alpha None"):
+        RewardConfig(kind="tunas", target_ms=2.0, preset="hard")
+    with pytest.raises(ValueError, match=r"kind tunas .*got preset None, alpha -0.1"):
+        RewardConfig(kind="tunas", target_ms=2.0, alpha=-0.1)
 
 
 def test_constraints_make_candidates_infeasible_with_a_reason():
