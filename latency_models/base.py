@@ -73,6 +73,12 @@ class LatencyResult:
             d.pop("layers")
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LatencyResult":
+        """From :meth:`to_dict` (what crosses a process boundary; layers are not carried)."""
+        names = {f for f in cls.__dataclass_fields__ if f != "layers"}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
     def to_json(self, **kw: Any) -> str:
         return json.dumps(self.to_dict(**kw), default=str)
 

@@ -65,13 +65,18 @@ from .base import EDGETPU_METRICS, LatencyResult, LatencySource
 from .edgetpu_compiler import run_compiler
 from .edgetpu_devices import (WITHOUT_HARDWARE, compiler_missing, default_library, device_listing, interpreter_missing,
                               library_missing, no_device, one_line, validate_device)
-from .errors import ConversionError, EdgeTPUCompilerNotFound, LatencyError, MissingHardware, RuntimeNotFound
+from .edgetpu_replay import ReplayDevice
+from .errors import ConversionError, DeviceError, EdgeTPUCompilerNotFound, LatencyError, MissingHardware, RuntimeNotFound
 from .runtime import interpreter_module, make_interpreter
 from .timing import summarize, time_invokes, time_stable
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EdgeTPUSource"]
+__all__ = ["BACKENDS", "EdgeTPUSource"]
+
+#: How a measurement reaches a device: ``litert`` loads libedgetpu as a delegate (the real
+#: device); ``replay`` is :class:`~latency_models.edgetpu_replay.ReplayDevice`, a stand-in.
+BACKENDS = ("litert", "replay")
 
 
 # -------------------------------------------------------------------------------- source
@@ -85,7 +90,9 @@ class EdgeTPUSource(LatencySource):
     ``compiler`` (name or path of ``edgetpu_compiler``), ``library`` (runtime library;
     default by platform), ``compile_timeout_s`` (None omits ``-t``, for compilers before 16),
     ``work_dir`` (keep the ``.tflite``/``_edgetpu.tflite`` files there; default: a temporary
-    directory removed after each measurement).
+    directory removed after each measurement), ``backend`` (``litert``: the device through
+    libedgetpu; ``replay``: :class:`~latency_models.edgetpu_replay.ReplayDevice`, a stand-in
+    that replays recorded timings, with its options in ``replay``).
 
     Construction only validates options, so a source can be built (and shipped to a Ray node
     with the device) on a host without hardware; call :meth:`check` to fail fast.
@@ -98,8 +105,16 @@ class EdgeTPUSource(LatencySource):
 
     def __init__(self, device: str = "", n_runs: int = 100, warmup: int = 1, stable: bool = False,
                  compiler: str = "edgetpu_compiler", library: str | None = None,
-                 compile_timeout_s: int | None = 180, work_dir: str | os.PathLike[str] | None = None):
+                 compile_timeout_s: int | None = 180, work_dir: str | os.PathLike[str] | None = None,
+                 backend: str = "litert", replay: dict[str, Any] | None = None):
         self.device = validate_device(device)
+        if backend not in BACKENDS:
+            raise ValueError(f"edgetpu option backend: got {backend!r}; allowed: {', '.join(BACKENDS)}")
+        if replay is not None and backend != "replay":
+            raise ValueError("edgetpu option replay: only with backend: replay (a stand-in device that replays "
+                             "recorded timings)")
+        self.backend = backend
+        self._replay = ReplayDevice(**(replay or {})) if backend == "replay" else None
         self.n_runs = self._int_option("n_runs", n_runs, 1)
         self.warmup = self._int_option("warmup", warmup, 0)
         if not isinstance(stable, bool):
@@ -127,6 +142,11 @@ class EdgeTPUSource(LatencySource):
         # A source pickled to another host (a Ray node with the device) must check that host.
         return {**self.__dict__, "_checked": False}
 
+    def reopen(self) -> None:
+        """Forget that the device was found: the next measurement looks for it again (after a
+        device dropped out: a USB stick unplugged or reset)."""
+        self._checked = False
+
     @staticmethod
     def _int_option(what: str, value: Any, lo: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < lo:
@@ -141,6 +161,8 @@ class EdgeTPUSource(LatencySource):
         if self._library_version:
             parts.append(f"libedgetpu={self._library_version}")
         parts.append(f"device={self.device or 'any'}")
+        if self._replay is not None:
+            parts.append("backend=replay (recorded timings, no device)")
         return " ".join(parts)
 
     # ---------------------------------------------------------------------- checks
@@ -156,6 +178,10 @@ class EdgeTPUSource(LatencySource):
             return
         if shutil.which(self.compiler) is None:
             raise MissingHardware(compiler_missing(self.compiler))
+        if self._replay is not None:
+            self._replay.check()
+            self._checked = True
+            return
         if host.pycoral_edgetpu() is None:
             try:
                 interpreter_module()
@@ -178,9 +204,34 @@ class EdgeTPUSource(LatencySource):
         with self._work_dir() as work:
             model_path = work / f"{target.key}.tflite"
             model_path.write_bytes(self._tflite_bytes(target))
-            report = self._compile(model_path, work, target)
+            report = self._compile(model_path, work, target.label)
             compiled = self._compiled_path(report, model_path, work)
-            stats, runtime = self._time(compiled, target)
+            return self._timed(compiled, report, target.label)
+
+    def compile(self, target) -> tuple[bytes, Any]:
+        """Only the compile step, where the compiler is (a trial's node, with
+        ``latency.service.compile: trial``): the ``_edgetpu.tflite`` bytes and the compiler's
+        report, for :meth:`measure_compiled` on the device's host."""
+        if shutil.which(self.compiler) is None:
+            raise MissingHardware(compiler_missing(self.compiler))
+        with tempfile.TemporaryDirectory(prefix="edgetpu-") as tmp:
+            work = Path(tmp)
+            model_path = work / f"{target.key}.tflite"
+            model_path.write_bytes(self._tflite_bytes(target))
+            report = self._compile(model_path, work, target.label)
+            return self._compiled_path(report, model_path, work).read_bytes(), report
+
+    def measure_compiled(self, compiled: bytes, report, label: str = "<compiled model>") -> LatencyResult:
+        """Time a model compiled elsewhere (:meth:`compile`) on this host's device."""
+        self.check()
+        self._compiler_version = report.compiler_version or self._compiler_version
+        with self._work_dir() as work:
+            path = work / (Path(report.model.output_model).name or "model_edgetpu.tflite")
+            path.write_bytes(compiled)
+            return self._timed(path, report, label)
+
+    def _timed(self, compiled: Path, report, label: str) -> LatencyResult:
+        stats, runtime = self._time(compiled, label)
         model = report.model
         unmapped = [{"operator": r.operator, "count": r.count, "status": r.status} for r in model.unmapped_ops]
         details = {
@@ -196,7 +247,7 @@ class EdgeTPUSource(LatencySource):
         }
         if self.work_dir is not None:
             details["compiled_model"] = str(compiled)
-        logger.info("%s: %.3f ms median (p90 %.3f ms, %d runs) on Edge TPU %s", target.label, stats.median_ms,
+        logger.info("%s: %.3f ms median (p90 %.3f ms, %d runs) on Edge TPU %s", label, stats.median_ms,
                     stats.p90_ms, stats.n_runs, self.device or "any")
         return self.result(latency_ms=stats.median_ms, p90_ms=stats.p90_ms, spread=stats.spread,
                            n_runs=stats.n_runs, on_chip_bytes=model.on_chip_bytes,
@@ -219,18 +270,18 @@ class EdgeTPUSource(LatencySource):
             # A model the converter rejects is a failed trial, like a failed compile.
             raise LatencyError(f"{target.label}: {e}") from e
 
-    def _compile(self, model_path: Path, work: Path, target):
+    def _compile(self, model_path: Path, work: Path, label: str):
         try:
             report = run_compiler(model_path, work, timeout_s=self.compile_timeout_s, compiler=self.compiler)
         except EdgeTPUCompilerNotFound as e:
             raise MissingHardware(compiler_missing(self.compiler)) from e
         except ValueError as e:  # exit 0 but no report: not the compiler we expect
-            raise LatencyError(f"{self.compiler} output not understood for {target.label}: {e}") from e
+            raise LatencyError(f"{self.compiler} output not understood for {label}: {e}") from e
         if not report.success:
-            raise LatencyError(f"{self.compiler} could not compile {target.label}: {report.failure_reason}")
+            raise LatencyError(f"{self.compiler} could not compile {label}: {report.failure_reason}")
         self._compiler_version = report.compiler_version or self._compiler_version
         for warning in report.warnings:
-            logger.info("%s: %s", target.label, warning)
+            logger.info("%s: %s", label, warning)
         return report
 
     @staticmethod
@@ -296,7 +347,12 @@ class EdgeTPUSource(LatencySource):
                 f"(or libedgetpu1-max) from Coral's apt repository; {WITHOUT_HARDWARE}")
         return LatencyError(f"Edge TPU interpreter failed: {text}")
 
-    def _time(self, compiled: Path, target):
+    def _time(self, compiled: Path, label: str):
+        if self._replay is not None:
+            try:
+                return self._replay.time(compiled, self.n_runs, self.warmup), "replay"
+            except RuntimeError as e:
+                raise DeviceError(f"Edge TPU invoke failed for {label}: {one_line(str(e))}") from e
         interpreter, delegate, runtime = self._interpreter(compiled)
         try:
             if self.stable:
@@ -304,7 +360,7 @@ class EdgeTPUSource(LatencySource):
             else:
                 stats = summarize(time_invokes(interpreter, self.n_runs, self.warmup))
         except RuntimeError as e:  # e.g. the USB link dropped mid-run: this trial fails
-            raise LatencyError(f"Edge TPU invoke failed for {target.label}: {one_line(str(e))}") from e
+            raise DeviceError(f"Edge TPU invoke failed for {label}: {one_line(str(e))}") from e
         finally:
             # Release the model file and the device before the work directory goes away.
             del interpreter, delegate

@@ -8,7 +8,8 @@ Each class is also importable from the module that raises it (``latency_models.b
 
 from __future__ import annotations
 
-__all__ = ["ConversionError", "EdgeTPUCompilerNotFound", "LatencyError", "MissingHardware", "RuntimeNotFound"]
+__all__ = ["ConversionError", "DeviceError", "EdgeTPUCompilerNotFound", "LatencyError", "MissingHardware",
+           "RuntimeNotFound"]
 
 
 class LatencyError(RuntimeError):
@@ -17,6 +18,11 @@ class LatencyError(RuntimeError):
 
 class ConversionError(LatencyError):
     """The TFLite converter rejected a model (recorded as a failed trial, not a crash)."""
+
+
+class DeviceError(LatencyError):
+    """The device failed during a measurement (a USB stick unplugged or reset mid-run): this
+    measurement fails; the device may come back (a measurement service re-opens it)."""
 
 
 class MissingHardware(RuntimeError):

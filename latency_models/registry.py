@@ -65,6 +65,17 @@ def source_names() -> list[str]:
     return sorted(_SOURCES)
 
 
+def is_measured(name: str) -> bool:
+    """Whether the source called ``name`` times real invokes (``LatencySource.measured``):
+    a registered name or a ``module:Class`` path; a fitted predictor (a path) never does."""
+    if name in _SOURCES:
+        return bool(_resolve(name).measured)
+    if ":" in name and _predictor_loader(name) is None:
+        cls = import_object(name, "latency source")
+        return bool(getattr(cls, "measured", False))
+    return False
+
+
 def _resolve(name: str) -> type[LatencySource]:
     entry = _SOURCES[name]
     if isinstance(entry, str):

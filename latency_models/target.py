@@ -57,7 +57,8 @@ class Target:
     """
 
     def __init__(self, obj: Any, *, input_shape=None, num_classes: int | None = None,
-                 representative=None, io_type: str = "int8", cache: bool = True):
+                 representative=None, io_type: str = "int8", cache: bool = True, name: str | None = None):
+        self._name = name  # what logs and errors call it (default: the arch string or path)
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.num_classes = num_classes
         self.representative = representative
@@ -113,6 +114,8 @@ class Target:
 
     @property
     def label(self) -> str:
+        if self._name:
+            return self._name
         if self.arch is not None:
             return self.arch.to_string()
         if self.path is not None:

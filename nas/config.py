@@ -117,9 +117,64 @@ class RewardSection(_Strict):
         return data
 
 
+class ServiceConfig(_Strict):
+    """``latency.service``: where a measured source's timing happens (:mod:`latency_models.service`).
+
+    With a service, a trial trains wherever the cluster has compute, converts its deployment
+    model to int8 TFLite where it runs, and asks a long-lived measurement actor (one per
+    device, on the node that offers ``resource``) to compile and time it; the actor serves
+    requests in order and caches results by model fingerprint, so training never holds the
+    device and a re-proposed arch is never measured twice."""
+
+    mode: Literal["auto", "service", "trial"] = Field(
+        "auto", description="service: measurement actors serve the trials; trial: each trial measures on its "
+        "own node and, for edgetpu, holds the device (the 'edgetpu' resource) for its whole life; auto: "
+        "service for the edgetpu source, trial for the others")
+    resource: str | None = Field(
+        None, description="the Ray resource each measurement actor holds, which places it on the nodes that "
+        "offer it (default: 'edgetpu' for the edgetpu source; none for others: any node, or name a resource "
+        "of a dedicated timing host, started with ray start --resources='{\"NAME\": 1}')")
+    devices: int | None = Field(None, ge=1, le=64, description="measurement actors, one per device (default: "
+                                "the cluster's units of the resource, else 1)")
+    compile: Literal["service", "trial"] = Field(
+        "service", description="where edgetpu_compiler runs: on the measurement node (service), or where the "
+        "trial runs (trial: the compiler must be installed on every training node)")
+    cpus: float = Field(0.0, ge=0, le=64, description="CPUs each measurement actor holds (0: none reserved; "
+                        "compiling and timing take little beside the device, and a reserved CPU would be one "
+                        "trial less on a small node)")
+    timeout_s: float = Field(3600.0, gt=0, le=86_400, description="seconds a trial waits for its measurement, "
+                             "queueing included, before it fails")
+
+
 class LatencyConfig(_Strict):
     source: str = "edgetpu-model"
     options: dict[str, Any] = Field(default_factory=dict)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
+
+    @property
+    def uses_service(self) -> bool:
+        """Whether a measurement service times the trials' models (Ray runs; in-process runs
+        measure in the process, through the same service object)."""
+        mode = self.service.mode
+        return mode == "service" or (mode == "auto" and self.source == "edgetpu")
+
+    @property
+    def service_resource(self) -> str | None:
+        r = self.service.resource
+        return r if r is not None else ("edgetpu" if self.source == "edgetpu" else None)
+
+    @model_validator(mode="after")
+    def _service(self):
+        from latency_models.registry import is_measured  # (imports no source)
+
+        if self.service.mode == "service" and not is_measured(self.source):
+            raise ValueError(f"latency.service.mode: service times the models of a measured source (edgetpu, "
+                             f"tflite-cpu); latency.source {self.source!r} predicts in the trial; allowed: "
+                             "auto or trial, or a measured source")
+        if self.service.compile == "trial" and self.source != "edgetpu":
+            raise ValueError(f"latency.service.compile: trial compiles for the Edge TPU; latency.source "
+                             f"{self.source!r} has no compiler; allowed: service")
+        return self
 
 
 class DataConfig(_Strict):
@@ -137,17 +192,34 @@ class TrainConfig(_Strict):
     schedule: Literal["constant", "cosine"] = "cosine"
     augment: bool = False
     bn_momentum: float = Field(0.9, gt=0, lt=1, description="BatchNorm moving-average momentum for proxy runs")
+    precision: Literal["float32", "mixed_float16"] = Field(
+        "float32", description="mixed_float16: float16 compute with float32 weights and dynamic loss scaling "
+        "(Keras's mixed precision; 2-3x faster on GPUs with tensor cores, slower on CPUs); the last layer stays "
+        "float32, and export writes a float32 model")
+    jit_compile: bool = Field(False, description="compile the training step with XLA (faster steps on GPUs, "
+                              "seconds of compiling per model; off by default, as XLA's compiles cost more than "
+                              "a CPU proxy run)")
+    devices: Literal["all", "one"] = Field(
+        "all", description="all: train one model on every GPU the process sees (tf.distribute.MirroredStrategy "
+        "when it sees more than one: the supernet, nas export, and a trial given several GPUs); one: one device")
+    gpu_memory: Literal["auto", "growth", "cap"] = Field(
+        "auto", description="how a trial's TensorFlow takes GPU memory: growth (on demand), cap (its share "
+        "budget.gpus_per_trial of the card, read with nvidia-smi), auto (cap when the share is below 1, "
+        "so trials sharing a card never take each other's memory; else growth)")
     loop: Literal["step", "keras"] = Field(
         "step", description="step: one traced training step with each variable's update in one fused kernel "
         "(nas.training; the same arithmetic as Keras's optimizers, a fraction of the tracing); keras: "
         "model.fit with Keras's optimizer (the reference path, ~10-20 s more per trial)")
-    graph_optimizer: bool = Field(
-        False, description="TensorFlow's graph optimizer (grappler) on the traced step of train.loop: step. Off: "
-        "it spent 0.5-3 s per trial rewriting the step, and the rewritten step ran no faster at proxy size "
-        "(benchmarks/trial_cost.py). The setting is process-wide, so it is applied in the trial workers only")
-    onednn: bool = Field(False, description="TensorFlow's oneDNN CPU kernels in the trial workers: no faster "
-                         "at proxy size here (within +-5%), and they cache compiled kernels per layer shape and "
-                         "thread and never free them, so a worker's memory grows with every new arch")
+    graph_optimizer: bool | None = Field(
+        None, description="TensorFlow's graph optimizer (grappler) on the traced step of train.loop: step. "
+        "Default (null): off in CPU trials, where it spent 0.5-3 s per trial rewriting the step and the "
+        "rewritten step ran no faster at proxy size (benchmarks/trial_cost.py); TensorFlow's own default (on) "
+        "in GPU trials (unmeasured there). Process-wide, so applied in the trial workers only")
+    onednn: bool | None = Field(
+        None, description="TensorFlow's oneDNN CPU kernels in the trial workers. Default (null): off in CPU "
+        "trials, where they were no faster at proxy size (within +-5%) and cache compiled kernels per layer "
+        "shape and thread, never freed, so a worker's memory grows with every new arch; TensorFlow's own "
+        "default in GPU trials (unmeasured there)")
     allocator: Literal["jemalloc", "system"] = Field(
         "jemalloc", description="memory allocator of the Ray trial workers: jemalloc (the copy Ray ships, Linux) "
         "keeps a long-lived worker from creeping up; with glibc's malloc, TensorFlow's small long-lived "
@@ -158,7 +230,19 @@ class BudgetConfig(_Strict):
     trials: int = Field(ge=1, le=1_000_000)
     concurrency: int = Field(1, ge=1, le=1024)
     cpus_per_trial: float = Field(1.0, gt=0, le=256)
+    gpus_per_trial: float = Field(0.0, ge=0, le=64, description="GPUs each trial asks Ray for; a fraction "
+                                  "below 1 shares a card (0.25: four trials on one GPU, each capped at a "
+                                  "quarter of its memory, train.gpu_memory), whole numbers above 1")
     time_limit_s: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _whole_gpus(self):
+        g = self.gpus_per_trial
+        if g > 1 and not float(g).is_integer():
+            raise ValueError(f"budget.gpus_per_trial: {g:g} is neither a share of one GPU nor whole GPUs; allowed: "
+                             "0 (CPU), a fraction in (0, 1], or a whole number (Ray gives fractions of one card "
+                             "only)")
+        return self
 
 
 class OneShotConfig(_Strict):
@@ -191,6 +275,10 @@ class OneShotConfig(_Strict):
                                            "default: reward.target_ms")
     cpus: float | None = Field(None, gt=0, le=256, description="CPUs of each supernet (default: the search's, "
                                "budget.cpus_per_trial x budget.concurrency, shared by the targets)")
+    gpus: float | None = Field(None, ge=0, le=64, description="GPUs of each supernet, which trains on all of "
+                               "them (train.devices: all); default: the search's, budget.gpus_per_trial x "
+                               "budget.concurrency, shared by the targets, in whole GPUs above 1 and at most "
+                               "the largest node's")
     classifier_init: Literal["default", "zeros"] = Field(
         "default", description="the supernet's classifier kernel at start: 'default' (EfficientNet's init, "
         "as a standalone model's) or 'zeros' (equal first logits; the structural choices learn faster in "
@@ -235,6 +323,8 @@ class RayConfig(_Strict):
     address: str | None = Field(None, description="HOST:PORT of a running Ray cluster; none starts Ray embedded")
     max_failures: int = Field(1, ge=0, le=100, description="times Ray retries a trial whose worker died")
     num_cpus: int | None = Field(None, ge=1, le=4096, description="CPUs of the embedded Ray (default: all)")
+    num_gpus: int | None = Field(None, ge=0, le=1024, description="GPUs of the embedded Ray (default: the ones "
+                                 "Ray detects); a machine without GPUs given some gets logical ones, for tests")
     dashboard: bool = False
     reuse_workers: bool = Field(True, description="run many trials in one worker process; false starts a fresh "
                                 "process per trial (a few seconds more each, no memory carried over)")

@@ -40,8 +40,9 @@ from search_spaces import Arch, build_model, count_macs, count_params
 
 from . import proxy
 from .config import ExperimentConfig
+from .devices import precision, scope, setup_gpus, strategy
 from .errors import RunFolderError
-from .recipe import load_data, measure_latency, train_model
+from .recipe import compile_model, load_data, measure_latency, optimizer, train_model
 from .runfolder import RunFolder, staged_folder
 
 log = logging.getLogger(__name__)
@@ -91,14 +92,18 @@ def _export(deploy, cfg: ExperimentConfig, epochs: int | None, work: Path, scale
     classes = split.num_classes
     shape = (res, res, cfg.data.channels)
     deploy_shape = (deploy.resolution, deploy.resolution, cfg.data.channels)
+    setup_gpus(cfg, share=1.0)  # the export has this machine's GPUs to itself
+    strat = strategy(cfg, "nas export")
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(arch, shape, classes, seed=cfg.seed)
+    with scope(strat), precision(cfg):
+        model = build_model(arch, shape, classes, seed=cfg.seed)
     t0 = time.perf_counter()
     log.info("training the %s model %s at %d px for %s epochs", scale, arch.to_string(), res,
              epochs or cfg.train.epochs)
-    acc, n_epochs = train_model(model, split, cfg, epochs=epochs)
+    acc, n_epochs = train_model(model, split, cfg, epochs=epochs, strategy=strat)
     train_s = time.perf_counter() - t0
     files = ["model.keras", "model_int8.tflite", "arch.txt", "summary.json"]
+    model = plain_model(model, arch, shape, classes, cfg)
     model.save(work / "model.keras")
     calib = split.sample_train(200, cfg.seed)
     tflite = to_int8_tflite(model, calib, n_samples=len(calib))
@@ -134,6 +139,24 @@ def _export(deploy, cfg: ExperimentConfig, epochs: int | None, work: Path, scale
     del model
     keras.backend.clear_session()
     return summary
+
+
+def plain_model(model, arch, shape, classes: int, cfg: ExperimentConfig):
+    """What is written and converted: the trained model as a float32 Keras model on one
+    device. A model trained under ``mixed_float16`` or a distribution strategy is rebuilt in
+    float32, outside the strategy, and given its weights (float32 under mixed precision too),
+    so ``model.keras`` loads anywhere and the int8 converter sees float32 ops."""
+    if cfg.train.precision == "float32" and not _distributed(model):
+        return model
+    plain = build_model(arch, shape, classes, seed=cfg.seed)
+    plain.set_weights(model.get_weights())
+    compile_model(plain, optimizer(cfg, 1))  # as train_model leaves a model: plain Keras can fine-tune it
+    return plain
+
+
+def _distributed(model) -> bool:
+    v = model.weights[0].value if model.weights else None
+    return v is not None and type(v).__name__ in ("MirroredVariable", "DistributedVariable", "SyncOnReadVariable")
 
 
 def _int8_accuracy(tflite: bytes, x, y) -> float | None:

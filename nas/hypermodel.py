@@ -144,6 +144,10 @@ class _RewardLogs(keras.callbacks.Callback):
         self.epochs.append({k: float(v) for k, v in logs.items() if isinstance(v, (int, float, np.number))})
 
 
+#: What ``precision`` takes (``train.precision``'s values).
+PRECISIONS = ("float32", "mixed_float16")
+
+
 class SpaceHyperModel(keras_tuner.HyperModel):
     """A search space as a keras-tuner ``HyperModel`` whose trials report an MNAS ``reward``.
 
@@ -165,6 +169,10 @@ class SpaceHyperModel(keras_tuner.HyperModel):
             None keeps the builder's.
         on_failure: ``"skip"`` or ``"zero"``, see the module documentation.
         seed: initial-weight seed of the built models (None: fresh weights every build).
+        precision: ``"float32"`` or ``"mixed_float16"`` (models built under Keras's mixed policy,
+            their classifier float32, loss scaling by ``compile``), as ``train.precision``.
+        jit_compile: compile the training step with XLA, as ``train.jit_compile``. Several GPUs
+            for one model: keras-tuner's own ``distribution_strategy=`` argument of the tuner.
         name, tunable: as for ``keras_tuner.HyperModel``.
     """
 
@@ -173,8 +181,14 @@ class SpaceHyperModel(keras_tuner.HyperModel):
                  input_shape: tuple[int, int, int] | None = None, num_classes: int | None = None,
                  optimizer: str | Callable[[], Any] = "adam", learning_rate: float = 3e-3,
                  bn_momentum: float | None = 0.9, on_failure: str = "skip", seed: int | None = None,
-                 name: str | None = None, tunable: bool = True):
+                 precision: str = "float32", jit_compile: bool = False, name: str | None = None,
+                 tunable: bool = True):
         super().__init__(name=name, tunable=tunable)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: unknown {precision!r}; allowed: {', '.join(PRECISIONS)}")
+        if not isinstance(jit_compile, bool):
+            raise ValueError(f"jit_compile: expected true or false, got {jit_compile!r}")
+        self.precision, self.jit_compile = precision, jit_compile
         self.space = search_spaces.get(space)
         self.reward_config = _reward_config(reward, target_ms)
         self.latency_source = _latency_source(latency)
@@ -245,7 +259,14 @@ class SpaceHyperModel(keras_tuner.HyperModel):
     def build(self, hp: keras_tuner.HyperParameters):
         arch = self.space.decode(self._choices(hp))
         log.debug("building %s", arch.to_string())
-        model = search_spaces.build_model(arch, self.input_shape, self.num_classes, seed=self.seed)
+        import keras
+
+        before = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.precision)
+        try:
+            model = search_spaces.build_model(arch, self.input_shape, self.num_classes, seed=self.seed)
+        finally:
+            keras.config.set_dtype_policy(before)
         if self.bn_momentum is not None:
             clamp_bn_momentum(model, self.bn_momentum)
         self.compile(model)
@@ -256,7 +277,7 @@ class SpaceHyperModel(keras_tuner.HyperModel):
 
         The reward reads ``val_accuracy`` from Keras's logs, so keep an ``"accuracy"`` metric.
         """
-        compile_model(model, self._make_optimizer())
+        compile_model(model, self._make_optimizer(), jit_compile=self.jit_compile)
 
     def _make_optimizer(self):
         if callable(self.optimizer):

@@ -22,6 +22,7 @@ from . import proxy
 from .config import ExperimentConfig, load_experiment, override
 from .console import Progress
 from .data import check_source, class_count
+from .devices import check_gpus
 from .errors import RunFolderError
 from .ledger import Ledger, make_base_space, make_controller, make_space
 from .runfolder import RunFolder
@@ -86,6 +87,7 @@ def check(cfg: ExperimentConfig) -> None:
                  cfg.latency.source, cfg.ray.address)
     elif callable(hw):
         hw()  # MissingHardware: no device, runtime or compiler
+    check_gpus(cfg)
     check_source(cfg.data.source)
     if cfg.space.resolution is None and not hasattr(space, "resolution"):
         raise ValueError("space.resolution: missing (the proxy task needs an input resolution)")

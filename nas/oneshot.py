@@ -30,6 +30,7 @@ candidates a search retrains standalone. ``tests/test_oneshot.py`` runs a small 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -119,16 +120,22 @@ class OneShotSearch:
     """
 
     def __init__(self, space: SearchSpace, proxies: SearchSpace, split, controller, rcfg: RewardConfig,
-                 latency: LatencyFn, settings: OneShotSettings | None = None, *, seed: int = 0):
+                 latency: LatencyFn, settings: OneShotSettings | None = None, *, seed: int = 0, strategy=None,
+                 jit_compile: bool = False, loss_scale: bool = False):
+        """``strategy``: the ``tf.distribute`` strategy to build and train the supernet under
+        (:func:`nas.devices.strategy`); ``jit_compile`` and ``loss_scale`` (for a supernet
+        built under ``mixed_float16``, :func:`nas.devices.precision`) as :class:`SupernetTrainer`'s."""
         self.space, self.proxies, self.split, self.controller, self.rcfg = space, proxies, split, controller, rcfg
         self.latency, self.settings = latency, settings or OneShotSettings()
         s = self.settings
         self.steps_per_epoch = max(1, -(-split.n_train // s.batch_size))
         self.total_steps = s.epochs * self.steps_per_epoch
         self.warmup_steps = int(round(s.warmup * self.total_steps))
-        self.net = Supernet(proxies, num_classes=split.num_classes, seed=seed, classifier_init=s.classifier_init)
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():  # the weights mirrored
+            self.net = Supernet(proxies, num_classes=split.num_classes, seed=seed, classifier_init=s.classifier_init)
         self.trainer = SupernetTrainer(self.net, optimizer=s.optimizer, learning_rate=s.learning_rate,
-                                       total_steps=self.total_steps)
+                                       total_steps=self.total_steps, jit_compile=jit_compile, loss_scale=loss_scale,
+                                       strategy=strategy)
         self.rng = np.random.default_rng([seed, 17])
         self._largest = largest_choices(space)
         # The controller's budget is every sample it will be told; its concurrency one step's.

@@ -42,7 +42,7 @@ from .runfolder import RunFolder, atomic_write
 log = logging.getLogger(__name__)
 
 __all__ = ["ONESHOT_CONTROLLERS", "check", "merged_candidates", "merged_file", "retrain_overrides", "run_supernet", "settings",
-           "supernet_cpus", "target_dir", "targets"]
+           "supernet_cpus", "supernet_gpus", "target_dir", "targets"]
 
 #: The controllers a one-shot search can drive (the toolkit's LSTM policy, TuNAS's logits).
 ONESHOT_CONTROLLERS = ("mnas", "logits")
@@ -70,6 +70,25 @@ def supernet_cpus(cfg: ExperimentConfig) -> float:
     return cfg.budget.cpus_per_trial * cfg.budget.concurrency / len(targets(cfg))
 
 
+def supernet_gpus(cfg: ExperimentConfig, largest_node: float | None = None) -> float:
+    """GPUs each supernet asks for: ``search.oneshot.gpus``, else the search's share
+    (``budget.gpus_per_trial`` x ``budget.concurrency`` over the targets), whole GPUs above 1
+    (Ray's rule), at most ``largest_node``'s (one task runs on one node)."""
+    g = cfg.search.oneshot.gpus
+    if g is None:
+        g = cfg.budget.gpus_per_trial * cfg.budget.concurrency / len(targets(cfg))
+        if g > 1:
+            g = float(math.floor(g))
+        if largest_node is not None and g > largest_node:
+            log.info("search.oneshot.gpus: the search's share is %g GPUs per supernet; the largest node has %g",
+                     g, largest_node)
+            g = float(largest_node)
+    elif g > 1 and not float(g).is_integer():
+        raise ValueError(f"search.oneshot.gpus: {g:g} is neither a share of one GPU nor whole GPUs; allowed: a "
+                         "fraction in [0, 1] or a whole number")
+    return g
+
+
 def merged_file(run: RunFolder) -> Path:
     """The merged candidates: once written, the supernets are done and the run retrains."""
     return run.path / "oneshot" / "candidates.json"
@@ -93,8 +112,8 @@ def check(cfg: ExperimentConfig) -> None:
                          "efficientnet_edgetpu_bench, mnasnet, or search.strategy: standalone") from None
 
 
-def _latency_fn(cfg: ExperimentConfig, num_classes: int) -> Callable[[Sequence[Arch]], list[dict[str, Any]]]:
-    src = latency_source(cfg)
+def _latency_fn(cfg: ExperimentConfig, num_classes: int, source=None) -> Callable[[Sequence[Arch]], list[dict[str, Any]]]:
+    src = source if source is not None else latency_source(cfg)
     channels = cfg.data.channels
     wants_params = cfg.reward.constraints.max_params is not None
 
@@ -116,9 +135,13 @@ def _log_step(events, step: int, out: dict[str, float]) -> None:
             events.scalar(f"oneshot/{k}", v, step)
 
 
-def run_supernet(cfg: ExperimentConfig, target_ms: float, run_dir: str) -> list[dict[str, Any]]:
+def run_supernet(cfg: ExperimentConfig, target_ms: float, run_dir: str, latency=None) -> list[dict[str, Any]]:
     """One supernet at ``target_ms`` to the end, resumed from its checkpoint if it has one; its
-    candidates (as dicts). In a Ray task or in this process; writes only its own folder."""
+    candidates (as dicts). In a Ray task or in this process; writes only its own folder.
+    ``latency``: the latency source (default: the experiment's; a measurement service's client
+    on a cluster). It trains on every GPU the process sees (``train.devices``), in
+    ``train.precision``, with ``train.jit_compile``."""
+    from .devices import precision, setup_gpus, strategy
     from .oneshot import OneShotSearch
     from .tblog import EventLog
     from .worker import limit_threads
@@ -127,13 +150,20 @@ def run_supernet(cfg: ExperimentConfig, target_ms: float, run_dir: str) -> list[
     done = folder / "candidates.json"
     if done.is_file():
         return json.loads(done.read_text())["candidates"]
-    limit_threads(supernet_cpus(cfg))
+    gpus = supernet_gpus(cfg)
+    if not gpus:
+        limit_threads(supernet_cpus(cfg))
+    setup_gpus(cfg, share=min(1.0, gpus) if gpus else None)
     space = make_space(cfg)
     proxies = proxy.space_of(space, cfg)
     split = load_data(cfg, proxy.of(space.sample(0), cfg).resolution)
     rcfg = replace(reward_config(cfg), target_ms=target_ms)
-    search = OneShotSearch(space, proxies, split, make_controller(cfg, space), rcfg,
-                           _latency_fn(cfg, split.num_classes), settings(cfg), seed=cfg.seed)
+    strat = strategy(cfg, f"supernet {target_ms:g} ms")
+    with precision(cfg):
+        search = OneShotSearch(space, proxies, split, make_controller(cfg, space), rcfg,
+                               _latency_fn(cfg, split.num_classes, latency), settings(cfg), seed=cfg.seed,
+                               strategy=strat, jit_compile=cfg.train.jit_compile,
+                               loss_scale=cfg.train.precision == "mixed_float16")
     resumed = search.restore(folder)
     events = EventLog(Path(run_dir) / "tensorboard" / f"oneshot-{target_ms:g}ms")
     every = cfg.search.oneshot.checkpoint_s
@@ -162,6 +192,7 @@ def run_supernet(cfg: ExperimentConfig, target_ms: float, run_dir: str) -> list[
     cands = [asdict(c) | {"target_ms": target_ms} for c in result.candidates]
     ent = [e for e in result.curves["entropy"] if math.isfinite(e)]
     summary = {"target_ms": target_ms, "steps": result.steps, "seconds": round(result.seconds, 1),
+               "replicas": strat.num_replicas_in_sync if strat is not None else 1, "precision": cfg.train.precision,
                "resumed": resumed, "tracing": search.trainer.tracing_counts(),
                "entropy_first_last": [ent[0], ent[-1]] if ent else None, "candidates": cands}
     atomic_write(done, json.dumps(summary, indent=1) + "\n")

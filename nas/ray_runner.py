@@ -11,6 +11,7 @@ this process's registry, so a restored run needs nothing of Ray's private state.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import socket
 from pathlib import Path
@@ -26,7 +27,7 @@ from .config import ExperimentConfig
 from .console import Listener
 from .errors import Finished
 from .ledger import Ledger
-from .record import TrialRecord
+from .record import Status, TrialRecord
 from .runfolder import RunFolder
 from .trial import run_trial
 from .worker import check_allocator, worker_env
@@ -45,16 +46,160 @@ def _key(run_dir: str | Path) -> str:
     return str(Path(run_dir).resolve())
 
 
-def _ray_trial(config: dict, experiment: str = "") -> None:
-    """The Ray Tune entry point: one trial in a worker, reporting each epoch and at the end."""
+def _ray_trial(config: dict, experiment: str = "", services: tuple[str, ...] = ()) -> None:
+    """The Ray Tune entry point: one trial in a worker, reporting each epoch and at the end.
+    ``services``: the names of the measurement actors that time its model (none: it measures
+    itself)."""
     cfg = ExperimentConfig.model_validate_json(experiment)
     trial_id = tune.get_context().get_trial_id() or ""
     check_allocator(cfg)
     # Host name and Ray node: on one machine with several Ray nodes the host alone is ambiguous.
     node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
     result = run_trial(config["arch"], cfg, report=lambda rec: tune.report(rec.to_ray()), trial_id=trial_id,
-                       can_die=True, node=node)
+                       can_die=True, node=node, latency=service_client(cfg, services))
+    if cfg.budget.gpus_per_trial:
+        # Ray's promise: the trial's process sees the GPUs Ray gave it and no others.
+        assigned = sorted(str(g) for g in ray.get_gpu_ids())
+        seen = sorted(result.gpus.split(",")) if result.gpus is not None else None
+        if seen != assigned:
+            result = result.replace(status=Status.FAILED, reward=None, reason=(
+                f"Ray assigned GPU(s) {','.join(assigned) or 'none'}, but the trial's process sees "
+                f"{','.join(seen) if seen is not None else 'every GPU (CUDA_VISIBLE_DEVICES unset)'}"))
     tune.report(result.to_ray())
+
+
+# ------------------------------------------------------------------------------ the measurement service
+
+#: The Ray namespace of the measurement actors, so a trial (another actor of the job) finds them by name.
+SERVICE_NAMESPACE = "edgetpu-nas"
+
+
+@ray.remote(max_restarts=-1, max_task_retries=-1, concurrency_groups={"lookup": 1, "measure": 1})
+class MeasurementActor:
+    """One device's :class:`~latency_models.service.MeasurementService` as a long-lived actor:
+    requests in order (one at a time in the ``measure`` group; cache lookups beside them).
+    Restarted by Ray when its process dies, a request in flight is retried on the restarted
+    actor (``max_task_retries``); its cache file then answers whatever it had finished."""
+
+    def __init__(self, source: str, options: dict, cache_file: str, name: str, claim: bool):
+        from latency_models.service import MeasurementService, claim_device
+
+        device, self._claim = None, None
+        if claim:  # one of this node's devices, the others held by the other services here
+            device, self._claim = claim_device(str(options.get("device", "")))
+        self.service = MeasurementService(source, options, device=device, cache_file=cache_file, name=name)
+
+    @ray.method(concurrency_group="measure")
+    def check(self) -> None:
+        self.service.check()
+
+    @ray.method(concurrency_group="measure")
+    def measure(self, request):
+        return self.service.measure(request)
+
+    @ray.method(concurrency_group="lookup")
+    def lookup(self, key: str):
+        return self.service.lookup(key)
+
+    @ray.method(concurrency_group="lookup")
+    def describe(self) -> dict:
+        return self.service.describe()
+
+
+class RayTransport:
+    """The measurement actors as seen by a trial (:class:`latency_models.service.Transport`)."""
+
+    def __init__(self, names: tuple[str, ...]):
+        self.names = tuple(names)
+        self.services = len(self.names)
+        self._actors: dict[int, object] = {}
+
+    def _actor(self, index: int):
+        if index not in self._actors:
+            self._actors[index] = ray.get_actor(self.names[index], namespace=SERVICE_NAMESPACE)
+        return self._actors[index]
+
+    def call(self, index: int, method: str, *args):
+        return getattr(self._actor(index), method).remote(*args)
+
+    def wait(self, ref, timeout_s: float):
+        from latency_models import LatencyError
+
+        try:
+            return ray.get(ref, timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            try:
+                ray.cancel(ref)  # (a request still queued is dropped; one being measured finishes)
+            except Exception:  # noqa: BLE001 - cancelling is a courtesy
+                pass
+            raise LatencyError(f"no answer from the measurement service within {timeout_s:.0f} s "
+                               "(latency.service.timeout_s)") from None
+        except ray.exceptions.RayActorError as e:
+            raise LatencyError(f"the measurement service is gone: {str(e).splitlines()[0]}") from None
+
+
+def service_client(cfg: ExperimentConfig, names: tuple[str, ...]):
+    """The trial's latency source when measurement actors serve it (else None: it measures itself)."""
+    if not names:
+        return None
+    from latency_models.service import ServiceClient
+
+    s = cfg.latency.service
+    return ServiceClient(cfg.latency.source, RayTransport(names), compile_here=s.compile == "trial",
+                         options=cfg.latency.options, timeout_s=s.timeout_s)
+
+
+def start_services(cfg: ExperimentConfig, run: RunFolder) -> tuple[tuple[str, ...], list]:
+    """The measurement actors of this run, one per device, started and checked (their
+    hardware check's ``MissingHardware`` stops the search before any trial); (names, handles)."""
+    if not cfg.latency.uses_service:
+        return (), []
+    s = cfg.latency.service
+    resource = cfg.latency.service_resource
+    have = int(ray.cluster_resources().get(resource, 0)) if resource else 1
+    if resource and have < 1:
+        raise MissingHardware(f"latency.service.resource: no node of the Ray cluster offers {resource!r}; start "
+                              f"the measuring node with ray start --address=HEAD:PORT --resources='{{\"{resource}\": "
+                              f"1}}'" + (" (one unit per Edge TPU)" if resource == "edgetpu" else ""))
+    n = s.devices or max(1, have)
+    if resource and n > have:
+        raise ValueError(f"latency.service.devices: {n} measurement services, but the cluster offers {have} "
+                         f"{resource!r}; allowed: 1..{have}")
+    device = str(cfg.latency.options.get("device", ""))
+    claim = (n > 1 and cfg.latency.source == "edgetpu" and cfg.latency.options.get("backend", "litert") == "litert")
+    if claim and device not in ("", "usb", "pci"):
+        raise ValueError(f"latency.options.device: {device!r} names one Edge TPU, but latency.service.devices is "
+                         f"{n}; allowed: '', 'usb' or 'pci' (each service claims one device of that type)")
+    tag = hashlib.sha256(_key(run.path).encode()).hexdigest()[:8]
+    names, actors = [], []
+    for i in range(n):
+        name = f"nas-measure-{tag}-{i}"
+        try:  # a service left by a killed driver of this run folder: replaced
+            ray.kill(ray.get_actor(name, namespace=SERVICE_NAMESPACE), no_restart=True)
+        except ValueError:
+            pass
+        opts = {"name": name, "namespace": SERVICE_NAMESPACE, "num_cpus": s.cpus}
+        if resource:
+            opts["resources"] = {resource: 1}
+        cache = str((run.path / "latency" / f"service-{i}.jsonl").resolve())
+        actors.append(MeasurementActor.options(**opts).remote(cfg.latency.source, dict(cfg.latency.options), cache,
+                                                              f"service-{i}", claim))
+        names.append(name)
+    try:
+        ray.get([a.check.remote() for a in actors])
+    except ray.exceptions.RayTaskError as e:
+        stop_services(actors)
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, MissingHardware):
+            raise MissingHardware(str(cause)) from None
+        raise
+    log.info("measurement services: %s", ", ".join(names))
+    return tuple(names), actors
+
+
+def stop_services(actors: list) -> None:
+    for a in actors:
+        ray.kill(a, no_restart=True)
 
 
 class ControllerSearcher(Searcher):
@@ -144,15 +289,26 @@ class RecordCallback(Callback):
         self._record(trial, error=True)
 
 
+def _log_services(actors: list) -> None:
+    for d in ray.get([a.describe.remote() for a in actors]):
+        log.info("measurement %s (device %s): %d requests, %d measured, %d from its cache, %d failed", d["service"],
+                 d["device"], d["requests"], d["measured"], d["cached"], d["failed"])
+
+
 def _segment_number(p: Path) -> int:
     return int(p.name.rpartition("-")[2]) if "-" in p.name else 1
 
 
 def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
-    """What one trial asks Ray for: its CPUs, and an Edge TPU when it measures on one."""
+    """What one trial asks Ray for: its CPUs and GPUs, and, when it measures on a device
+    itself (``latency.service.mode: trial``), the device's resource for its whole life."""
     resources: dict[str, float] = {"cpu": cfg.budget.cpus_per_trial}
-    if cfg.latency.source == "edgetpu":
+    if cfg.budget.gpus_per_trial:
+        resources["gpu"] = cfg.budget.gpus_per_trial
+    if not cfg.latency.uses_service and cfg.latency.source == "edgetpu":
         resources["edgetpu"] = 1
+    elif not cfg.latency.uses_service and cfg.latency.service.resource:
+        resources[cfg.latency.service.resource] = 1
     return resources
 
 
@@ -168,13 +324,20 @@ def init_ray(cfg: ExperimentConfig) -> bool:
     if cfg.ray.address:
         ray.init(address=cfg.ray.address, runtime_env=runtime_env, log_to_driver=False,
                  logging_level=logging.WARNING)
-        need = trial_resources(cfg).get("edgetpu", 0)
+        need = trial_resources(cfg).get("edgetpu", 0) or (cfg.latency.uses_service
+                                                          and cfg.latency.service_resource == "edgetpu")
         have = ray.cluster_resources().get("edgetpu", 0)
-        if need and have < need:
+        if need and have < 1:
             ray.shutdown()
             raise MissingHardware(f"--address: no node of the Ray cluster at {cfg.ray.address} offers the 'edgetpu' "
                                   "resource that latency.source edgetpu needs; start the Edge TPU node with "
                                   "ray start --address=HEAD:PORT --resources='{\"edgetpu\": 1}'")
+        gpus = cfg.budget.gpus_per_trial
+        if gpus and largest_gpu_node() < gpus:
+            ray.shutdown()
+            raise MissingHardware(f"budget.gpus_per_trial: {gpus:g}, but no node of the Ray cluster at "
+                                  f"{cfg.ray.address} offers that many GPUs (start GPU nodes with ray start; Ray "
+                                  "detects their GPUs)")
         return True
     resources = {}
     if cfg.latency.source == "edgetpu":
@@ -182,9 +345,21 @@ def init_ray(cfg: ExperimentConfig) -> bool:
 
         resources["edgetpu"] = max(1, len(list_devices()[0]))
     ray.init(address="local", include_dashboard=cfg.ray.dashboard, _node_ip_address="127.0.0.1",
-             num_cpus=cfg.ray.num_cpus, resources=resources or None, runtime_env=runtime_env,
-             log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
+             num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus, resources=resources or None,
+             runtime_env=runtime_env, log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
+    gpus = cfg.budget.gpus_per_trial
+    if gpus and ray.cluster_resources().get("GPU", 0) < gpus:
+        have = ray.cluster_resources().get("GPU", 0)
+        ray.shutdown()
+        raise MissingHardware(f"budget.gpus_per_trial: {gpus:g}, but this machine has {have:g} GPUs for Ray (none "
+                              "found: an NVIDIA driver and the GPU build, pip install -e '.[gpu]'); allowed: 0 "
+                              "(CPU trials), or ray.num_gpus for logical GPUs in a test")
     return True
+
+
+def largest_gpu_node() -> float:
+    """The GPUs of the cluster's largest GPU node (what one multi-GPU task can have)."""
+    return max((n.get("Resources", {}).get("GPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
 
 
 def _quiet_ray_loggers() -> None:
@@ -199,10 +374,13 @@ def run_tune(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool
     """Run (or resume) the search on Ray Tune; the final ledger (also saved in ``run``)."""
     _quiet_ray_loggers()
     started = init_ray(cfg)
+    services: list = []
     try:
         if listener is not None:
             _LISTENERS[_key(run.path)] = listener
-        trainable = tune.with_resources(tune.with_parameters(_ray_trial, experiment=cfg.model_dump_json()),
+        names, services = start_services(cfg, run)
+        trainable = tune.with_resources(tune.with_parameters(_ray_trial, experiment=cfg.model_dump_json(),
+                                                             services=names),
                                         trial_resources(cfg))
         storage = str(run.ray_dir.resolve())
         segments = sorted((p for p in run.ray_dir.glob("search*") if p.is_dir()), key=_segment_number)
@@ -251,8 +429,11 @@ def run_tune(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool
         tuner.fit()
         state = _LIVE[_key(run.path)].state
         run.save(state)
+        _log_services(services)
         return state
     finally:
+        if ray.is_initialized():
+            stop_services(services)
         _LIVE.pop(_key(run.path), None)
         _LISTENERS.pop(_key(run.path), None)
         if started:
@@ -261,13 +442,13 @@ def run_tune(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool
 
 # ------------------------------------------------------------------------------ one-shot supernets
 
-def _supernet_task(experiment: str, target_ms: float, run_dir: str) -> list[dict]:
+def _supernet_task(experiment: str, target_ms: float, run_dir: str, services: tuple[str, ...] = ()) -> list[dict]:
     """The Ray entry point of one supernet (:func:`nas.oneshot_run.run_supernet`)."""
     from .oneshot_run import run_supernet
 
     cfg = ExperimentConfig.model_validate_json(experiment)
     check_allocator(cfg)
-    return run_supernet(cfg, target_ms, run_dir)
+    return run_supernet(cfg, target_ms, run_dir, latency=service_client(cfg, services))
 
 
 def run_supernets(cfg: ExperimentConfig, run: RunFolder, display) -> list[list[dict]]:
@@ -275,18 +456,22 @@ def run_supernets(cfg: ExperimentConfig, run: RunFolder, display) -> list[list[d
     target order. ``display.poll()`` is called while they run. A task whose worker dies is
     retried (``ray.max_failures``) and resumes from its checkpoint; a supernet that fails
     outright is reported and the others go on."""
-    from .oneshot_run import supernet_cpus, targets
+    from .oneshot_run import supernet_cpus, supernet_gpus, targets
 
     _quiet_ray_loggers()
     started = init_ray(cfg)
+    services = []
     try:
         res = trial_resources(cfg)
+        names, services = start_services(cfg, run)
+        gpus = supernet_gpus(cfg, largest_gpu_node())
         task = ray.remote(_supernet_task).options(
-            num_cpus=supernet_cpus(cfg), resources={k: v for k, v in res.items() if k != "cpu"} or None,
+            num_cpus=supernet_cpus(cfg), num_gpus=gpus,
+            resources={k: v for k, v in res.items() if k not in ("cpu", "gpu")} or None,
             max_retries=cfg.ray.max_failures, retry_exceptions=False)
         experiment = cfg.model_dump_json()
         wanted = targets(cfg)
-        futures = {task.remote(experiment, t, str(run.path.resolve())): t for t in wanted}
+        futures = {task.remote(experiment, t, str(run.path.resolve()), names): t for t in wanted}
         out: dict[float, list[dict]] = {}
         pending = list(futures)
         while pending:
@@ -304,5 +489,7 @@ def run_supernets(cfg: ExperimentConfig, run: RunFolder, display) -> list[list[d
         display.poll()
         return [out[t] for t in wanted]
     finally:
+        if ray.is_initialized():
+            stop_services(services)
         if started:
             ray.shutdown()

@@ -31,7 +31,7 @@ from .training import fit, keras_optimizer
 log = logging.getLogger(__name__)
 
 __all__ = ["clamp_bn_momentum", "compile_model", "latency_fields", "latency_source", "load_data",
-           "measure_latency", "optimizer", "reward_config", "train_model"]
+           "measure_latency", "needs_latency_first", "optimizer", "reward_config", "submit_latency", "train_model"]
 
 #: The record fields a latency reading fills (:func:`latency_fields`).
 LATENCY_FIELDS = ("latency_ms", "on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu", "latency_source")
@@ -66,20 +66,56 @@ def latency_source(cfg: ExperimentConfig):
     return _source(cfg.latency.source, tuple(sorted(cfg.latency.options.items())))
 
 
-def measure_latency(arch, cfg: ExperimentConfig, num_classes: int, fault: str | None = None) -> dict[str, Any]:
+def measure_latency(arch, cfg: ExperimentConfig, num_classes: int, fault: str | None = None,
+                    source=None) -> dict[str, Any]:
     """Latency and memory split of ``arch`` (the deployment arch) at its resolution with the
-    experiment's channels, from the configured source: the record's latency fields."""
+    experiment's channels, from ``source`` (default: the configured one): the record's
+    latency fields."""
+    return submit_latency(arch, cfg, num_classes, fault, source)()
+
+
+def submit_latency(arch, cfg: ExperimentConfig, num_classes: int, fault: str | None = None,
+                   source=None) -> Callable[[], dict[str, Any]]:
+    """Ask for ``arch``'s latency (see :func:`measure_latency`); a function that returns the
+    record's latency fields. A source with ``submit`` (a measurement service's client,
+    :class:`latency_models.service.ServiceClient`) converts now and is answered later, so
+    the trial can train meanwhile; any other measures now. ``TrialFailure`` either way."""
     res = arch.resolution
     target = Target(arch, input_shape=(res, res, cfg.data.channels), num_classes=num_classes)
+    src = source if source is not None else latency_source(cfg)
+
+    def failed(e: Exception) -> TrialFailure:
+        return TrialFailure(f"latency: {type(e).__name__}: {e}")
+
     try:
         if fault == "conversion":
             raise ConversionError("injected fault")
         if fault == "latency":
             raise LatencyError("injected fault")
-        r = latency_source(cfg).measure(target)
+        if hasattr(src, "submit"):
+            pending = src.submit(target)
+        else:
+            fields = latency_fields(src.measure(target))
+            return lambda: fields
     except LatencyError as e:  # conversion errors too
-        raise TrialFailure(f"latency: {type(e).__name__}: {e}") from None
-    return latency_fields(r)
+        raise failed(e) from None
+
+    def wait() -> dict[str, Any]:
+        try:
+            return latency_fields(pending.result())
+        except LatencyError as e:
+            raise failed(e) from None
+
+    return wait
+
+
+def needs_latency_first(cfg: ExperimentConfig) -> bool:
+    """Whether a trial must know its latency before it trains: a hard constraint on what the
+    source measures (an infeasible candidate is not trained), or a scheduler that ranks
+    trials by their reward after every epoch (ASHA)."""
+    c = cfg.reward.constraints
+    return (c.max_off_chip_bytes is not None or c.max_latency_ms is not None or c.all_ops_on_tpu
+            or cfg.ray.scheduler != "fifo")
 
 
 def latency_fields(r) -> dict[str, Any]:
@@ -109,23 +145,32 @@ def clamp_bn_momentum(model, momentum: float) -> None:
             layer.momentum = min(layer.momentum, momentum)
 
 
-def compile_model(model, opt) -> None:
-    """Compile for sparse integer labels with an accuracy metric, without XLA (its compiles
-    cost more than a proxy run)."""
-    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=False)
+def compile_model(model, opt, jit_compile: bool = False) -> None:
+    """Compile for sparse integer labels with an accuracy metric; XLA only when asked
+    (``train.jit_compile``: its compiles cost more than a CPU proxy run). A model built under
+    ``mixed_float16`` gets Keras's loss scaling from ``compile`` itself."""
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  jit_compile=jit_compile)
 
 
 def train_model(model, split, cfg: ExperimentConfig, *, epochs: int | None = None,
-                on_epoch: Callable[[int, float], None] | None = None, poison: bool = False) -> tuple[float, int]:
+                on_epoch: Callable[[int, float], None] | None = None, poison: bool = False,
+                strategy=None) -> tuple[float, int]:
     """Train ``model`` with the experiment's recipe; (final validation accuracy, epochs run).
 
     ``on_epoch(epoch, val_accuracy)`` is called after every epoch (for intermediate reports).
     A NaN or infinite loss stops training and raises :class:`TrialFailure`. ``poison`` turns
     the training images to NaN (the ``nan_loss`` injected fault), so the loss watch is tested.
+    ``strategy`` is the ``tf.distribute`` strategy the model was built under
+    (:func:`nas.devices.strategy`; None: one device); the model was built under
+    :func:`nas.devices.precision`, so ``train.precision`` is already in its layers.
     """
     import keras
 
+    from .devices import scope
+
     t = cfg.train
+    mixed = t.precision == "mixed_float16"
     epochs = epochs or t.epochs
     train, val = split.datasets(t.batch_size, t.augment, cfg.seed)
     if poison:
@@ -135,16 +180,19 @@ def train_model(model, split, cfg: ExperimentConfig, *, epochs: int | None = Non
     if t.loop == "step":
         try:
             acc, n = fit(model, train, val, optimizer=t.optimizer, learning_rate=t.learning_rate, schedule=t.schedule,
-                         epochs=epochs, steps_per_epoch=per_epoch, on_epoch=on_epoch)
+                         epochs=epochs, steps_per_epoch=per_epoch, on_epoch=on_epoch, jit_compile=t.jit_compile,
+                         loss_scale=mixed, strategy=strategy)
         except FloatingPointError as e:
             raise TrialFailure(str(e)) from None
         if not math.isfinite(acc):
             raise TrialFailure("validation accuracy is not finite")
         # Compiled as fit leaves it (no tracing happens here), so a saved model evaluates and
         # fine-tunes in plain Keras (nas export).
-        compile_model(model, optimizer(cfg, epochs * per_epoch))
+        with scope(strategy):
+            compile_model(model, optimizer(cfg, epochs * per_epoch))
         return acc, n
-    compile_model(model, optimizer(cfg, epochs * per_epoch))
+    with scope(strategy):
+        compile_model(model, optimizer(cfg, epochs * per_epoch), jit_compile=t.jit_compile)
     state = {"epochs": 0, "nan": None}
 
     class _Watch(keras.callbacks.Callback):

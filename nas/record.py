@@ -55,14 +55,14 @@ RANKED = frozenset({Status.OK, Status.STOPPED})
 #: Every field, in the column order of ``trials.csv``.
 FIELDS = ("trial_id", "status", "reason", "reward", "accuracy", "latency_ms", "params", "macs", "num_classes",
           "on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu", "proxy_params", "proxy_macs", "epochs",
-          "train_s", "build_s", "latency_s", "trial_s", "rss_mb", "peak_rss_mb", "latency_source", "node", "arch",
-          "proxy_arch")
+          "train_s", "build_s", "latency_s", "trial_s", "rss_mb", "peak_rss_mb", "latency_source", "node", "gpus",
+          "started", "arch", "proxy_arch")
 
 _INTS = frozenset({"params", "macs", "num_classes", "on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu",
                    "proxy_params", "proxy_macs", "epochs"})
 _FLOATS = frozenset({"reward", "accuracy", "latency_ms", "train_s", "build_s", "latency_s", "trial_s", "rss_mb",
-                     "peak_rss_mb"})
-_TEXT = frozenset({"reason", "latency_source", "node", "arch", "proxy_arch"})  # and trial_id: "" for none
+                     "peak_rss_mb", "started"})
+_TEXT = frozenset({"reason", "latency_source", "node", "gpus", "arch", "proxy_arch"})  # and trial_id: "" for none
 
 #: Columns a ``trials.csv`` written before proxy and deployment were told apart lacks.
 _PROXY_COLUMNS = ("proxy_arch", "proxy_params", "proxy_macs")
@@ -117,6 +117,8 @@ class TrialRecord:
     peak_rss_mb: float | None = None
     latency_source: str | None = None
     node: str | None = None
+    gpus: str | None = None      #: the GPU ids the trial's process saw (CUDA_VISIBLE_DEVICES, as Ray set it)
+    started: float | None = None  #: when the trial started (Unix time, s)
     arch: str | None = None
     proxy_arch: str | None = None
 

@@ -89,10 +89,27 @@ def run_supernets_ray(cfg: ExperimentConfig, run: RunFolder, display) -> list[li
 
 # ------------------------------------------------------------------------------ in-process
 
+def local_service_client(cfg: ExperimentConfig, run: RunFolder):
+    """In process, a measurement service is the same object a Ray actor holds, asked
+    directly: its cache (``RUN/latency/service-0.jsonl``) and its answers are a Ray run's.
+    None when the experiment's trials measure themselves."""
+    if not cfg.latency.uses_service:
+        return None
+    from latency_models.service import LocalTransport, MeasurementService, ServiceClient
+
+    s = cfg.latency.service
+    service = MeasurementService(cfg.latency.source, dict(cfg.latency.options), name="service-0",
+                                 cache_file=run.path / "latency" / "service-0.jsonl")
+    service.check()
+    return ServiceClient(cfg.latency.source, LocalTransport([service]), compile_here=s.compile == "trial",
+                         options=cfg.latency.options, timeout_s=s.timeout_s)
+
+
 def run_local(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool = False,
               listener: Listener | None = None) -> Ledger:
     """The same search, one trial at a time in this process: no Ray (for debugging and benchmarks)."""
     in_process(cfg)
+    latency = local_service_client(cfg, run)
     state = run.read_state(cfg, budget) if resume else None
     if state is None:
         state = Ledger(cfg, budget)
@@ -110,7 +127,7 @@ def run_local(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: boo
         run.save(state)
         if listener:
             listener("start", tid)
-        rec = state.complete(tid, run_trial(arch, cfg, trial_id=tid))
+        rec = state.complete(tid, run_trial(arch, cfg, trial_id=tid, latency=latency))
         run.save(state)
         if listener and rec is not None:
             listener("result", rec)

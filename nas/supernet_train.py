@@ -28,7 +28,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .training import FusedUpdate
+from .training import FusedUpdate, LossScale, all_reduce_grads, distributed, replica_slice
 
 log = logging.getLogger(__name__)
 
@@ -37,26 +37,48 @@ class SupernetTrainer:
     """Weight steps, BN recalibration and one-shot accuracy for one supernet (see the module doc)."""
 
     def __init__(self, net, *, optimizer: str = "adam", learning_rate: float = 3e-3, total_steps: int,
-                 schedule: str = "cosine"):
+                 schedule: str = "cosine", jit_compile: bool = False, loss_scale: bool = False, strategy=None):
+        """``jit_compile``, ``loss_scale`` and ``strategy`` as :class:`nas.training.Step`'s: XLA,
+        dynamic loss scaling for a supernet built under ``mixed_float16``, and the
+        ``tf.distribute`` strategy the supernet was built under (each weight step then runs on
+        every replica, a share of the batch each, gradients summed)."""
+        import contextlib
+
         import keras
         import tensorflow as tf
 
-        self.net = net
+        self.net, self.strategy = net, strategy
         variables = [v.value for v in net.trainable_variables]  # the tf.Variables behind Keras's
         # The recipe's optimizer as one kernel per variable (nas.training): Keras's own took
         # most of the ~20 s the supernet's step spent tracing.
         # Lazy: a path leaves the other branches and the masked channels with zero gradients,
         # and those must not move (Adam's stale moments would drift them every step).
-        self.update = FusedUpdate(variables, optimizer, learning_rate, total_steps=total_steps, schedule=schedule,
-                                  lazy=True)
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            self.update = FusedUpdate(variables, optimizer, learning_rate, total_steps=total_steps,
+                                      schedule=schedule, lazy=True)
+            self.loss_scale = LossScale() if loss_scale else None
         self._loss = keras.losses.SparseCategoricalCrossentropy()
         self.steps = 0
 
-        def train(x, y, path):
+        def grads(x, y, path):
+            x, y, weight = replica_slice(x, y)
             with tf.GradientTape() as tape:
-                loss = self._loss(y, net(x, path, training=True))
-            grads = tape.gradient(loss, variables)
-            with tf.control_dependencies([self.update.apply(grads)]):  # a skipped branch: no gradient, no move
+                loss = self._loss(y, tf.cast(net(x, path, training=True), tf.float32)) * weight
+                scaled = self.loss_scale.scaled(loss) if self.loss_scale is not None else loss
+            return loss, tape.gradient(scaled, variables)
+
+        # XLA on several devices: each replica's pass compiled, the all-reduce outside (Step's rule).
+        replica_grads = (tf.function(grads, autograph=False, jit_compile=True) if jit_compile and strategy is not None
+                         else grads)
+
+        def train(x, y, path):
+            loss, g = replica_grads(x, y, path)
+            g = all_reduce_grads(g)
+            if self.loss_scale is not None:
+                update = self.loss_scale.apply(g, self.update.apply)
+            else:
+                update = self.update.apply(g)
+            with tf.control_dependencies([update]):  # a skipped branch: no gradient, no move
                 return tf.identity(loss)
 
         def calibrate(x, path, momentum):
@@ -71,10 +93,12 @@ class SupernetTrainer:
         # Signatures with an unknown batch size: a last, smaller batch does not trace again.
         images = tf.TensorSpec((None, *net.input_shape_), tf.float32)
         path = {k: tf.TensorSpec(v.shape, tf.int32) for k, v in net.path(net.space.sample(0)).items()}
-        self._train = tf.function(train, input_signature=[images, tf.TensorSpec((None,), tf.int32), path])
+        self._train = distributed(strategy, train, [images, tf.TensorSpec((None,), tf.int32), path],
+                                  jit_compile=jit_compile)
         self._calibrate = tf.function(calibrate, input_signature=[images, path, tf.TensorSpec((), tf.float32)])
-        self._predict = tf.function(predict, input_signature=[images, path])
-        self._predict_batch_stats = tf.function(predict_batch_stats, input_signature=[images, path])
+        self._predict = tf.function(predict, input_signature=[images, path], jit_compile=jit_compile)
+        self._predict_batch_stats = tf.function(predict_batch_stats, input_signature=[images, path],
+                                                jit_compile=jit_compile)
 
     def _path(self, arch):
         return self.net.path(arch) if not isinstance(arch, dict) else arch

@@ -135,29 +135,134 @@ class FusedUpdate:
         return tf.group(ms.assign(ms_new), mom.assign(mom_new), v.assign_sub(on * mom_new))
 
 
+class LossScale:
+    """Dynamic loss scaling for float16 compute, by Keras's ``LossScaleOptimizer`` rule.
+
+    The loss is multiplied by ``scale`` before the gradients are taken (small float16
+    gradients would otherwise flush to zero) and the gradients divided by it after. A step
+    whose gradients are not all finite is skipped and halves the scale; every ``period``
+    finite steps in a row double it. Starts at 2**15, as Keras's does.
+    """
+
+    def __init__(self, initial: float = 2.0 ** 15, period: int = 2000):
+        import tensorflow as tf
+
+        self.period = period
+        self.scale = tf.Variable(initial, dtype=tf.float32, trainable=False)
+        self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def scaled(self, loss):
+        import tensorflow as tf
+
+        return loss * tf.cast(self.scale, loss.dtype)
+
+    def apply(self, grads, update: Callable):
+        """Unscale ``grads`` and run ``update(grads)`` if they are all finite; the op."""
+        import tensorflow as tf
+
+        inv = 1.0 / self.scale
+        grads = [None if g is None else g * tf.cast(inv, g.dtype) for g in grads]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])
+
+        def step():
+            with tf.control_dependencies([update(grads)]):
+                grow = self.good_steps + 1 >= self.period
+                return tf.group(self.scale.assign(tf.where(grow, self.scale * 2.0, self.scale)),
+                                self.good_steps.assign(tf.where(grow, tf.constant(0, tf.int64), self.good_steps + 1)))
+
+        def skip():
+            return tf.group(self.scale.assign(tf.maximum(self.scale / 2.0, 1.0)), self.good_steps.assign(0))
+
+        return tf.cond(finite, step, skip)
+
+
+def replica_slice(*tensors):
+    """In a replica of a distribution strategy: this replica's share of each whole batch, and
+    its weight in the batch mean (1.0 and the tensors as they are with one replica).
+
+    Every replica is given the whole batch and takes every n-th example, so a step keeps one
+    signature with an unknown batch size, and the data pipeline stays the one-device one."""
+    import tensorflow as tf
+
+    ctx = tf.distribute.get_replica_context()
+    n = ctx.num_replicas_in_sync if ctx is not None else 1
+    if n == 1:
+        return (*tensors, 1.0)
+    i = ctx.replica_id_in_sync_group
+    local = [t[i::n] for t in tensors]
+    weight = tf.cast(tf.shape(local[0])[0], tf.float32) / tf.cast(tf.shape(tensors[0])[0], tf.float32)
+    return (*local, weight)
+
+
+def all_reduce_grads(grads):
+    """The sum of each gradient over the replicas (None stays None; one replica: as it is).
+    Each replica then applies the same update to its own copy of the variables, so the
+    copies stay equal without a cross-replica update (Horovod's scheme)."""
+    import tensorflow as tf
+
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return grads
+    idx = [i for i, g in enumerate(grads) if g is not None]
+    reduced = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in idx])
+    out = list(grads)
+    for i, g in zip(idx, reduced):
+        out[i] = g
+    return out
+
+
+def distributed(strategy, fn, input_signature, *, jit_compile: bool = False):
+    """``fn`` traced once: as it is for one device (compiled with XLA if ``jit_compile``), or
+    run on every replica of ``strategy`` with its outputs summed (each replica weighs its
+    share, :func:`replica_slice`; XLA, if any, is the caller's inside ``fn``)."""
+    import tensorflow as tf
+
+    if strategy is None:
+        return tf.function(fn, autograph=False, input_signature=input_signature, jit_compile=jit_compile)
+
+    def run(*args):
+        out = strategy.run(fn, args=args)
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, out, axis=None)
+
+    return tf.function(run, autograph=False, input_signature=input_signature)
+
+
 class Step:
     """A traced training step and an evaluation step for one Keras model.
 
     The recipe is the toolkit's (see :func:`keras_optimizer`): Adam (Keras defaults), SGD
     with Nesterov momentum 0.9, or RMSprop (rho 0.9, momentum 0.9); a constant learning
-    rate or Keras's ``CosineDecay`` to 1% over ``total_steps``.
+    rate or Keras's ``CosineDecay`` to 1% over ``total_steps``. ``jit_compile`` compiles
+    the step with XLA; ``loss_scale`` adds dynamic loss scaling (:class:`LossScale`, for a
+    model built under ``mixed_float16``); ``strategy`` (a ``tf.distribute`` strategy the model
+    was built under) runs the step on each of its replicas, gradients summed across them.
     """
 
     def __init__(self, model, optimizer: str, learning_rate: float, *, total_steps: int, schedule: str = "cosine",
-                 element_spec=None, fuse_bn: bool = True):
+                 element_spec=None, fuse_bn: bool = True, jit_compile: bool = False, loss_scale: bool = False,
+                 strategy=None):
+        import contextlib
+
         import tensorflow as tf
 
         self.model, self.optimizer, self.fuse_bn = model, optimizer, fuse_bn
         self.variables = [v.value for v in model.trainable_variables]  # the tf.Variables behind Keras's
-        self.update = FusedUpdate(self.variables, optimizer, learning_rate, total_steps=total_steps,
-                                  schedule=schedule)
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():  # slots mirrored like the model
+            self.update = FusedUpdate(self.variables, optimizer, learning_rate, total_steps=total_steps,
+                                      schedule=schedule)
+            self.loss_scale = LossScale() if loss_scale else None
         # One signature with an unknown batch size: the last, smaller batch of an epoch reuses
         # the traced step instead of tracing a second one.
         if element_spec is None:
             element_spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32), tf.TensorSpec((None,), tf.int32))
         sig = [tf.TensorSpec((None, *s.shape[1:]), s.dtype) for s in element_spec]
-        self._train = tf.function(self._train_step, autograph=False, input_signature=sig)
-        self._eval = tf.function(self._eval_step, autograph=False, input_signature=sig)
+        # With XLA on several devices, each replica's forward and backward pass is compiled and
+        # the all-reduce and update run outside XLA (MirroredStrategy's collectives are not XLA ops).
+        self._replica_grads = self._grads
+        if jit_compile and strategy is not None:
+            self._replica_grads = tf.function(self._grads, autograph=False, jit_compile=True)
+        self._train = distributed(strategy, self._train_step, sig, jit_compile=jit_compile)
+        self._eval = tf.function(self._eval_step, autograph=False, input_signature=sig, jit_compile=jit_compile)
 
     @property
     def iterations(self) -> int:
@@ -198,19 +303,33 @@ class Step:
         import keras
         import tensorflow as tf
 
-        p = self._forward(x, training)
+        p = tf.cast(self._forward(x, training), tf.float32)  # (float16 under mixed precision)
         loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, p))
         if self.model.losses:  # layer regularisers, as Model.compute_loss adds them
             loss = loss + tf.add_n([tf.cast(v, loss.dtype) for v in self.model.losses])
         return p, loss
 
+    def _grads(self, x, y):
+        """One replica's loss (its share of the batch mean) and gradients (of the scaled loss)."""
+        import tensorflow as tf
+
+        x, y, weight = replica_slice(x, y)
+        with tf.GradientTape() as tape:
+            _, loss = self._loss(x, y, True)
+            loss = loss * weight
+            scaled = self.loss_scale.scaled(loss) if self.loss_scale is not None else loss
+        return loss, tape.gradient(scaled, self.variables)
+
     def _train_step(self, x, y):
         import tensorflow as tf
 
-        with tf.GradientTape() as tape:
-            _, loss = self._loss(x, y, True)
-        grads = tape.gradient(loss, self.variables)
-        with tf.control_dependencies([self.update.apply(grads)]):
+        loss, grads = self._replica_grads(x, y)
+        grads = all_reduce_grads(grads)
+        if self.loss_scale is not None:
+            update = self.loss_scale.apply(grads, self.update.apply)
+        else:
+            update = self.update.apply(grads)
+        with tf.control_dependencies([update]):
             return tf.identity(loss)
 
     def _eval_step(self, x, y):
@@ -256,7 +375,7 @@ def _fused_bn(layer, x, training: bool):
                                                    is_training=False)
         return y
     y, mean, var = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=layer.epsilon, is_training=True)
-    n = tf.cast(tf.size(x) // c, x.dtype)
+    n = tf.cast(tf.size(x) // c, var.dtype)  # the statistics are float32 under mixed precision too
     var = var * (n - 1.0) / tf.maximum(n, 2.0)  # the kernel returns the unbiased variance; Keras keeps the biased one
     m = layer.momentum
     mm.assign(mm * m + tf.stop_gradient(mean) * (1.0 - m))
@@ -279,14 +398,16 @@ def keras_optimizer(optimizer: str, learning_rate: float, total_steps: int, sche
 
 
 def fit(model, train, val, *, optimizer: str, learning_rate: float, schedule: str, epochs: int, steps_per_epoch: int,
-        on_epoch: Callable[[int, float], None] | None = None) -> tuple[float, int]:
+        on_epoch: Callable[[int, float], None] | None = None, jit_compile: bool = False, loss_scale: bool = False,
+        strategy=None) -> tuple[float, int]:
     """Train ``model`` on the ``train`` dataset; (validation accuracy, epochs run).
 
     ``on_epoch(epoch, val_accuracy)`` after every epoch. A non-finite loss stops at once and
-    raises ``FloatingPointError("NaN loss at epoch E, step S")``.
+    raises ``FloatingPointError("NaN loss at epoch E, step S")``. ``jit_compile``,
+    ``loss_scale`` and ``strategy`` are :class:`Step`'s.
     """
     step = Step(model, optimizer, learning_rate, total_steps=epochs * steps_per_epoch, schedule=schedule,
-                element_spec=train.element_spec)
+                element_spec=train.element_spec, jit_compile=jit_compile, loss_scale=loss_scale, strategy=strategy)
     acc = None
     for epoch in range(1, epochs + 1):
         for b, (x, y) in enumerate(train):

@@ -38,7 +38,8 @@ from . import proxy
 from .config import ExperimentConfig
 from .errors import TrialFailure
 from .faults import kill_worker, pick
-from .recipe import load_data, measure_latency, reward_config, train_model
+from .devices import gpu_trial, precision, scope, setup_gpus, strategy, visible_gpus
+from .recipe import load_data, needs_latency_first, reward_config, submit_latency, train_model
 from .record import Status, TrialRecord
 from .reward import reward
 from .worker import free_memory, graph_optimizer, limit_threads, peak_rss_mb, rss_mb
@@ -51,22 +52,26 @@ Report = Callable[[TrialRecord], None]
 
 
 def run_trial(arch_text: str, cfg: ExperimentConfig, *, report: Report | None = None,
-              trial_id: str = "", can_die: bool = False, node: str | None = None) -> TrialRecord:
+              trial_id: str = "", can_die: bool = False, node: str | None = None,
+              latency=None) -> TrialRecord:
     """Run one trial of the deployment arch ``arch_text``; the record. Never raises for a bad candidate.
 
     ``report`` receives an intermediate record after each epoch (``status: running``, the
     reward at the accuracy so far); the returned record is the final result. ``can_die`` says
     this process is a disposable worker (Ray's), which an injected ``worker_killed`` fault
     may SIGKILL; elsewhere that fault fails the trial instead. ``node`` names where it ran
-    (default: this host's name).
+    (default: this host's name). ``latency`` is the latency source to ask (default: the
+    experiment's, made here); a measurement service's client
+    (:class:`latency_models.service.ServiceClient`) is answered while the proxy trains,
+    unless the latency must come first (:func:`nas.recipe.needs_latency_first`).
     """
     fault = pick(cfg.faults, arch_text)
     t0 = time.perf_counter()
     out = TrialRecord(trial_id=trial_id, arch=arch_text, status=Status.FAILED, epochs=0,
-                      node=node or socket.gethostname())
+                      node=node or socket.gethostname(), gpus=visible_gpus(), started=round(time.time(), 3))
     model = None
     try:
-        _run(arch_text, cfg, out, report, fault, can_die)
+        _run(arch_text, cfg, out, report, fault, can_die, latency)
     except TrialFailure as e:
         out.status, out.reason = Status.FAILED, str(e)
     except MemoryError:
@@ -88,7 +93,7 @@ def run_trial(arch_text: str, cfg: ExperimentConfig, *, report: Report | None = 
 
 
 def _run(arch_text: str, cfg: ExperimentConfig, out: TrialRecord, report: Report | None,
-         fault: str | None = None, can_die: bool = False) -> None:
+         fault: str | None = None, can_die: bool = False, latency=None) -> None:
     """Fill ``out``: deployment figures first (cheap), then train the proxy."""
     try:
         arch = Arch.from_string(arch_text)
@@ -101,10 +106,13 @@ def _run(arch_text: str, cfg: ExperimentConfig, out: TrialRecord, report: Report
     except ValueError as e:
         raise TrialFailure(f"proxy: {e}") from None
     out.proxy_arch = small.to_string()
-    # Before anything runs TensorFlow (loading the data resizes with it): the pool size can
-    # only be set before TF initialises. Found by the trial-cost benchmark: two quickstart
-    # trials each ran 2 threads on 2 cores, and trained 2-3x slower than one alone.
-    limit_threads(cfg.budget.cpus_per_trial)
+    # Before anything runs TensorFlow (loading the data resizes with it): the pool size and
+    # the GPUs' memory can only be set before TF initialises. Found by the trial-cost
+    # benchmark: two quickstart trials each ran 2 threads on 2 cores, and trained 2-3x slower
+    # than one alone. GPU trials keep TensorFlow's own pools (nas.worker.onednn_env says why).
+    if not gpu_trial(cfg):
+        limit_threads(cfg.budget.cpus_per_trial)
+    setup_gpus(cfg)
     split = load_data(cfg, small.resolution)
     classes = split.num_classes
     if arch.num_classes is not None and arch.num_classes != classes:
@@ -120,20 +128,21 @@ def _run(arch_text: str, cfg: ExperimentConfig, out: TrialRecord, report: Report
     rcfg = reward_config(cfg)
 
     t = time.perf_counter()
-    for k, v in measure_latency(arch, cfg, classes, fault).items():
-        setattr(out, k, v)
-    out.latency_s = round(time.perf_counter() - t, 3)
-    why = rcfg.constraints.violation(out.as_dict())
-    if why is not None:
-        out.status, out.reason = Status.INFEASIBLE, why
+    answer = submit_latency(arch, cfg, classes, fault, latency)
+    later = hasattr(latency, "submit") and not needs_latency_first(cfg)  # measured while the proxy trains
+    if not later and _latency(out, answer, t, rcfg):
         return
+    if later:
+        out.latency_s = round(time.perf_counter() - t, 3)
 
     import keras
 
     graph_optimizer(cfg)
+    strat = strategy(cfg, "the trial's training")
     t = time.perf_counter()
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(small, proxy_shape, classes, seed=cfg.seed)
+    with scope(strat), precision(cfg):
+        model = build_model(small, proxy_shape, classes, seed=cfg.seed)
     out.build_s = round(time.perf_counter() - t, 3)
 
     def on_epoch(epoch: int, acc: float) -> None:
@@ -148,8 +157,24 @@ def _run(arch_text: str, cfg: ExperimentConfig, out: TrialRecord, report: Report
         kill_worker(can_die)
     t = time.perf_counter()
     acc, epochs = train_model(model, split, cfg, on_epoch=on_epoch if report is not None else None,
-                              poison=fault == "nan_loss")
+                              poison=fault == "nan_loss", strategy=strat)
     out.train_s = round(time.perf_counter() - t, 3)
     del model
-    out.accuracy, out.epochs, out.reward = acc, epochs, reward(acc, out.latency_ms, rcfg)
+    out.accuracy, out.epochs = acc, epochs
+    if later and _latency(out, answer, time.perf_counter(), rcfg, spent=out.latency_s or 0.0):
+        return
+    out.reward = reward(acc, out.latency_ms, rcfg)
     out.status = Status.OK
+
+
+def _latency(out: TrialRecord, answer, t0: float, rcfg, spent: float = 0.0) -> bool:
+    """Fill ``out``'s latency fields from ``answer()`` (waited for since ``t0``); True when
+    they break a hard constraint (the record is then infeasible)."""
+    for k, v in answer().items():
+        setattr(out, k, v)
+    out.latency_s = round(spent + time.perf_counter() - t0, 3)
+    why = rcfg.constraints.violation(out.as_dict())
+    if why is not None:
+        out.status, out.reason = Status.INFEASIBLE, why
+        return True
+    return False

@@ -40,15 +40,21 @@ def worker_env(cfg: ExperimentConfig) -> dict[str, str]:
 
 
 def onednn_env(cfg: ExperimentConfig) -> dict[str, str]:
-    """TensorFlow's oneDNN switch (``train.onednn``).
+    """TensorFlow's oneDNN switch (``train.onednn``); empty for TensorFlow's own default.
 
-    Why off by default: with oneDNN, TensorFlow keeps a thread-local cache of compiled
-    kernels per layer shape (up to 1024 per kind and thread) that is never freed, so a worker
-    that trains a stream of different archs grows by tens of MB per new arch. At proxy size it
-    made no measurable difference in speed here (4.5% faster in one comparison, 6% slower in
-    another).
+    Why off by default in CPU trials: with oneDNN, TensorFlow keeps a thread-local cache of
+    compiled kernels per layer shape (up to 1024 per kind and thread) that is never freed, so a
+    worker that trains a stream of different archs grows by tens of MB per new arch. At proxy
+    size it made no measurable difference in speed here (4.5% faster in one comparison, 6%
+    slower in another). GPU trials (``budget.gpus_per_trial``) keep TensorFlow's default: their
+    host-side ops are few, and what suits them was not measured (no GPU here).
     """
-    return {"TF_ENABLE_ONEDNN_OPTS": "1" if cfg.train.onednn else "0"}
+    on = cfg.train.onednn
+    if on is None:
+        if cfg.budget.gpus_per_trial > 0:
+            return {}
+        on = False
+    return {"TF_ENABLE_ONEDNN_OPTS": "1" if on else "0"}
 
 
 def allocator_env(cfg: ExperimentConfig) -> dict[str, str]:
@@ -117,7 +123,8 @@ def check_allocator(cfg: ExperimentConfig) -> None:
 
 
 def limit_threads(n: float) -> None:
-    """Size TensorFlow's thread pools to the trial's CPUs (only possible before TF runs)."""
+    """Size TensorFlow's thread pools to the trial's CPUs (only possible before TF runs).
+    For CPU trials: a GPU trial keeps TensorFlow's own pools (see :func:`onednn_env`)."""
     import tensorflow as tf
 
     threads = max(1, int(round(n)))
@@ -137,12 +144,15 @@ limit_threads.warned = False
 
 
 def graph_optimizer(cfg: ExperimentConfig) -> None:
-    """Grappler on or off for the traced step (``train.graph_optimizer``). Process-wide in
-    TensorFlow: fine in a trial worker, which only runs trials; the Keras loop keeps it on,
-    as it always ran."""
+    """Grappler on or off for the traced step (``train.graph_optimizer``; default off in CPU
+    trials, TensorFlow's default, on, in GPU trials). Process-wide in TensorFlow: fine in a
+    trial worker, which only runs trials; the Keras loop keeps it on, as it always ran."""
     import tensorflow as tf
 
-    off = cfg.train.loop == "step" and not cfg.train.graph_optimizer
+    want = cfg.train.graph_optimizer
+    if want is None:
+        want = cfg.budget.gpus_per_trial > 0
+    off = cfg.train.loop == "step" and not want
     if tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False) != off:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": off})
 
@@ -220,7 +230,7 @@ def in_process(cfg: ExperimentConfig) -> None:
         os.environ.update(wanted)
     elif any(os.environ.get(k) != v for k, v in wanted.items()):
         log.warning("TensorFlow is already loaded in this process: train.onednn=%s cannot take effect here",
-                    cfg.train.onednn)
+                    wanted.get("TF_ENABLE_ONEDNN_OPTS") == "1")
     lib = jemalloc_path() if cfg.train.allocator == "jemalloc" and not jemalloc_loaded() else None
     if lib:  # a running process cannot change its allocator; only a new one (Ray's workers) can
         log.info("train.allocator=jemalloc applies to Ray's trial workers; this in-process run keeps the system "

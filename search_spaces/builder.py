@@ -60,6 +60,9 @@ def build_model(arch: Arch, input_shape=None, num_classes: int | None = None, *,
     def dense_init(layer_name):
         return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_out", "uniform", seed=layer_seed(seed, layer_name))
 
+    # Under a mixed-precision policy the classifier stays float32: a float16 softmax rounds small
+    # probabilities to zero and the loss to inf (Keras's mixed-precision guide).
+    head_dtype = "float32" if keras.config.dtype_policy().name != "float32" else None
     tensors = {}
     for ly in plan(arch, input_shape, classes):
         xs = [tensors[i] for i in ly.inputs]
@@ -81,7 +84,8 @@ def build_model(arch: Arch, input_shape=None, num_classes: int | None = None, *,
         elif ly.op == "dropout":
             out = layers.Dropout(ly.rate, name=ly.name)(xs[0])
         elif ly.op == "dense":
-            out = layers.Dense(ly.filters, activation=act, kernel_initializer=dense_init(ly.name), name=ly.name)(xs[0])
+            out = layers.Dense(ly.filters, activation=act, kernel_initializer=dense_init(ly.name), name=ly.name,
+                               dtype=head_dtype)(xs[0])
         elif ly.op == "add":
             out = layers.Add(name=ly.name)(xs)
         elif ly.op == "multiply":

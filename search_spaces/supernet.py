@@ -58,29 +58,34 @@ class MaskedBatchNorm(keras.layers.Layer):
 
     def __init__(self, channels: int, **kw):
         super().__init__(**kw)
-        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
-        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+        # float32 whatever the compute dtype, as Keras's BatchNormalization keeps them
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma", autocast=False)
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta", autocast=False)
         self.moving_mean = self.add_weight(shape=(channels,), initializer="zeros", name="moving_mean",
-                                           trainable=False)
+                                           trainable=False, autocast=False)
         self.moving_variance = self.add_weight(shape=(channels,), initializer="ones", name="moving_variance",
-                                               trainable=False)
+                                               trainable=False, autocast=False)
         self.momentum = BN_MOMENTUM
         self.built = True
 
     def call(self, x, mask, training=False, momentum=None, batch_stats=False):
-        """``batch_stats`` (inference): normalise by the batch's statistics, moving nothing."""
+        """``batch_stats`` (inference): normalise by the batch's statistics, moving nothing.
+        Statistics and normalisation in float32 (float16 input under mixed precision)."""
+        dtype = x.dtype
+        x = ops.cast(x, "float32")
+        mask = ops.cast(mask, "float32")
         if training or batch_stats:
             mean = ops.mean(x, axis=(0, 1, 2))
             var = ops.var(x, axis=(0, 1, 2))
             if training:
                 on = mask > 0
-                m = self.momentum if momentum is None else momentum
+                m = ops.cast(self.momentum if momentum is None else momentum, "float32")  # (autocast to float16)
                 self.moving_mean.assign(ops.where(on, self.moving_mean * m + mean * (1 - m), self.moving_mean))
                 self.moving_variance.assign(ops.where(on, self.moving_variance * m + var * (1 - m),
                                                       self.moving_variance))
         else:
             mean, var = self.moving_mean, self.moving_variance
-        return (x - mean) * ops.rsqrt(var + BN_EPSILON) * self.gamma + self.beta
+        return ops.cast((x - mean) * ops.rsqrt(var + BN_EPSILON) * self.gamma + self.beta, dtype)
 
     def weights_for(self, c: int) -> list[np.ndarray]:
         """The standalone BatchNormalization weights of the first ``c`` channels."""
@@ -113,14 +118,15 @@ class MaskedConv(keras.layers.Layer):
         return [w] if self.bias is None else [w, np.asarray(self.bias)[:cout]]
 
 
-def _mask(n: int, count):
-    """1.0 on the first ``count`` of ``n`` channels, else 0."""
-    return ops.cast(ops.arange(n) < count, "float32")
+def _mask(n: int, count, dtype="float32"):
+    """1.0 on the first ``count`` of ``n`` channels, else 0 (in the compute dtype: float16
+    under mixed precision)."""
+    return ops.cast(ops.arange(n) < count, dtype)
 
 
-def _kernel_mask(kmax: int, k):
+def _kernel_mask(kmax: int, k, dtype="float32"):
     r = ops.abs(ops.arange(kmax) - (kmax - 1) // 2) <= (k - 1) // 2
-    m = ops.cast(ops.logical_and(r[:, None], r[None, :]), "float32")
+    m = ops.cast(ops.logical_and(r[:, None], r[None, :]), dtype)
     return m[:, :, None, None]
 
 
@@ -200,8 +206,10 @@ class Supernet(keras.Model):
         self.dropout = keras.layers.Dropout(self.head.dropout) if self.head.dropout else None
         init = ("zeros" if classifier_init == "zeros" else  # else the builder's (EfficientNet's)
                 keras.initializers.VarianceScaling(1.0 / 3.0, "fan_out", "uniform", seed=layer_seed(seed, "predictions")))
+        # (float32 under mixed precision, as the builder's classifier: a float16 softmax underflows)
         self.predictions = keras.layers.Dense(self.classes, activation="softmax", name="predictions",
-                                              kernel_initializer=init)
+                                              kernel_initializer=init,
+                                              dtype="float32" if keras.config.dtype_policy().name != "float32" else None)
         self.predictions.build((None, feat))
         self.parts = P
         self.built = True
@@ -249,19 +257,21 @@ class Supernet(keras.Model):
         P = self.parts
         st = self.stem
         x = P["stem_conv"](images, stride=st.stride)
-        x = _activation(st.activation)(P["stem_bn"](x, _mask(st.filters, st.filters), **bn))
+        x = _activation(st.activation)(P["stem_bn"](x, _mask(st.filters, st.filters, self.compute_dtype), **bn))
         for s, sh in enumerate(self.shapes):
             x = self._stage(x, s, sh, path, bn)
         if self.head.filters:
             f = self.head.filters
-            x = _activation(self.head.activation)(P["head_bn"](P["head_conv"](x), _mask(f, f), **bn))
+            x = _activation(self.head.activation)(P["head_bn"](P["head_conv"](x), _mask(f, f, self.compute_dtype),
+                                                               **bn))
         x = ops.mean(x, axis=(1, 2))
         if self.dropout is not None:
             x = self.dropout(x, training=training)
         return self.predictions(x)
 
     def _stage(self, x, s, sh, path, bn):
-        kmask = _kernel_mask(max(sh.kernels), path["kernel"][s]) if len(sh.kernels) > 1 else None
+        kmask = (_kernel_mask(max(sh.kernels), path["kernel"][s], self.compute_dtype) if len(sh.kernels) > 1
+                 else None)
         if len(sh.activations) > 1:
             fns = [_activation(a) for a in sh.activations]
             act_i = path["act"][s]
@@ -276,7 +286,7 @@ class Supernet(keras.Model):
                 return out
         else:
             act = _activation(sh.activations[0])
-        out_mask = _mask(sh.out, path["out"][s])
+        out_mask = _mask(sh.out, path["out"][s], self.compute_dtype)
         for li in range(sh.layers):
             def layer(x=x, li=li):
                 return self._layer(x, s, li, sh, path, act, kmask, out_mask, bn)
@@ -298,7 +308,7 @@ class Supernet(keras.Model):
         P = self.parts
         p = f"block{s + 1}{layer_letters(li)}_"
         stride = sh.stride if li == 0 else 1
-        mid_mask = _mask(sh.mid, path["mid"][s, li])
+        mid_mask = _mask(sh.mid, path["mid"][s, li], self.compute_dtype)
         squeeze = path["squeeze"][s, li]
 
         def se(h, q, c):
@@ -307,7 +317,7 @@ class Supernet(keras.Model):
 
             def on():
                 g = ops.mean(h, axis=(1, 2), keepdims=True)
-                g = act(P[q + "se_reduce"](g)) * _mask(sh.squeeze, squeeze)
+                g = act(P[q + "se_reduce"](g)) * _mask(sh.squeeze, squeeze, self.compute_dtype)
                 return h * ops.sigmoid(P[q + "se_expand"](g))
             return ops.cond(squeeze > 0, on, lambda: h)
 
@@ -345,7 +355,7 @@ class Supernet(keras.Model):
         if True in sh.skips and stride == 1:
             res = self._widen(x, sh.out)
             fixed = li > 0 and sh.skips == (True,)  # every choice has it: no flag needed
-            y = y + res if fixed else y + res * ops.cast(path["residual"][s, li], "float32")
+            y = y + res if fixed else y + res * ops.cast(path["residual"][s, li], self.compute_dtype)
         return y
 
     # -- read-out -----------------------------------------------------------------------------

@@ -133,6 +133,16 @@ CASES = [
      "reward.target_ms: Input should be greater than 0 (given 0)"),
     ("latency-typo", lambda t: ["search", exp(t, with_("latency", {"source": "edgetpu-modle"}))],
      "latency source: unknown name 'edgetpu-modle'; allowed: edgetpu, edgetpu-model"),
+    ("gpus-not-a-share", lambda t: ["search", exp(t, with_("budget.gpus_per_trial", 1.5))],
+     "budget.gpus_per_trial: 1.5 is neither a share of one GPU nor whole GPUs; allowed: 0 (CPU), a fraction in (0, 1]"),
+    ("precision-unknown", lambda t: ["search", exp(t, with_("train.precision", "bfloat16"))],
+     "train.precision: Input should be 'float32' or 'mixed_float16' (given 'bfloat16')"),
+    ("service-for-a-predictor", lambda t: ["search", exp(t, with_("latency.service", {"mode": "service"}))],
+     "latency.service.mode: service times the models of a measured source (edgetpu, tflite-cpu); latency.source "
+     "'edgetpu-model' predicts in the trial; allowed: auto or trial, or a measured source"),
+    ("replay-bad-timings", lambda t: ["search", exp(t, with_("latency", {"source": "edgetpu", "options": {
+        "backend": "replay", "replay": {"timings_ms": [0]}}}))],
+     "edgetpu option replay.timings_ms: got [0]; allowed: a non-empty list of latencies > 0 (ms)"),
     ("edgetpu-without-hardware", lambda t: ["search", exp(t, with_("latency", {"source": "edgetpu"}))],
      "Edge TPU compiler 'edgetpu_compiler' not found on PATH"),
     ("data-unknown-source", lambda t: ["search", exp(t, with_("data.source", "ftp:mnist"))],

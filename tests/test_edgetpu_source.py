@@ -14,7 +14,6 @@ that time invokes. The ``edgetpu``-marked test measures a real device and skips 
 from __future__ import annotations
 
 import os
-import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -29,8 +28,8 @@ from latency_models.runtime import RuntimeNotFound, interpreter_module
 from latency_models.target import Target
 
 from conftest import COMPILER_LOGS as LOGS_DIR  # noqa: E402
+from fakes import make_fake_compiler  # noqa: E402, F401 - (other test files import it from here)
 V15 = "v15_all_mapped_small_spill.txt"
-V15_MODEL = "tl_obj_experimental"  # the model name inside the v15 log, rewritten by the fake
 WITHOUT_HARDWARE = "the 'edgetpu-model' latency predictor works without hardware"
 LARGE_ACTIVATIONS = "Compilation failed due to large activation tensors in model."
 FAILED_OUTPUT = f"""Edge TPU Compiler version 16.0.384591198
@@ -59,33 +58,6 @@ def v15_log() -> Path:
     if not path.is_file():
         pytest.skip(f"real compiler outputs not found at {LOGS_DIR} (shared data folder absent)")
     return path
-
-
-def make_fake_compiler(bin_dir: Path, output: Path, *, exit_status: int = 0, write_model: bool = True) -> Path:
-    """An ``edgetpu_compiler`` that records its arguments, copies the model as the compiled
-    one, and prints ``output`` with the v15 model name replaced by the real input's name."""
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    args_file = bin_dir / "args.txt"
-    copy = 'cp "$model" "$out/${stem}_edgetpu.tflite"' if write_model else ":"
-    script = bin_dir / "edgetpu_compiler"
-    script.write_text(f"""#!/bin/sh
-printf '%s\\n' "$@" > '{args_file}'
-out=.
-while [ $# -gt 1 ]; do
-  case "$1" in
-    -o) out="$2"; shift 2 ;;
-    -t|-m|-n) shift 2 ;;
-    *) shift ;;
-  esac
-done
-model="$1"
-stem=$(basename "$model" .tflite)
-{copy}
-sed "s/{V15_MODEL}/$stem/g" '{output}'
-exit {exit_status}
-""")
-    script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return args_file
 
 
 @pytest.fixture

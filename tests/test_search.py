@@ -274,7 +274,7 @@ def test_local_runner_resumes_without_repeating(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_trial(arch, c, trial_id="", report=None):
+    def fake_trial(arch, c, trial_id="", report=None, latency=None):
         calls.append(trial_id)
         if len(calls) == 2:
             raise KeyboardInterrupt  # the user stops the search during the second trial
@@ -496,13 +496,6 @@ def test_export_of_the_proxy_trains_the_small_model_and_reports_the_deployment_l
     assert summary["tflite_cpu_ms"] > 0 and summary["model"]["tflite_cpu_ms"] > 0
     bad = nas("export", run, "--scale", "tiny", cwd=tmp)
     assert bad.returncode == 2 and "'tiny' is not one of 'deployment', 'proxy'" in bad.stderr
-
-
-def test_trials_ask_ray_for_their_cpus_and_an_edge_tpu_when_measuring_on_one():
-    from nas.ray_runner import trial_resources
-
-    assert trial_resources(cfg(budget={"trials": 2, "cpus_per_trial": 2})) == {"cpu": 2}
-    assert trial_resources(cfg(latency={"source": "edgetpu"})) == {"cpu": 1, "edgetpu": 1}
 
 
 def test_asha_stops_trials_on_their_per_epoch_reward(tmp_path):

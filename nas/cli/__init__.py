@@ -19,6 +19,7 @@ import sys
 
 import click
 
+from .. import install
 from .bench import bench_cmd
 from .latency import latency
 from .runs import export_cmd, report_cmd, search_cmd
@@ -39,6 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
     """Hardware-aware neural architecture search for Keras and the Coral Edge TPU."""
     ctx.obj = {"debug": debug}
+    install.check()  # none or two TensorFlow builds: one line and exit 2, before any command
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s")
 
