@@ -41,16 +41,15 @@ def install(src: Path, venv: Path, extras: str) -> dict:
         return {"extras": extras, "seconds": seconds, "error": r.stderr.strip().splitlines()[-1][:300]}
     listed = subprocess.run([str(venv / "bin" / "pip"), "list", "--format=json"], capture_output=True,
                             text=True).stdout
-    pkgs = sorted(f"{p['name']}=={p['version']}" for p in json.loads(listed)
-                  if p["name"].lower().startswith(("tensorflow", "nvidia", "keras")))
+    names = {p["name"].lower().replace("_", "-"): p["version"] for p in json.loads(listed)}
+    pkgs = sorted(f"{n}=={v}" for n, v in names.items() if n.startswith(("tensorflow", "nvidia", "keras")))
     probe = subprocess.run([str(venv / "bin" / "python"), "-c",
                             "import tensorflow as tf; print(tf.__version__, tf.test.is_built_with_cuda(), "
                             "[d.device_type for d in tf.config.list_physical_devices()])"],
                            capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     return {"extras": extras, "seconds": seconds, "size": du(venv), "packages": pkgs,
             "tensorflow": probe.stdout.strip() or probe.stderr.strip().splitlines()[-1][:300],
-            "cpu_and_gpu_builds_side_by_side": any(p.startswith("tensorflow-cpu==") for p in pkgs)
-            and any(p.startswith("tensorflow==") for p in pkgs)}
+            "cpu_and_gpu_builds_side_by_side": "tensorflow-cpu" in names and "tensorflow" in names}
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ NaN-loss watch.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 from typing import Any, Callable
@@ -58,12 +59,13 @@ def load_data(cfg: ExperimentConfig, resolution: int):
 
 
 @functools.lru_cache(maxsize=4)
-def _source(name: str, options_items: tuple):
-    return get_source(name, **dict(options_items))
+def _source(name: str, options_json: str):
+    return get_source(name, **json.loads(options_json))
 
 
 def latency_source(cfg: ExperimentConfig):
-    return _source(cfg.latency.source, tuple(sorted(cfg.latency.options.items())))
+    # keyed by the options' JSON: an option may itself be a mapping (edgetpu's replay: {...})
+    return _source(cfg.latency.source, json.dumps(cfg.latency.options, sort_keys=True))
 
 
 def measure_latency(arch, cfg: ExperimentConfig, num_classes: int, fault: str | None = None,

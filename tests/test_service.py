@@ -285,3 +285,35 @@ def test_killing_the_measurement_actor_mid_request_loses_nothing(tmp_path):
     cache = [json.loads(line) for line in (tmp_path / "run" / "latency" / "service-0.jsonl").read_text().splitlines()]
     done = [e["fingerprint"] for e in cache if "result" in e]
     assert len(done) == len(set(done)) == 5
+
+
+def test_a_trial_that_measures_itself_takes_nested_options_and_loads_its_source_once(tmp_path):
+    """latency.service.mode: trial (the design before the service) with the replay backend's
+    nested options: the per-process source cache is keyed by them (a dict is not hashable)."""
+    from nas.config import parse_experiment
+    from nas.recipe import latency_source
+
+    c = parse_experiment({"space": {"name": "efficientnet_edgetpu"}, "reward": {"target_ms": 2}, "budget": {"trials": 1},
+                          "latency": {"source": "edgetpu", "service": {"mode": "trial"}, **{
+                              "options": {"backend": "replay", "replay": {"timings_ms": [3.0]}}}}})
+    assert not c.latency.uses_service
+    src = latency_source(c)
+    assert src.backend == "replay" and latency_source(c) is src
+
+
+def test_an_in_process_search_asks_the_same_service_object(tmp_path, compiler):
+    """--runner local: no Ray, the measurement service is the same object a Ray actor holds,
+    asked directly; its cache sits in the run folder as on a cluster."""
+    from nas.config import parse_experiment
+    from nas.runfolder import RunFolder
+    from nas.runner import run_local
+    from test_search import TINY_EXPERIMENT
+
+    c = parse_experiment({**TINY_EXPERIMENT, "controller": {"name": "random"}, "budget": {"trials": 2},
+                          "latency": {"source": "edgetpu", "options": replay(tmp_path)}})
+    run = RunFolder(tmp_path / "run")
+    state = run_local(c, run, 2)
+    recs = list(state.results.values())
+    assert len(recs) == 2 and all(r.status.value == "ok" and r.latency_ms in (2.5, 4.0) for r in recs)
+    lines = (tmp_path / "run" / "latency" / "service-0.jsonl").read_text().splitlines()
+    assert len([json.loads(line) for line in lines if '"result"' in line]) == 2
