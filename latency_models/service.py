@@ -345,3 +345,11 @@ class ServiceClient(LatencySource):
 
     def measure(self, target: Target) -> LatencyResult:
         return self.submit(target).result()
+
+    def measure_archs(self, archs: Sequence[Any], *, num_classes: int | None = None,
+                      channels: int = 3) -> list[LatencyResult]:
+        """All of ``archs`` sent before the first answer is awaited (a one-shot search's batch
+        of samples): the device measures one while the next is converted here."""
+        pending = [self.submit(Target(a, input_shape=(a.resolution, a.resolution, channels), num_classes=num_classes))
+                   for a in archs]
+        return [p.result() for p in pending]

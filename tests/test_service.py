@@ -317,3 +317,30 @@ def test_an_in_process_search_asks_the_same_service_object(tmp_path, compiler):
     assert len(recs) == 2 and all(r.status.value == "ok" and r.latency_ms in (2.5, 4.0) for r in recs)
     lines = (tmp_path / "run" / "latency" / "service-0.jsonl").read_text().splitlines()
     assert len([json.loads(line) for line in lines if '"result"' in line]) == 2
+
+
+def test_the_same_service_times_tflite_cpu_on_a_dedicated_host(tmp_path):
+    """latency.service {mode: service, resource: timer}: tflite-cpu timed by a service (here in
+    process) instead of in each trial; the model is converted on the trial's side."""
+    svc = MeasurementService("tflite-cpu", {"n_runs": 5, "warmup": 1}, cache_file=tmp_path / "c.jsonl")
+    client = ServiceClient("tflite-cpu", LocalTransport([svc]), options={"n_runs": 5})
+    r = client.measure(Target(ARCH))
+    assert r.source == "tflite-cpu" and r.latency_ms > 0 and r.details["device"] == "host-cpu"
+    assert client.measure(Target(ARCH)).details["cached"] is True and svc.counts["measured"] == 1
+
+
+def test_a_supernet_asks_the_service_for_its_samples_latency(tmp_path, compiler):
+    """One-shot on a cluster: a supernet task's latency function goes through the service's
+    client (every sample sent before the first answer is awaited)."""
+    from nas.config import parse_experiment
+    from nas.oneshot_run import _latency_fn
+    from search_spaces import Arch
+
+    c = parse_experiment({"space": {"name": "efficientnet_edgetpu"}, "reward": {"target_ms": 2}, "budget": {"trials": 1},
+                          "latency": {"source": "edgetpu", "options": replay(tmp_path)}})
+    svc = MeasurementService("edgetpu", replay(tmp_path))
+    client = ServiceClient("edgetpu", LocalTransport([svc]), options=replay(tmp_path))
+    archs = [Arch.from_string(a) for a in (ARCH, ARCH2)]
+    out = _latency_fn(c, 10, client)(archs)
+    assert [d["latency_ms"] in (2.5, 4.0) for d in out] == [True, True] and svc.counts["measured"] == 2
+    assert all(d["on_chip_bytes"] > 0 and d["ops_on_cpu"] == 0 for d in out)
