@@ -74,8 +74,39 @@ def main(out: Path) -> None:
         results["supernet"][name] = {"one_shot_accuracy": [c["one_shot_accuracy"] for c in cands],
                                      "seconds": round(time.perf_counter() - t, 1),
                                      "replicas": summary.get("replicas")}
+    results["xla_two"] = _xla_on_two_devices(tf)
     results["logical_devices"] = [d.name for d in tf.config.list_logical_devices("CPU")]
     print("RESULT " + json.dumps(results))
+
+
+def _xla_on_two_devices(tf) -> dict:
+    """The fused step on both devices with XLA (each replica's pass compiled, the all-reduce
+    outside) against the same step without XLA: the same weights after a few steps."""
+    import keras
+    import numpy as np
+
+    from nas.training import Step
+
+    strat = tf.distribute.MirroredStrategy(split_devices(tf), cross_device_ops=tf.distribute.ReductionToOneDevice())
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 8, 8, 3)).astype("float32")
+    y = (x[:, :4, :4, 0].mean(axis=(1, 2)) * 6).astype("int32") % 3
+    weights = []
+    for xla in (False, True):
+        with strat.scope():
+            keras.utils.set_random_seed(0)
+            model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(8, 3, use_bias=False),
+                                      keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                                      keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")])
+        step = Step(model, "adam", 1e-2, total_steps=10, jit_compile=xla, strategy=strat)
+        losses = [step.train(x[i:i + 16], y[i:i + 16]) for i in (0, 16, 0)]
+        weights.append(model.get_weights())
+    return {"losses_finite": bool(np.all(np.isfinite(losses))),
+            "max_weight_difference": float(max(np.max(np.abs(a - b)) for a, b in zip(*weights)))}
+
+
+def split_devices(tf) -> list[str]:
+    return [d.name for d in tf.config.list_logical_devices("CPU")]
 
 
 if __name__ == "__main__":
