@@ -182,6 +182,21 @@ class DataConfig(_Strict):
     channels: Literal[1, 3] = 3
     val_fraction: float = Field(0.2, gt=0, lt=1)
     limit: int | None = Field(None, ge=20)
+    memory_mb: float = Field(1024, ge=0, le=1_048_576, description="the largest decoded set a process holds in "
+                             "memory (float32 for the shipped sets and .npz, uint8 from the store); a larger set "
+                             "is read from the node's store of decoded images as training needs it")
+    cache_dir: str | None = Field(None, description="the node-local folder of decoded images (default: "
+                                  "$NAS_CACHE_DIR/data, else ~/.cache/edgetpu-nas/data): a folder source is decoded "
+                                  "there once per resolution and read by every trial of the node")
+    cache_gb: float = Field(50, ge=0, le=100_000, description="the largest store of decoded images built there; a "
+                            "source whose decoded images are larger streams (every epoch decodes the files it "
+                            "reads); 0: never build one")
+
+    def store_settings(self):
+        from .data import StoreSettings  # (data imports no config)
+
+        return StoreSettings(cache_dir=self.cache_dir, cache_bytes=int(self.cache_gb * 2**30),
+                             memory_bytes=int(self.memory_mb * 2**20))
 
 
 class TrainConfig(_Strict):

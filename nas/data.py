@@ -11,6 +11,23 @@ Sources (the ``data.source`` of an experiment):
 
 Images come back as float32 in [0, 1], resized to the experiment's resolution with the
 requested channels, split into train and validation deterministically by seed.
+
+Two kinds of split serve every consumer (the trials, the one-shot supernet, export, the
+keras-tuner adapter) through one interface: ``datasets`` (``tf.data`` pipelines),
+``train_batch`` / ``val_batch`` (rows by position, for the supernet's steps),
+``val_batches``, ``sample_train`` and ``val_arrays``:
+
+- :class:`Split`: the images in memory, for sets whose decoded size fits ``data.memory_mb``
+  (the shipped sets, a small ``.npz``);
+- :class:`StoredSplit`: an image folder, or an ``.npz`` too large for memory, decoded once per
+  node into an :class:`~nas.imagestore.ImageStore` on local disk (``data.cache_dir``,
+  ``data.cache_gb``) and read from there, the whole of it into memory only when it fits
+  ``data.memory_mb``. A folder too large for the cache budget streams: each epoch decodes
+  the files it reads.
+
+Folders are split stratified (every class in the same proportion in both parts); files that
+are not images are skipped at listing and files that cannot be decoded when the store is
+built, each counted in one warning, never a failed trial; an empty class folder is an error.
 """
 
 from __future__ import annotations
@@ -18,31 +35,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
+
+from .imagestore import StoreSettings, chunks
+from .stored import IMAGE_SUFFIXES, VAL_BATCH, ArrayItems, FolderItems, StoredSplit, pipelines
+
+__all__ = ["SOURCES", "Split", "StoreSettings", "StoredSplit", "check_source", "class_count", "load", "stratified"]
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("mnist5k", "digits", "npz:PATH", "folder:PATH", "tfds:NAME")
-
-
-def _pipelines(train, val, n_train: int, batch_size: int, augment: bool, seed: int, *, shuffled: bool = False):
-    """tf.data pipelines of decoded images: shuffled (unless already), optionally augmented
-    (random shifts), batched, prefetched."""
-    import tensorflow as tf
-
-    auto = tf.data.AUTOTUNE
-    if not shuffled:
-        train = train.shuffle(n_train, seed=seed, reshuffle_each_iteration=True)
-    if augment:
-        def shift(x, y):  # pad-and-crop: a random translation of up to 1/8 of the image
-            h, w, c = x.shape
-            pad = max(1, h // 8)
-            x = tf.image.pad_to_bounding_box(x, pad, pad, h + 2 * pad, w + 2 * pad)
-            return tf.image.random_crop(x, (h, w, c), seed=seed), y
-
-        train = train.map(shift, num_parallel_calls=auto)
-    return train.batch(batch_size).prefetch(auto), val.batch(256).prefetch(auto)
 
 
 @dataclass(frozen=True)
@@ -59,13 +63,30 @@ class Split:
     def n_train(self) -> int:
         return len(self.y_train)
 
+    @property
+    def n_val(self) -> int:
+        return len(self.y_val)
+
     def datasets(self, batch_size: int, augment: bool = False, seed: int = 0):
         """(train, validation) ``tf.data`` pipelines."""
         import tensorflow as tf
 
-        return _pipelines(tf.data.Dataset.from_tensor_slices((self.x_train, self.y_train)),
-                          tf.data.Dataset.from_tensor_slices((self.x_val, self.y_val)),
+        return pipelines(tf.data.Dataset.from_tensor_slices((self.x_train, self.y_train)),
+                          tf.data.Dataset.from_tensor_slices((self.x_val, self.y_val)).batch(VAL_BATCH),
                           self.n_train, batch_size, augment, seed)
+
+    def train_batch(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The training images and labels at ``positions`` (0 .. n_train - 1)."""
+        return self.x_train[positions], self.y_train[positions]
+
+    def val_batch(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.x_val[positions], self.y_val[positions]
+
+    def val_batches(self, batch_size: int = VAL_BATCH, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The validation set in order, a batch at a time (the first ``limit`` images)."""
+        n = self.n_val if limit is None else min(limit, self.n_val)
+        for rows in chunks(n, batch_size):
+            yield self.val_batch(rows)
 
     def sample_train(self, n: int, seed: int = 0) -> np.ndarray:
         """``n`` training images (calibration data for int8 conversion)."""
@@ -73,75 +94,6 @@ class Split:
 
     def val_arrays(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         return self.x_val[:limit], self.y_val[:limit]
-
-
-@dataclass(frozen=True)
-class FileSplit:
-    """Image files decoded on the fly: an image folder of any size streams from disk, resized
-    to the experiment's resolution as it is read (kept in memory after the first epoch when
-    it fits in ``cache_bytes``)."""
-
-    train_files: tuple[str, ...]
-    y_train: np.ndarray
-    val_files: tuple[str, ...]
-    y_val: np.ndarray
-    num_classes: int
-    resolution: int
-    channels: int
-    cache_bytes: int = 1 << 30
-
-    @property
-    def n_train(self) -> int:
-        return len(self.y_train)
-
-    def _decode(self):
-        import tensorflow as tf
-
-        res, ch = self.resolution, self.channels
-
-        def decode(path, y):
-            img = tf.io.decode_image(tf.io.read_file(path), channels=ch, expand_animations=False)
-            img = tf.image.resize(tf.cast(img, tf.float32) / 255.0, (res, res), antialias=True)
-            return tf.ensure_shape(tf.clip_by_value(img, 0.0, 1.0), (res, res, ch)), y
-
-        return decode
-
-    def datasets(self, batch_size: int, augment: bool = False, seed: int = 0):
-        import tensorflow as tf
-
-        auto, decode = tf.data.AUTOTUNE, self._decode()
-        train = tf.data.Dataset.from_tensor_slices((list(self.train_files), self.y_train))
-        val = tf.data.Dataset.from_tensor_slices((list(self.val_files), self.y_val)).map(decode, auto)
-        n_images = self.n_train + len(self.y_val)
-        if n_images * self.resolution ** 2 * self.channels * 4 <= self.cache_bytes:
-            # Small enough: decode once, keep the decoded images, shuffle those.
-            return _pipelines(train.map(decode, auto).cache(), val.cache(), self.n_train, batch_size, augment, seed)
-        # Large: shuffle the file names (cheap), then decode as read.
-        train = train.shuffle(self.n_train, seed=seed, reshuffle_each_iteration=True).map(decode, auto)
-        return _pipelines(train, val, self.n_train, batch_size, augment, seed, shuffled=True)
-
-    def _images(self, files, labels) -> tuple[np.ndarray, np.ndarray]:
-        import tensorflow as tf
-
-        decode = self._decode()
-        xs = [decode(tf.constant(f), 0)[0].numpy() for f in files]
-        return np.stack(xs) if xs else np.zeros((0, self.resolution, self.resolution, self.channels), np.float32), \
-            np.asarray(labels)
-
-    def sample_train(self, n: int, seed: int = 0) -> np.ndarray:
-        idx = np.random.default_rng(seed).permutation(self.n_train)[:n]
-        return self._images([self.train_files[i] for i in idx], self.y_train[idx])[0]
-
-    def val_arrays(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        return self._images(self.val_files[:limit], self.y_val[:limit])
-
-    @property
-    def x_train(self) -> np.ndarray:
-        return self._images(self.train_files, self.y_train)[0]
-
-    @property
-    def x_val(self) -> np.ndarray:
-        return self._images(self.val_files, self.y_val)[0]
 
 
 def _raw(source: str, resolution: int) -> tuple[np.ndarray, np.ndarray]:
@@ -184,9 +136,6 @@ def _raw(source: str, resolution: int) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"data.source: unknown {source!r}; allowed: {', '.join(SOURCES)}")
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-
-
 def check_source(source: str) -> None:
     """Cheap checks of a data source before a search starts (no images are decoded)."""
     if source in ("mnist5k", "digits"):
@@ -198,13 +147,7 @@ def check_source(source: str) -> None:
     if kind == "npz" and not p.is_file():
         raise ValueError(f"data.source: file {arg!r} does not exist")
     if kind == "folder":
-        if not p.is_dir():
-            raise ValueError(f"data.source: folder {arg!r} does not exist")
-        classes = [d for d in sorted(p.iterdir()) if d.is_dir()
-                   and any(f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir())]
-        if len(classes) < 2:
-            raise ValueError(f"data.source: folder {arg!r} has {len(classes)} class sub-folder(s) with images; "
-                             "an image folder needs one sub-folder per class, at least 2")
+        _folder_files(arg)  # lists it: too few classes, an empty class folder (files are not opened)
     if kind == "tfds":
         import importlib.util
 
@@ -222,7 +165,9 @@ def class_count(source: str, *, limit: int | None = None, seed: int = 0) -> int 
     elif source.startswith("npz:"):
         y = _raw(source, 8)[1]
     elif source.startswith("folder:"):
-        y = _folder_files(source.partition(":")[2])[1]
+        y = _folder_files(source.partition(":")[2]).labels
+        train, val = stratified(y, 0.2, seed, limit)
+        return int(y[np.concatenate([train, val])].max()) + 1
     else:
         return None
     order = np.random.default_rng(seed).permutation(len(y))
@@ -231,8 +176,9 @@ def class_count(source: str, *, limit: int | None = None, seed: int = 0) -> int 
     return int(y[order].max()) + 1
 
 
-def _folder_files(arg: str) -> tuple[list[str], np.ndarray]:
-    """The image files of a folder with one sub-folder per class, and their labels."""
+def _folder_files(arg: str) -> FolderItems:
+    """The image files of a folder with one sub-folder per class, their labels (the class
+    folders in name order), and the files skipped for not being images."""
     p = Path(arg)
     if not p.is_dir():
         raise ValueError(f"data.source: folder {arg!r} does not exist")
@@ -240,15 +186,44 @@ def _folder_files(arg: str) -> tuple[list[str], np.ndarray]:
     if len(classes) < 2:
         raise ValueError(f"data.source: folder {arg!r} has {len(classes)} class sub-folder(s); "
                          "an image folder needs one sub-folder per class, at least 2")
-    files, labels = [], []
+    files, labels, skipped, empty = [], [], [], []
     for label, d in enumerate(classes):
-        for f in sorted(d.iterdir()):
-            if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
+        found = 0
+        for f in sorted(d.rglob("*")):
+            if not f.is_file():
+                continue
+            if f.suffix.lower() in IMAGE_SUFFIXES:
                 files.append(str(f))
                 labels.append(label)
-    if not files:
-        raise ValueError(f"data.source: folder {arg!r} has no images ({', '.join(IMAGE_SUFFIXES)})")
-    return files, np.array(labels, dtype=np.int64)
+                found += 1
+            else:
+                skipped.append(str(f))
+        if not found:
+            empty.append(d.name)
+    if empty:
+        raise ValueError(f"data.source: folder {arg!r} has class folder(s) without images: "
+                         f"{', '.join(repr(e) for e in empty[:5])}{' ...' if len(empty) > 5 else ''}; allowed: "
+                         f"remove them, or add images ({', '.join(IMAGE_SUFFIXES)})")
+    if skipped:
+        log.warning("data.source: %d file(s) in %r are not images (%s) and are skipped; first: %s", len(skipped),
+                    arg, ", ".join(IMAGE_SUFFIXES), ", ".join(skipped[:3]))
+    return FolderItems(arg, files, np.array(labels, dtype=np.int64), skipped)
+
+
+def stratified(y: np.ndarray, val_fraction: float, seed: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices of ``y``: each class shuffled by ``seed`` and split in the
+    same proportion (at least one validation image per class with two or more), after keeping
+    at most ``limit`` images in the classes' proportions."""
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    keep = counts if limit is None or limit >= len(y) else np.maximum(1, np.round(counts * limit / len(y))).astype(int)
+    train, val = [], []
+    for c, k in zip(classes, keep):
+        idx = rng.permutation(np.flatnonzero(y == c))[:k]
+        n_val = min(len(idx) - 1, max(1, int(round(val_fraction * len(idx))))) if len(idx) > 1 else 0
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return rng.permutation(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
 def _resize(x: np.ndarray, resolution: int, channels: int) -> np.ndarray:
@@ -270,29 +245,43 @@ def _resize(x: np.ndarray, resolution: int, channels: int) -> np.ndarray:
 
 
 def load(source: str, resolution: int, *, channels: int = 3, val_fraction: float = 0.2, seed: int = 0,
-         limit: int | None = None) -> Split | FileSplit:
+         limit: int | None = None, settings: StoreSettings | None = None) -> Split | StoredSplit:
     """Load, shuffle (by ``seed``), optionally subsample to ``limit`` images, split and resize.
 
-    Image folders are not loaded: their files are listed, shuffled and split the same way,
-    and decoded as training reads them (:class:`FileSplit`).
+    Image folders are listed, not loaded: split stratified by class, their images decoded
+    once per node into a store on local disk and read from there (:class:`StoredSplit`). The
+    other sources are held in memory (:class:`Split`) when their decoded images fit
+    ``settings.memory_bytes``, else stored as a folder is.
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"data.val_fraction: expected a fraction in (0, 1), got {val_fraction!r}")
     if not isinstance(resolution, int) or not 8 <= resolution <= 1024:
         raise ValueError(f"data.resolution: expected an integer in [8, 1024], got {resolution!r}")
-    folder = source.startswith("folder:")
-    x, y = _folder_files(source.partition(":")[2]) if folder else _raw(source, resolution)
+    settings = settings or StoreSettings()
+    if source.startswith("folder:"):
+        items = _folder_files(source.partition(":")[2])
+        train, val = stratified(items.labels, val_fraction, seed, limit)
+        y = items.labels[np.concatenate([train, val])]
+        if len(np.unique(y)) < 2:
+            raise ValueError(f"data.source: {source!r} has {len(np.unique(y))} class; a classifier needs at least 2")
+        return StoredSplit(items, train, val, int(items.labels.max()) + 1, resolution, channels, settings)
+    x, y = _raw(source, resolution)
     order = np.random.default_rng(seed).permutation(len(y))  # mnist5k is sorted by label
     if limit is not None:
         order = order[:limit]
-    y = y[order]
-    classes = np.unique(y)
+    classes = np.unique(y[order])
     if len(classes) < 2:
         raise ValueError(f"data.source: {source!r} has {len(classes)} class; a classifier needs at least 2")
-    n_val = max(len(classes), int(round(val_fraction * len(y))))
-    if folder:
-        files = [x[i] for i in order]
-        return FileSplit(tuple(files[n_val:]), y[n_val:], tuple(files[:n_val]), y[:n_val], int(y.max()) + 1,
-                         resolution, channels)
+    n_val = max(len(classes), int(round(val_fraction * len(order))))
+    if len(order) * resolution ** 2 * channels * 4 > settings.memory_bytes:
+        # Too large to hold as float32 in every worker: resized a chunk at a time into the
+        # node's store, once, and read from there.
+        log.info("data.source %r: %d images at %d px exceed data.memory_mb; decoded into the node's store",
+                 source, len(order), resolution)
+        items = ArrayItems(source, y, lambda: _raw(source, resolution)[0],
+                           lambda x: np.round(_resize(x, resolution, channels) * 255.0).astype(np.uint8))
+        return StoredSplit(items, order[n_val:], order[:n_val], int(y[order].max()) + 1, resolution, channels,
+                           settings)
+    y = y[order]
     x = _resize(x[order], resolution, channels)
     return Split(x[n_val:], y[n_val:], x[:n_val], y[:n_val], int(y.max()) + 1)

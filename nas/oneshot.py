@@ -163,12 +163,12 @@ class OneShotSearch:
         if pos == 0:
             self._order = self.rng.permutation(self.split.n_train)
         b = self._order[pos:pos + s.batch_size]
-        return self.split.x_train[b], self.split.y_train[b]
+        return self.split.train_batch(b)  # (read from the node's store for a folder: never the whole split)
 
     def _val_batch(self) -> tuple[np.ndarray, np.ndarray]:
-        n = len(self.split.y_val)
+        n = self.split.n_val
         b = self.rng.choice(n, size=min(self.settings.batch_size, n), replace=False)
-        return self.split.x_val[b], self.split.y_val[b]
+        return self.split.val_batch(b)
 
     def latencies(self, archs: Sequence[Arch]) -> list[dict[str, Any]]:
         """Latency fields of deployment archs: cached, the uncached ones in one call."""
@@ -308,9 +308,9 @@ class OneShotSearch:
         lats = self.latencies(archs)
         scored = []
         for (a, why), lat in zip(picks.values(), lats):
-            calib = calibration_batches(self.split.x_train, s.calibration, s.batch_size, self.rng)
+            calib = calibration_batches(self.split, s.calibration, s.batch_size, self.rng)
             p = self.proxy_of(a)
-            acc = self.trainer.accuracy(p, self.split.x_val, self.split.y_val, calibration=calib)
+            acc = self.trainer.accuracy_on(p, self.split.val_batches(), calibration=calib)
             status, r = self._reward(acc, lat)
             scored.append(Candidate(a.to_string(), p.to_string(), acc, float(lat["latency_ms"]),
                                     r if r is not None else float("nan"), why if status == "ok" else f"{why} ({status})"))

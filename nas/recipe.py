@@ -49,13 +49,14 @@ def reward_config(cfg: ExperimentConfig) -> RewardConfig:
 # loaded once per process, keyed by what defines them.
 
 @functools.lru_cache(maxsize=2)
-def _data(source: str, resolution: int, channels: int, val_fraction: float, seed: int, limit: int | None):
-    return load(source, resolution, channels=channels, val_fraction=val_fraction, seed=seed, limit=limit)
+def _data(source: str, resolution: int, channels: int, val_fraction: float, seed: int, limit: int | None, store):
+    return load(source, resolution, channels=channels, val_fraction=val_fraction, seed=seed, limit=limit,
+                settings=store)
 
 
 def load_data(cfg: ExperimentConfig, resolution: int):
     d = cfg.data
-    return _data(d.source, resolution, d.channels, d.val_fraction, cfg.seed, d.limit)
+    return _data(d.source, resolution, d.channels, d.val_fraction, cfg.seed, d.limit, d.store_settings())
 
 
 @functools.lru_cache(maxsize=4)

@@ -120,13 +120,21 @@ class SupernetTrainer:
     def accuracy(self, arch, x: np.ndarray, y: np.ndarray, *, calibration: Iterable[np.ndarray] | None = None,
                  batch_size: int = 256) -> float:
         """One-shot accuracy of ``arch`` on ``(x, y)``, after recalibrating on ``calibration``."""
+        return self.accuracy_on(arch, ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size)),
+                                calibration=calibration)
+
+    def accuracy_on(self, arch, batches: Iterable[tuple[np.ndarray, np.ndarray]], *,
+                    calibration: Iterable[np.ndarray] | None = None) -> float:
+        """One-shot accuracy of ``arch`` over ``(x, y)`` batches (a split's ``val_batches()``:
+        a folder's validation set is read a batch at a time, never whole)."""
         path = self._path(arch)
         if calibration is not None:
             self.recalibrate(path, calibration)
-        hits = 0
-        for i in range(0, len(y), batch_size):
-            hits += int(np.sum(np.asarray(self._predict(x[i:i + batch_size], path)) == y[i:i + batch_size]))
-        return hits / max(1, len(y))
+        hits = n = 0
+        for x, y in batches:
+            hits += int(np.sum(np.asarray(self._predict(x, path)) == y))
+            n += len(y)
+        return hits / max(1, n)
 
     def batch_accuracy(self, arch, x: np.ndarray, y: np.ndarray) -> float:
         """One-shot accuracy of ``arch`` on one batch, BatchNorm on that batch's statistics (the
@@ -145,6 +153,10 @@ class SupernetTrainer:
                  ("predict_batch_stats", self._predict_batch_stats)) if f.experimental_get_tracing_count()}
 
 
-def calibration_batches(x: np.ndarray, n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """``n`` random training batches for :meth:`SupernetTrainer.recalibrate`."""
-    return [x[rng.choice(len(x), size=min(batch_size, len(x)), replace=False)] for _ in range(n)]
+def calibration_batches(data, n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``n`` random training batches for :meth:`SupernetTrainer.recalibrate`, from an array of
+    images or a split (its ``train_batch``: read from the node's store for a folder)."""
+    if isinstance(data, np.ndarray):
+        return [data[rng.choice(len(data), size=min(batch_size, len(data)), replace=False)] for _ in range(n)]
+    size = min(batch_size, data.n_train)
+    return [data.train_batch(np.sort(rng.choice(data.n_train, size=size, replace=False)))[0] for _ in range(n)]
