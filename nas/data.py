@@ -7,7 +7,10 @@ Sources (the ``data.source`` of an experiment):
 - ``digits``: scikit-learn's 1,797 8x8 digits;
 - ``npz:PATH``: a ``.npz`` with ``x`` (N, H, W[, C]) and ``y`` (N,) integer labels;
 - ``folder:PATH``: one sub-folder of images per class (``keras.utils.image_dataset_from_directory``);
-- ``tfds:NAME``: a TensorFlow Datasets name, for users who are online.
+- ``tfds:NAME``: a TensorFlow Datasets image classification dataset (``NAME``, ``NAME/CONFIG``
+  or ``NAME:VERSION``; the ``tfds`` extra): its ``train`` split, and its ``validation`` split
+  as the validation set when it has one (else ``train`` is split), streamed into the node's
+  store (:mod:`nas.tfds_data`); downloaded once per node on first use (``TFDS_DATA_DIR``).
 
 Images come back as float32 in [0, 1], resized to the experiment's resolution with the
 requested channels, split into train and validation deterministically by seed.
@@ -19,7 +22,7 @@ keras-tuner adapter) through one interface: ``datasets`` (``tf.data`` pipelines)
 
 - :class:`Split`: the images in memory, for sets whose decoded size fits ``data.memory_mb``
   (the shipped sets, a small ``.npz``);
-- :class:`StoredSplit`: an image folder, or an ``.npz`` too large for memory, decoded once per
+- :class:`StoredSplit`: an image folder, a TFDS dataset, or an ``.npz`` too large for memory, decoded once per
   node into an :class:`~nas.imagestore.ImageStore` on local disk (``data.cache_dir``,
   ``data.cache_gb``) and read from there, the whole of it into memory only when it fits
   ``data.memory_mb``. A folder too large for the cache budget streams: each epoch decodes
@@ -42,7 +45,8 @@ import numpy as np
 from .imagestore import StoreSettings, chunks
 from .stored import IMAGE_SUFFIXES, VAL_BATCH, ArrayItems, FolderItems, StoredSplit, pipelines
 
-__all__ = ["SOURCES", "Split", "StoreSettings", "StoredSplit", "check_source", "class_count", "load", "stratified"]
+__all__ = ["SOURCES", "Split", "StoreSettings", "StoredSplit", "check_source", "class_count", "load", "readable_here",
+           "stratified"]
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +71,8 @@ class Split:
     def n_val(self) -> int:
         return len(self.y_val)
 
-    def datasets(self, batch_size: int, augment: bool = False, seed: int = 0):
-        """(train, validation) ``tf.data`` pipelines."""
+    def datasets(self, batch_size: int, augment: str | bool = "none", seed: int = 0):
+        """(train, validation) ``tf.data`` pipelines (``augment``: :func:`nas.stored.augmenter`)."""
         import tensorflow as tf
 
         return pipelines(tf.data.Dataset.from_tensor_slices((self.x_train, self.y_train)),
@@ -128,11 +132,6 @@ def _raw(source: str, resolution: int) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"data.source: {arg!r}: expected x (N, H, W[, C]) and integer y (N,), got x "
                              f"{x.shape} and y {y.shape} {y.dtype}")
         return x, y.astype(np.int64)
-    if kind == "tfds":
-        import tensorflow_datasets as tfds  # type: ignore[import-not-found]
-
-        x, y = tfds.as_numpy(tfds.load(arg, split="train", as_supervised=True, batch_size=-1))
-        return x, y.astype(np.int64)
     raise ValueError(f"data.source: unknown {source!r}; allowed: {', '.join(SOURCES)}")
 
 
@@ -149,17 +148,36 @@ def check_source(source: str) -> None:
     if kind == "folder":
         _folder_files(arg)  # lists it: too few classes, an empty class folder (files are not opened)
     if kind == "tfds":
-        import importlib.util
+        from .tfds_data import describe
 
-        if importlib.util.find_spec("tensorflow_datasets") is None:
-            raise ValueError(f"data.source: {source!r} needs tensorflow-datasets (pip install tensorflow-datasets) "
-                             "and a network connection")
+        describe(source)  # the package, the name, an image and a class feature (nothing downloaded)
+
+
+def readable_here(source: str) -> str | None:
+    """Whether this process can read ``source``: None, or why not (one line). Checks what
+    :func:`check_source` checks and opens one file of it; a cluster runs it on every node
+    before any trial (``nas search --address``), where a folder on a disk a worker does not
+    mount would fail every trial it got."""
+    try:
+        check_source(source)
+        kind, _, arg = source.partition(":")
+        first = _folder_files(arg).files[0] if kind == "folder" else arg if kind == "npz" else None
+        if first is not None:
+            with open(first, "rb") as f:
+                f.read(16)
+    except (ValueError, OSError) as e:
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    return None
 
 
 def class_count(source: str, *, limit: int | None = None, seed: int = 0) -> int | None:
     """The number of classes a trial's head gets from this source (as :func:`load` counts
-    them: the highest label + 1 of the images kept), without decoding any image; None when
-    that needs the data itself (``tfds:``, which is counted when it loads)."""
+    them: the highest label + 1 of the images kept; a TFDS dataset: its label feature's
+    classes), without decoding any image."""
+    if source.startswith("tfds:"):
+        from .tfds_data import describe
+
+        return describe(source)[3]
     if source in ("mnist5k", "digits"):
         y = _raw(source, 8)[1]
     elif source.startswith("npz:"):
@@ -226,6 +244,30 @@ def stratified(y: np.ndarray, val_fraction: float, seed: int, limit: int | None 
     return rng.permutation(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
+def _tfds_rows(items, val_fraction: float, seed: int, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) rows of a TFDS dataset: its own validation split when it has one
+    (``data.limit`` keeps both parts in proportion, each stratified), else its train split
+    split stratified by ``val_fraction``. Never its test split: that stays unseen by the search."""
+    train, val = items.part_rows()
+    y = items.labels
+    if val is None:
+        return stratified(y, val_fraction, seed, limit)
+    rng = np.random.default_rng(seed)
+    if limit is not None and limit < items.n:
+        k_train = min(len(train), max(1, int(round(limit * len(train) / items.n))))
+        train, val = train[_keep(y[train], k_train, rng)], val[_keep(y[val], max(1, limit - k_train), rng)]
+    return rng.permutation(train), np.sort(val)
+
+
+def _keep(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Positions of about ``k`` of ``y``, every class kept in its proportion (at least one each)."""
+    if k >= len(y):
+        return np.arange(len(y))
+    classes, counts = np.unique(y, return_counts=True)
+    keep = np.maximum(1, np.round(counts * k / len(y))).astype(int)
+    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:n] for c, n in zip(classes, keep)]))
+
+
 def _resize(x: np.ndarray, resolution: int, channels: int) -> np.ndarray:
     import tensorflow as tf
 
@@ -249,7 +291,8 @@ def load(source: str, resolution: int, *, channels: int = 3, val_fraction: float
     """Load, shuffle (by ``seed``), optionally subsample to ``limit`` images, split and resize.
 
     Image folders are listed, not loaded: split stratified by class, their images decoded
-    once per node into a store on local disk and read from there (:class:`StoredSplit`). The
+    once per node into a store on local disk and read from there (:class:`StoredSplit`); so
+    are TFDS datasets, their own validation split used when they have one. The
     other sources are held in memory (:class:`Split`) when their decoded images fit
     ``settings.memory_bytes``, else stored as a folder is.
     """
@@ -265,6 +308,14 @@ def load(source: str, resolution: int, *, channels: int = 3, val_fraction: float
         if len(np.unique(y)) < 2:
             raise ValueError(f"data.source: {source!r} has {len(np.unique(y))} class; a classifier needs at least 2")
         return StoredSplit(items, train, val, int(items.labels.max()) + 1, resolution, channels, settings)
+    if source.startswith("tfds:"):
+        from .tfds_data import TfdsItems
+
+        items = TfdsItems(source, settings.root)
+        train, val = _tfds_rows(items, val_fraction, seed, limit)
+        if len(np.unique(items.labels[np.concatenate([train, val])])) < 2:
+            raise ValueError(f"data.source: {source!r} has 1 class; a classifier needs at least 2")
+        return StoredSplit(items, train, val, items.num_classes, resolution, channels, settings)
     x, y = _raw(source, resolution)
     order = np.random.default_rng(seed).permutation(len(y))  # mnist5k is sorted by label
     if limit is not None:
