@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
+
+from .config_recipe import ExportConfig, ScoreConfig, Strict as _Strict, TrainConfig
 
 SCHEMA_VERSION = 1
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+__all__ = ["ExperimentConfig", "ExportConfig", "ScoreConfig", "TrainConfig", "load_experiment", "override",
+           "parse_experiment"]
 
 
 class HoldConfig(_Strict):
@@ -199,48 +200,6 @@ class DataConfig(_Strict):
                              memory_bytes=int(self.memory_mb * 2**20))
 
 
-class TrainConfig(_Strict):
-    epochs: int = Field(3, ge=1, le=1000)
-    batch_size: int = Field(64, ge=1, le=8192)
-    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
-    learning_rate: float = Field(3e-3, gt=0, le=10)
-    schedule: Literal["constant", "cosine"] = "cosine"
-    augment: bool = False
-    bn_momentum: float = Field(0.9, gt=0, lt=1, description="BatchNorm moving-average momentum for proxy runs")
-    precision: Literal["float32", "mixed_float16"] = Field(
-        "float32", description="mixed_float16: float16 compute with float32 weights and dynamic loss scaling "
-        "(Keras's mixed precision; 2-3x faster on GPUs with tensor cores, slower on CPUs); the last layer stays "
-        "float32, and export writes a float32 model")
-    jit_compile: bool = Field(False, description="compile the training step with XLA (faster steps on GPUs, "
-                              "seconds of compiling per model; off by default, as XLA's compiles cost more than "
-                              "a CPU proxy run)")
-    devices: Literal["all", "one"] = Field(
-        "all", description="all: train one model on every GPU the process sees (tf.distribute.MirroredStrategy "
-        "when it sees more than one: the supernet, nas export, and a trial given several GPUs); one: one device")
-    gpu_memory: Literal["auto", "growth", "cap"] = Field(
-        "auto", description="how a trial's TensorFlow takes GPU memory: growth (on demand), cap (its share "
-        "budget.gpus_per_trial of the card, read with nvidia-smi), auto (cap when the share is below 1, "
-        "so trials sharing a card never take each other's memory; else growth)")
-    loop: Literal["step", "keras"] = Field(
-        "step", description="step: one traced training step with each variable's update in one fused kernel "
-        "(nas.training; the same arithmetic as Keras's optimizers, a fraction of the tracing); keras: "
-        "model.fit with Keras's optimizer (the reference path, ~10-20 s more per trial)")
-    graph_optimizer: bool | None = Field(
-        None, description="TensorFlow's graph optimizer (grappler) on the traced step of train.loop: step. "
-        "Default (null): off in CPU trials, where it spent 0.5-3 s per trial rewriting the step and the "
-        "rewritten step ran no faster at proxy size (benchmarks/trial_cost.py); TensorFlow's own default (on) "
-        "in GPU trials (unmeasured there). Process-wide, so applied in the trial workers only")
-    onednn: bool | None = Field(
-        None, description="TensorFlow's oneDNN CPU kernels in the trial workers. Default (null): off in CPU "
-        "trials, where they were no faster at proxy size (within +-5%) and cache compiled kernels per layer "
-        "shape and thread, never freed, so a worker's memory grows with every new arch; TensorFlow's own "
-        "default in GPU trials (unmeasured there)")
-    allocator: Literal["jemalloc", "system"] = Field(
-        "jemalloc", description="memory allocator of the Ray trial workers: jemalloc (the copy Ray ships, Linux) "
-        "keeps a long-lived worker from creeping up; with glibc's malloc, TensorFlow's small long-lived "
-        "allocations pin freed pages and a worker grows 2-4 MB a trial")
-
-
 class BudgetConfig(_Strict):
     trials: int = Field(ge=1, le=1_000_000)
     concurrency: int = Field(1, ge=1, le=1024)
@@ -383,6 +342,8 @@ class ExperimentConfig(_Strict):
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     budget: BudgetConfig
     search: SearchConfig = Field(default_factory=SearchConfig)
     output: str = "runs"
@@ -398,6 +359,13 @@ class ExperimentConfig(_Strict):
         if r.kind == "tunas" and (r.preset is not None or r.alpha is not None):
             raise ValueError(f"reward: kind tunas (ACC + beta * |LAT/T - 1|) takes only beta (default -0.1); got "
                              f"preset {r.preset!r}, alpha {r.alpha!r}: remove them, or use kind mnas")
+        return self
+
+    @model_validator(mode="after")
+    def _asha_evaluates(self):
+        if self.ray.scheduler == "asha" and self.train.eval_every == 0:
+            raise ValueError("train.eval_every: 0 reports no accuracy before the end, and ray.scheduler asha ranks "
+                             "trials by their intermediate accuracy; allowed: 1 or more with asha")
         return self
 
     @model_validator(mode="after")

@@ -31,8 +31,9 @@ from .training import fit, keras_optimizer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["clamp_bn_momentum", "compile_model", "latency_fields", "latency_source", "load_data",
-           "measure_latency", "needs_latency_first", "optimizer", "reward_config", "submit_latency", "train_model"]
+__all__ = ["clamp_bn_momentum", "compile_model", "eval_subset", "latency_fields", "latency_source", "load_data",
+           "measure_latency", "needs_latency_first", "optimizer", "reward_config", "smoothed_loss", "submit_latency",
+           "train_model", "warmup_steps"]
 
 #: The record fields a latency reading fills (:func:`latency_fields`).
 LATENCY_FIELDS = ("latency_ms", "on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu", "latency_source")
@@ -128,10 +129,31 @@ def latency_fields(r) -> dict[str, Any]:
             "ops_on_tpu": r.ops_on_tpu, "ops_on_cpu": r.ops_on_cpu, "latency_source": r.source}
 
 
-def optimizer(cfg: ExperimentConfig, steps: int):
-    """The experiment's optimizer and learning-rate schedule over ``steps`` steps."""
+def optimizer(cfg: ExperimentConfig, steps: int, steps_per_epoch: int = 1):
+    """The experiment's optimizer and learning-rate schedule over ``steps`` steps (its warm-up
+    counted in epochs of ``steps_per_epoch``)."""
     t = cfg.train
-    return keras_optimizer(t.optimizer, t.learning_rate, steps, t.schedule)
+    return keras_optimizer(t.optimizer, t.learning_rate, steps, t.schedule,
+                           warmup_steps=warmup_steps(t, steps_per_epoch), weight_decay=t.weight_decay)
+
+
+def warmup_steps(train, steps_per_epoch: int) -> int:
+    """``train.warmup_epochs`` in steps."""
+    return int(round(train.warmup_epochs * steps_per_epoch))
+
+
+def smoothed_loss(label_smoothing: float, num_classes: int):
+    """Keras's loss for sparse labels: cross-entropy, with labels smoothed if asked (Keras's
+    sparse loss has no smoothing, so the labels are made one-hot here)."""
+    if not label_smoothing:
+        return "sparse_categorical_crossentropy"
+    import keras
+
+    def loss(y_true, y_pred):
+        y = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), num_classes)
+        return keras.losses.categorical_crossentropy(y, y_pred, label_smoothing=label_smoothing)
+
+    return loss
 
 
 def clamp_bn_momentum(model, momentum: float) -> None:
@@ -148,12 +170,22 @@ def clamp_bn_momentum(model, momentum: float) -> None:
             layer.momentum = min(layer.momentum, momentum)
 
 
-def compile_model(model, opt, jit_compile: bool = False) -> None:
+def compile_model(model, opt, jit_compile: bool = False, loss="sparse_categorical_crossentropy") -> None:
     """Compile for sparse integer labels with an accuracy metric; XLA only when asked
     (``train.jit_compile``: its compiles cost more than a CPU proxy run). A model built under
-    ``mixed_float16`` gets Keras's loss scaling from ``compile`` itself."""
-    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  jit_compile=jit_compile)
+    ``mixed_float16`` gets Keras's loss scaling from ``compile`` itself. ``loss``: see
+    :func:`smoothed_loss`; a saved model is compiled with the plain one (it loads anywhere)."""
+    model.compile(optimizer=opt, loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
+
+
+def eval_subset(val, n_val: int, eval_images: int | None):
+    """The fixed subset of the batched validation dataset ``val`` that intermediate
+    validations read (its first ``eval_images`` images); ``val`` itself when that is all of it."""
+    if eval_images is None or eval_images >= n_val:
+        return val
+    from .stored import VAL_BATCH
+
+    return val.unbatch().take(eval_images).batch(VAL_BATCH)
 
 
 def train_model(model, split, cfg: ExperimentConfig, *, epochs: int | None = None,
@@ -176,15 +208,18 @@ def train_model(model, split, cfg: ExperimentConfig, *, epochs: int | None = Non
     mixed = t.precision == "mixed_float16"
     epochs = epochs or t.epochs
     train, val = split.datasets(t.batch_size, t.augment, cfg.seed)
+    sub = eval_subset(val, split.n_val, t.eval_images)
     if poison:
         train = train.map(lambda x, y: (x * float("nan"), y))
     clamp_bn_momentum(model, t.bn_momentum)
     per_epoch = math.ceil(split.n_train / t.batch_size)
+    warmup = warmup_steps(t, per_epoch)
     if t.loop == "step":
         try:
             acc, n = fit(model, train, val, optimizer=t.optimizer, learning_rate=t.learning_rate, schedule=t.schedule,
                          epochs=epochs, steps_per_epoch=per_epoch, on_epoch=on_epoch, jit_compile=t.jit_compile,
-                         loss_scale=mixed, strategy=strategy)
+                         loss_scale=mixed, strategy=strategy, warmup_steps=warmup, weight_decay=t.weight_decay,
+                         label_smoothing=t.label_smoothing, eval_every=t.eval_every, eval_val=sub)
         except FloatingPointError as e:
             raise TrialFailure(str(e)) from None
         if not math.isfinite(acc):
@@ -192,10 +227,11 @@ def train_model(model, split, cfg: ExperimentConfig, *, epochs: int | None = Non
         # Compiled as fit leaves it (no tracing happens here), so a saved model evaluates and
         # fine-tunes in plain Keras (nas export).
         with scope(strategy):
-            compile_model(model, optimizer(cfg, epochs * per_epoch))
+            compile_model(model, optimizer(cfg, epochs * per_epoch, per_epoch))
         return acc, n
     with scope(strategy):
-        compile_model(model, optimizer(cfg, epochs * per_epoch), jit_compile=t.jit_compile)
+        compile_model(model, optimizer(cfg, epochs * per_epoch, per_epoch), jit_compile=t.jit_compile,
+                      loss=smoothed_loss(t.label_smoothing, split.num_classes))
     state = {"epochs": 0, "nan": None}
 
     class _Watch(keras.callbacks.Callback):
@@ -207,14 +243,21 @@ def train_model(model, split, cfg: ExperimentConfig, *, epochs: int | None = Non
 
         def on_epoch_end(self, epoch, logs=None):
             state["epochs"] = epoch + 1
-            if on_epoch is not None and state["nan"] is None:
-                on_epoch(epoch + 1, float((logs or {}).get("val_accuracy", float("nan"))))
+            if (on_epoch is not None and state["nan"] is None and "val_accuracy" in (logs or {})
+                    and epoch + 1 < epochs):  # the last epoch reports the final accuracy, below
+                on_epoch(epoch + 1, float(logs["val_accuracy"]))
 
+    validate = on_epoch is not None and t.eval_every > 0 and t.eval_every < epochs
     model.fit(train, epochs=epochs, verbose=0, callbacks=[_Watch()], shuffle=False,  # tf.data shuffles
-              validation_data=val if on_epoch is not None else None)
+              validation_data=sub if validate else None, validation_freq=max(1, t.eval_every))
     if state["nan"] is not None:
         raise TrialFailure(f"NaN loss at epoch {state['nan'][0]}, step {state['nan'][1]}")
     _, acc = model.evaluate(val, verbose=0)
     if not math.isfinite(acc):
         raise TrialFailure("validation accuracy is not finite")
+    if t.label_smoothing:  # saved with the plain loss, so model.keras needs no custom object
+        with scope(strategy):
+            compile_model(model, optimizer(cfg, epochs * per_epoch, per_epoch))
+    if on_epoch is not None:
+        on_epoch(state["epochs"], float(acc))
     return float(acc), state["epochs"]

@@ -25,7 +25,7 @@ from .imagestore import ImageStore, StoreSettings, chunks
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ArrayItems", "FolderItems", "StoredSplit", "VAL_BATCH", "pipelines"]
+__all__ = ["AUGMENTS", "ArrayItems", "FolderItems", "StoredSplit", "VAL_BATCH", "augmenter", "pipelines"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
@@ -36,24 +36,62 @@ def _as_float(x, y):
     return (tf.cast(x, tf.float32) / 255.0 if x.dtype == tf.uint8 else x), y
 
 
-def pipelines(train, val, n_train: int, batch_size: int, augment: bool, seed: int, *, shuffled: bool = False):
+#: What ``train.augment`` names (:func:`augmenter`).
+AUGMENTS = ("none", "shift", "photo")
+
+
+def augmenter(kind: str | bool, seed: int = 0):
+    """The per-image augmentation ``train.augment`` names, as a ``tf.data`` map function of
+    ``(float image, label)``; None for ``none``. ``True``/``False`` mean shift/none.
+
+    - ``shift``: pad-and-crop, a random translation of up to 1/8 of the image;
+    - ``photo``: the standard set for photographs (Inception's, as in EfficientNet's input
+      pipeline): a random crop of 35-100% of the area at aspect 3/4 to 4/3, resized back to
+      the input size, then a random horizontal flip.
+    """
+    import tensorflow as tf
+
+    kind = {True: "shift", False: "none"}.get(kind, kind) if isinstance(kind, bool) else kind
+    if kind not in AUGMENTS:
+        raise ValueError(f"train.augment: unknown {kind!r}; allowed: {', '.join(AUGMENTS)}")
+    if kind == "none":
+        return None
+    if kind == "shift":
+        def shift(x, y):
+            h, w, c = x.shape
+            pad = max(1, h // 8)
+            x = tf.image.pad_to_bounding_box(x, pad, pad, h + 2 * pad, w + 2 * pad)
+            return tf.image.random_crop(x, (h, w, c), seed=seed), y
+
+        return shift
+
+    whole = tf.constant([[[0.0, 0.0, 1.0, 1.0]]])
+
+    def photo(x, y):
+        h, w, c = x.shape
+        begin, size, _ = tf.image.sample_distorted_bounding_box(
+            tf.shape(x), bounding_boxes=whole, min_object_covered=0.0, aspect_ratio_range=(3 / 4, 4 / 3),
+            area_range=(0.35, 1.0), max_attempts=10, use_image_if_no_bounding_boxes=True, seed=seed)
+        x = tf.image.resize(tf.slice(x, begin, size), (h, w), method="bilinear")
+        x = tf.image.random_flip_left_right(x, seed=seed)
+        return tf.ensure_shape(tf.clip_by_value(x, 0.0, 1.0), (h, w, c)), y
+
+    return photo
+
+
+def pipelines(train, val, n_train: int, batch_size: int, augment: str | bool, seed: int, *, shuffled: bool = False):
     """tf.data pipelines of decoded images (uint8 or float32 in [0, 1], one per element;
-    ``val`` already batched): shuffled (unless already), optionally augmented (random shifts),
-    batched, prefetched."""
+    ``val`` already batched): shuffled (unless already), augmented as ``augment`` names
+    (:func:`augmenter`), batched, prefetched."""
     import tensorflow as tf
 
     auto = tf.data.AUTOTUNE
     if not shuffled:
         train = train.shuffle(n_train, seed=seed, reshuffle_each_iteration=True)
     train, val = train.map(_as_float, num_parallel_calls=auto), val.map(_as_float, num_parallel_calls=auto)
-    if augment:
-        def shift(x, y):  # pad-and-crop: a random translation of up to 1/8 of the image
-            h, w, c = x.shape
-            pad = max(1, h // 8)
-            x = tf.image.pad_to_bounding_box(x, pad, pad, h + 2 * pad, w + 2 * pad)
-            return tf.image.random_crop(x, (h, w, c), seed=seed), y
-
-        train = train.map(shift, num_parallel_calls=auto)
+    fn = augmenter(augment, seed)
+    if fn is not None:
+        train = train.map(fn, num_parallel_calls=auto)
     return train.batch(batch_size).prefetch(auto), val.prefetch(auto)
 
 
@@ -260,7 +298,7 @@ class StoredSplit:
                                    num_parallel_calls=tf.data.AUTOTUNE)
         return ds.map(lambda x, y: (tf.ensure_shape(x, (None, *shape)), tf.ensure_shape(y, (None,))))
 
-    def datasets(self, batch_size: int, augment: bool = False, seed: int = 0):
+    def datasets(self, batch_size: int, augment: str | bool = "none", seed: int = 0):
         """(train, validation) ``tf.data`` pipelines: from memory when the decoded set fits
         ``data.memory_mb``; else rows read from the store (the row numbers shuffled, read 256 at
         a time); else, over the cache budget, the files decoded as read."""

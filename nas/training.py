@@ -36,38 +36,78 @@ log = logging.getLogger(__name__)
 #: What ``train.optimizer`` names, and the Keras class each one reproduces.
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
+#: Variables decoupled weight decay leaves alone (Keras's ``exclude_from_weight_decay`` names):
+#: BatchNorm's scale and offset, and biases.
+NO_DECAY = ("bias", "gamma", "beta")
+
+
+def lr_schedule(learning_rate: float, total_steps: int, schedule: str = "cosine", warmup_steps: int = 0):
+    """The recipe's learning rate by step: a float (constant, no warm-up) or a Keras schedule.
+
+    ``cosine``: Keras's ``CosineDecay`` to 1% of ``learning_rate`` over the steps after the
+    warm-up; ``constant``: the same schedule with nothing to decay to. ``warmup_steps``: a
+    linear rise from 0 to ``learning_rate`` first (``CosineDecay``'s own warm-up). The fused
+    step and the Keras loop both read this one function.
+
+    >>> round(float(lr_schedule(0.1, 100, "cosine", warmup_steps=10)(5)), 3)
+    0.05
+    """
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"train.schedule: unknown {schedule!r}; allowed: cosine, constant")
+    if schedule == "constant" and not warmup_steps:
+        return learning_rate
+    import keras
+
+    alpha = 0.01 if schedule == "cosine" else 1.0
+    decay = max(1, total_steps - warmup_steps)
+    if not warmup_steps:
+        return keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=decay, alpha=alpha)
+    return keras.optimizers.schedules.CosineDecay(0.0, decay_steps=decay, alpha=alpha, warmup_target=learning_rate,
+                                                  warmup_steps=warmup_steps)
+
+
+def decays(variable) -> bool:
+    """Whether decoupled weight decay applies to this Keras variable (not in :data:`NO_DECAY`,
+    matched on its name as Keras's optimizers match it)."""
+    import re
+
+    return not any(re.search(n, variable.name) for n in NO_DECAY)
+
 
 class FusedUpdate:
     """The recipe's optimizer as one TensorFlow kernel per variable, to call inside a traced step.
 
     ``apply(grads)`` updates ``variables`` exactly as Keras's Adam (defaults), SGD (Nesterov
-    momentum 0.9) or RMSprop (rho 0.9, momentum 0.9) would, at a constant learning rate or
-    Keras's ``CosineDecay`` to 1% over ``total_steps``; a None gradient (a variable the loss
-    does not reach, or a supernet branch the path skipped) leaves its variable and slots
-    alone, as Keras does. Tracing it costs a fraction of Keras's optimizer (see the module doc).
+    momentum 0.9) or RMSprop (rho 0.9, momentum 0.9) would, at the learning rate of
+    :func:`lr_schedule`, with Keras's decoupled ``weight_decay`` on the variables ``decay``
+    marks; a None gradient (a variable the loss does not reach, or a supernet branch the path
+    skipped) leaves its variable and slots alone, as Keras does. Tracing it costs a fraction
+    of Keras's optimizer (see the module doc).
     """
 
     def __init__(self, variables, optimizer: str, learning_rate: float, *, total_steps: int,
-                 schedule: str = "cosine", lazy: bool = False):
+                 schedule: str = "cosine", lazy: bool = False, warmup_steps: int = 0, weight_decay: float = 0.0,
+                 decay: list[bool] | None = None):
         """``lazy``: an element whose gradient is exactly zero keeps its value and slots (a
         supernet's untaken branch or masked channel). Inside a traced step, a variable that
         only an untaken ``switch``/``cond`` branch uses gets a zero gradient, not None, and
-        Adam or momentum would go on moving it with its stale slots."""
-        import keras
+        Adam or momentum would go on moving it with its stale slots. ``decay``: per variable,
+        whether ``weight_decay`` applies (default: all)."""
         import tensorflow as tf
 
         self.lazy = lazy
-
+        if lazy and weight_decay:
+            raise ValueError("weight_decay: not with lazy updates (a skipped branch would still decay)")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"train.optimizer: unknown {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
         self.variables, self.optimizer = list(variables), optimizer
         slots = {"adam": 2, "sgd": 1, "rmsprop": 2}[optimizer]
         self._slots = [[tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables] for _ in range(slots)]
         self._it = tf.Variable(0, dtype=tf.int64, trainable=False)
-        if schedule == "cosine":
-            self._lr = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, total_steps), alpha=0.01)
-        else:
-            self._lr = lambda _step: tf.constant(learning_rate, tf.float32)
+        lr = lr_schedule(learning_rate, total_steps, schedule, warmup_steps)
+        self._lr = lr if callable(lr) else (lambda _step: tf.constant(lr, tf.float32))
+        self.weight_decay = float(weight_decay)
+        self._decay = list(decay) if decay is not None else [True] * len(self.variables)
 
     @property
     def iterations(self) -> int:
@@ -96,6 +136,10 @@ class FusedUpdate:
         for i, (v, g) in enumerate(zip(self.variables, grads)):
             if g is None:
                 continue
+            if self.weight_decay and self._decay[i]:
+                # Keras's decoupled decay: before the update, at the same learning rate.
+                with tf.control_dependencies([v.assign_sub(v * tf.cast(lr * self.weight_decay, v.dtype))]):
+                    g = tf.identity(g)
             if self.lazy:
                 updates.append(self._lazy(i, v, g, lr, b1, b2))
                 continue
@@ -231,8 +275,9 @@ class Step:
     """A traced training step and an evaluation step for one Keras model.
 
     The recipe is the toolkit's (see :func:`keras_optimizer`): Adam (Keras defaults), SGD
-    with Nesterov momentum 0.9, or RMSprop (rho 0.9, momentum 0.9); a constant learning
-    rate or Keras's ``CosineDecay`` to 1% over ``total_steps``. ``jit_compile`` compiles
+    with Nesterov momentum 0.9, or RMSprop (rho 0.9, momentum 0.9); the learning rate of
+    :func:`lr_schedule` (``warmup_steps``); decoupled ``weight_decay`` of the kernels;
+    cross-entropy with ``label_smoothing``. ``jit_compile`` compiles
     the step with XLA; ``loss_scale`` adds dynamic loss scaling (:class:`LossScale`, for a
     model built under ``mixed_float16``); ``strategy`` (a ``tf.distribute`` strategy the model
     was built under) runs the step on each of its replicas, gradients summed across them.
@@ -240,16 +285,18 @@ class Step:
 
     def __init__(self, model, optimizer: str, learning_rate: float, *, total_steps: int, schedule: str = "cosine",
                  element_spec=None, fuse_bn: bool = True, jit_compile: bool = False, loss_scale: bool = False,
-                 strategy=None):
+                 strategy=None, warmup_steps: int = 0, weight_decay: float = 0.0, label_smoothing: float = 0.0):
         import contextlib
 
         import tensorflow as tf
 
         self.model, self.optimizer, self.fuse_bn = model, optimizer, fuse_bn
+        self.label_smoothing = float(label_smoothing)
         self.variables = [v.value for v in model.trainable_variables]  # the tf.Variables behind Keras's
         with strategy.scope() if strategy is not None else contextlib.nullcontext():  # slots mirrored like the model
             self.update = FusedUpdate(self.variables, optimizer, learning_rate, total_steps=total_steps,
-                                      schedule=schedule)
+                                      schedule=schedule, warmup_steps=warmup_steps, weight_decay=weight_decay,
+                                      decay=[decays(v) for v in model.trainable_variables])
             self.loss_scale = LossScale() if loss_scale else None
         # One signature with an unknown batch size: the last, smaller batch of an epoch reuses
         # the traced step instead of tracing a second one.
@@ -304,7 +351,11 @@ class Step:
         import tensorflow as tf
 
         p = tf.cast(self._forward(x, training), tf.float32)  # (float16 under mixed precision)
-        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, p))
+        if self.label_smoothing:
+            onehot = tf.one_hot(tf.cast(y, tf.int32), tf.shape(p)[-1], dtype=p.dtype)
+            loss = tf.reduce_mean(keras.losses.categorical_crossentropy(onehot, p, label_smoothing=self.label_smoothing))
+        else:
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, p))
         if self.model.losses:  # layer regularisers, as Model.compute_loss adds them
             loss = loss + tf.add_n([tf.cast(v, loss.dtype) for v in self.model.losses])
         return p, loss
@@ -383,41 +434,51 @@ def _fused_bn(layer, x, training: bool):
     return y
 
 
-def keras_optimizer(optimizer: str, learning_rate: float, total_steps: int, schedule: str = "cosine"):
+def keras_optimizer(optimizer: str, learning_rate: float, total_steps: int, schedule: str = "cosine", *,
+                    warmup_steps: int = 0, weight_decay: float = 0.0):
     """The Keras optimizer :class:`Step` reproduces (``train.loop: keras`` trains with it)."""
     import keras
 
-    lr = learning_rate
-    if schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, total_steps), alpha=0.01)
+    lr = lr_schedule(learning_rate, total_steps, schedule, warmup_steps)
+    wd = weight_decay or None
     if optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
-    if optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(lr, rho=0.9, momentum=0.9)
-    return keras.optimizers.Adam(lr)
+        opt = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=wd)
+    elif optimizer == "rmsprop":
+        opt = keras.optimizers.RMSprop(lr, rho=0.9, momentum=0.9, weight_decay=wd)
+    else:
+        opt = keras.optimizers.Adam(lr, weight_decay=wd)
+    if wd:
+        opt.exclude_from_weight_decay(var_names=list(NO_DECAY))
+    return opt
+
+
+def evaluates(epoch: int, epochs: int, eval_every: int) -> bool:
+    """Whether an intermediate validation follows ``epoch`` (the last epoch's is the final one)."""
+    return epoch < epochs and eval_every > 0 and epoch % eval_every == 0
 
 
 def fit(model, train, val, *, optimizer: str, learning_rate: float, schedule: str, epochs: int, steps_per_epoch: int,
         on_epoch: Callable[[int, float], None] | None = None, jit_compile: bool = False, loss_scale: bool = False,
-        strategy=None) -> tuple[float, int]:
-    """Train ``model`` on the ``train`` dataset; (validation accuracy, epochs run).
+        strategy=None, warmup_steps: int = 0, weight_decay: float = 0.0, label_smoothing: float = 0.0,
+        eval_every: int = 1, eval_val=None) -> tuple[float, int]:
+    """Train ``model`` on the ``train`` dataset; (validation accuracy on all of ``val``, epochs run).
 
-    ``on_epoch(epoch, val_accuracy)`` after every epoch. A non-finite loss stops at once and
-    raises ``FloatingPointError("NaN loss at epoch E, step S")``. ``jit_compile``,
-    ``loss_scale`` and ``strategy`` are :class:`Step`'s.
+    ``on_epoch(epoch, val_accuracy)`` after every ``eval_every``-th epoch (0: none), on the
+    ``eval_val`` subset (default: all of ``val``), and after the last epoch with the final
+    accuracy. A non-finite loss stops at once and raises ``FloatingPointError("NaN loss at
+    epoch E, step S")``. The other keywords are :class:`Step`'s.
     """
     step = Step(model, optimizer, learning_rate, total_steps=epochs * steps_per_epoch, schedule=schedule,
-                element_spec=train.element_spec, jit_compile=jit_compile, loss_scale=loss_scale, strategy=strategy)
-    acc = None
+                element_spec=train.element_spec, jit_compile=jit_compile, loss_scale=loss_scale, strategy=strategy,
+                warmup_steps=warmup_steps, weight_decay=weight_decay, label_smoothing=label_smoothing)
     for epoch in range(1, epochs + 1):
         for b, (x, y) in enumerate(train):
             loss = step.train(x, y)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"NaN loss at epoch {epoch}, step {b}")
-        acc = None
-        if on_epoch is not None:
-            acc = step.accuracy(val)
-            on_epoch(epoch, acc)
-    if acc is None:
-        acc = step.accuracy(val)
+        if on_epoch is not None and evaluates(epoch, epochs, eval_every):
+            on_epoch(epoch, step.accuracy(val if eval_val is None else eval_val))
+    acc = step.accuracy(val)
+    if on_epoch is not None:
+        on_epoch(epochs, acc)
     return acc, epochs

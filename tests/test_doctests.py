@@ -12,7 +12,7 @@ MODULES = ["nas.config", "nas.errors", "nas.recipe", "nas.worker", "nas.proxy", 
            "nas.landscape", "nas.reward", "latency_models.edgetpu_model", "latency_models.edgetpu_model_source", "latency_models.tflite_cpu",
            "search_spaces.arch", "search_spaces.references", "search_spaces.scaling", "search_spaces.builder",
            "search_spaces.supernet", "search_spaces.held", "nas.supernet_train",
-           "nas.logits_controller", "nas.devices", "nas.install", "latency_models.edgetpu_replay"]
+           "nas.logits_controller", "nas.devices", "nas.install", "latency_models.edgetpu_replay", "nas.config_recipe"]
 
 
 def test_the_list_holds_every_module_with_examples():
