@@ -47,7 +47,7 @@ class Progress:
             key = tuple(r.trial_id for r in front)
             if key != self.front_key and front:
                 self.front_key = key
-                self.bar.write("  pareto: " + ", ".join(f"{r.accuracy:.3f}@{r.latency_ms:.2f}ms" for r in front),
+                self.bar.write("  pareto: " + ", ".join(f"{r.scored_accuracy:.3f}@{r.latency_ms:.2f}ms" for r in front),
                                file=self.stream)
         self._postfix()
 
@@ -83,7 +83,8 @@ def trial_line(r: TrialRecord) -> str:
     sizes = f"params {count_text(r.params)} (proxy {count_text(r.proxy_params)})"
     memory = f"off-chip {_mib(r.off_chip_bytes)} MiB" if r.off_chip else "on-chip"
     if r.status in (Status.OK, Status.STOPPED):
-        return (f"{head}  acc {_num(r.accuracy, '.4f')}  latency {_num(r.latency_ms, '.3f')} ms  {memory}  {sizes}  "
+        int8 = f" (int8 {_num(r.int8_accuracy, '.4f')})" if r.int8_accuracy is not None else ""
+        return (f"{head}  acc {_num(r.accuracy, '.4f')}{int8}  latency {_num(r.latency_ms, '.3f')} ms  {memory}  {sizes}  "
                 f"reward {_num(r.reward, '.4f')}  ({_num(r.trial_s, '.1f')} s)")
     if r.status is Status.INFEASIBLE:
         return f"{head}  latency {_num(r.latency_ms, '.3f')} ms  {memory}  {sizes}  {r.reason}"
@@ -91,22 +92,26 @@ def trial_line(r: TrialRecord) -> str:
 
 
 def pareto_table(results: list[TrialRecord]) -> str:
-    """The Pareto front (proxy accuracy vs deployment latency) and the best arch, as text."""
+    """The Pareto front (proxy accuracy vs deployment latency) and the best arch, as text;
+    with int8 scoring (``score.accuracy: int8``), the int8 accuracy beside the float one."""
     front = pareto_front(results)
+    int8 = any(r.int8_accuracy is not None for r in results)
     buf = io.StringIO()
     n_ok = sum(r.usable for r in results)
     n_off = sum(r.off_chip for r in results if r.latency_ms is not None)
     buf.write(f"{len(results)} trials, {n_ok} usable, {n_off} with parameters off-chip; Pareto front "
-              f"(proxy accuracy vs deployment latency), {len(front)} archs:\n")
-    buf.write(f"{'accuracy':>9} {'latency_ms':>10} {'reward':>8} {'params':>10} {'MACs':>13} {'off_chip':>10} "
-              f"{'proxy_params':>12}  trial\n")
+              f"(proxy {'int8 ' if int8 else ''}accuracy vs deployment latency), {len(front)} archs:\n")
+    buf.write(f"{'accuracy':>9} {'int8':>7} " if int8 else f"{'accuracy':>9} ")
+    buf.write(f"{'latency_ms':>10} {'reward':>8} {'params':>10} {'MACs':>13} {'off_chip':>10} {'proxy_params':>12}  trial\n")
     for r in front:
-        buf.write(f"{_num(r.accuracy, '.4f'):>9} {_num(r.latency_ms, '.3f'):>10} {_num(r.reward, '.4f'):>8} "
+        buf.write(f"{_num(r.accuracy, '.4f'):>9} " + (f"{_num(r.int8_accuracy, '.4f'):>7} " if int8 else ""))
+        buf.write(f"{_num(r.latency_ms, '.3f'):>10} {_num(r.reward, '.4f'):>8} "
                   f"{_num(r.params, ','):>10} {_num(r.macs, ','):>13} {_num(r.off_chip_bytes, ','):>10} "
                   f"{_num(r.proxy_params, ','):>12}  {r.trial_id}\n")
     best = best_result(results)
     if best is not None:
-        buf.write(f"best reward {best.reward:.4f} (proxy accuracy {best.accuracy:.4f}, deployment "
+        also = f", int8 {best.int8_accuracy:.4f}" if best.int8_accuracy is not None else ""
+        buf.write(f"best reward {best.reward:.4f} (proxy accuracy {best.accuracy:.4f}{also}, deployment "
                   f"{best.latency_ms:.3f} ms), trial {best.trial_id}:\n  {best.arch}\n"
                   f"  trained as {best.proxy_arch}\n")
     else:

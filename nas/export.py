@@ -29,19 +29,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from latency_models import Target, get_source
 from latency_models.convert import to_int8_tflite
 from latency_models.edgetpu_compiler import run_compiler
 from latency_models.errors import EdgeTPUCompilerNotFound
-from latency_models.isolated import invoke_isolated
 from search_spaces import Arch, build_model, count_macs, count_params
 
 from . import proxy
 from .config import ExperimentConfig
 from .devices import precision, scope, setup_gpus, strategy
 from .errors import RunFolderError
+from .int8 import evaluate_tflite, is_distributed, plain_model
 from .recipe import compile_model, load_data, measure_latency, optimizer, train_model
 from .runfolder import RunFolder, staged_folder
 
@@ -85,6 +83,8 @@ def export(run_dir: str | Path, *, arch: str | None = None, epochs: int | None =
 def _export(deploy, cfg: ExperimentConfig, epochs: int | None, work: Path, scale: str) -> dict[str, Any]:
     import keras
 
+    # export's own recipe: the export section over train's (nas export --epochs over both)
+    cfg = cfg.model_copy(update={"train": cfg.export.recipe(cfg.train, epochs)})
     small = proxy.of(deploy, cfg)
     arch = deploy if scale == "deployment" else small
     res = arch.resolution
@@ -98,14 +98,16 @@ def _export(deploy, cfg: ExperimentConfig, epochs: int | None, work: Path, scale
     with scope(strat), precision(cfg):
         model = build_model(arch, shape, classes, seed=cfg.seed)
     t0 = time.perf_counter()
-    log.info("training the %s model %s at %d px for %s epochs", scale, arch.to_string(), res,
-             epochs or cfg.train.epochs)
-    acc, n_epochs = train_model(model, split, cfg, epochs=epochs, strategy=strat)
+    log.info("training the %s model %s at %d px for %d epochs", scale, arch.to_string(), res, cfg.train.epochs)
+    acc, n_epochs = train_model(model, split, cfg, strategy=strat)
     train_s = time.perf_counter() - t0
     files = ["model.keras", "model_int8.tflite", "arch.txt", "summary.json"]
-    model = plain_model(model, arch, shape, classes, cfg)
+    if cfg.train.precision != "float32" or is_distributed(model):
+        model = plain_model(model, arch, shape, classes, mixed=True, seed=cfg.seed)
+        compile_model(model, optimizer(cfg, 1))  # as train_model leaves a model: plain Keras can fine-tune it
     model.save(work / "model.keras")
-    calib = split.sample_train(200, cfg.seed)
+    e = cfg.export
+    calib = split.sample_train(e.calibration_images, cfg.seed)
     tflite = to_int8_tflite(model, calib, n_samples=len(calib))
     (work / "model_int8.tflite").write_bytes(tflite)
     (work / "arch.txt").write_text(arch.to_string() + "\n")
@@ -116,10 +118,20 @@ def _export(deploy, cfg: ExperimentConfig, epochs: int | None, work: Path, scale
     # The deployment model's host latency: the file just written when it is that model; for a
     # proxy export, the deployment arch converted here (latency needs no trained weights).
     deploy_cpu = cpu if arch == deploy else cpu_src(Target(deploy, input_shape=deploy_shape, num_classes=classes))
-    int8_acc = _int8_accuracy(tflite, *split.val_arrays(limit=2000))
+    x, y = split.val_arrays(limit=e.eval_images)
+    int8_acc = _int8_accuracy(tflite, x, y)
+    float_acc = acc if e.eval_images is None or e.eval_images >= split.n_val else _float_accuracy(model, x, y)
+    if int8_acc is not None and int8_acc < float_acc - e.int8_margin:
+        log.warning("the int8 model's accuracy %.4f is %.4f below the float model's %.4f on the same %d validation "
+                    "images (export.int8_margin %g): post-training quantization hurts this model; try more "
+                    "export.calibration_images, or another arch", int8_acc, float_acc - int8_acc, float_acc, len(y),
+                    e.int8_margin)
     summary: dict[str, Any] = {
         "scale": scale, "arch": arch.to_string(), "deployment_arch": deploy.to_string(),
-        "proxy_arch": small.to_string(), "accuracy": acc, "int8_accuracy": int8_acc, "epochs": n_epochs,
+        "proxy_arch": small.to_string(), "accuracy": acc, "int8_accuracy": int8_acc,
+        "int8": {"eval_images": len(y), "float_accuracy": float_acc, "calibration_images": len(calib),
+                 "margin": e.int8_margin, "below_margin": int8_acc is not None and int8_acc < float_acc - e.int8_margin},
+        "epochs": n_epochs, "recipe": cfg.train.model_dump(include=set(cfg.export.RECIPE)),
         "train_s": round(train_s, 1),
         # The deployment model's figures, whatever was trained:
         **lat, "tflite_cpu_ms": deploy_cpu.latency_ms, "tflite_cpu_source": cpu.source_version,
@@ -141,35 +153,20 @@ def _export(deploy, cfg: ExperimentConfig, epochs: int | None, work: Path, scale
     return summary
 
 
-def plain_model(model, arch, shape, classes: int, cfg: ExperimentConfig):
-    """What is written and converted: the trained model as a float32 Keras model on one
-    device. A model trained under ``mixed_float16`` or a distribution strategy is rebuilt in
-    float32, outside the strategy, and given its weights (float32 under mixed precision too),
-    so ``model.keras`` loads anywhere and the int8 converter sees float32 ops."""
-    if cfg.train.precision == "float32" and not _distributed(model):
-        return model
-    plain = build_model(arch, shape, classes, seed=cfg.seed)
-    plain.set_weights(model.get_weights())
-    compile_model(plain, optimizer(cfg, 1))  # as train_model leaves a model: plain Keras can fine-tune it
-    return plain
-
-
-def _distributed(model) -> bool:
-    v = model.weights[0].value if model.weights else None
-    return v is not None and type(v).__name__ in ("MirroredVariable", "DistributedVariable", "SyncOnReadVariable")
-
-
 def _int8_accuracy(tflite: bytes, x, y) -> float | None:
-    """Validation accuracy of the int8 file, run in a fresh process (LiteRT beside TF can abort)."""
+    """Validation accuracy of the int8 file (run in a fresh process); None, with a warning,
+    when it cannot be run here."""
     try:
-        _, info = invoke_isolated(tflite, np.zeros((1, *x.shape[1:]), np.int8))
-        scale, zero = info["input"]["quantization"]
-        xq = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
-        logits, _ = invoke_isolated(tflite, xq)
+        return evaluate_tflite(tflite, x, y)
     except Exception as e:  # noqa: BLE001 - the summary says it could not be measured
         log.warning("int8 accuracy not measured: %s", e)
         return None
-    return float((np.asarray(logits).reshape(len(y), -1).argmax(axis=-1) == y).mean())
+
+
+def _float_accuracy(model, x, y) -> float:
+    """The float model's accuracy on the images the int8 model was evaluated on."""
+    p = model.predict(x, batch_size=256, verbose=0)
+    return float((p.argmax(axis=-1) == y).mean())
 
 
 def _compile_edgetpu(work: Path) -> dict[str, Any] | None:

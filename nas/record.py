@@ -53,14 +53,15 @@ class Status(str, enum.Enum):
 RANKED = frozenset({Status.OK, Status.STOPPED})
 
 #: Every field, in the column order of ``trials.csv``.
-FIELDS = ("trial_id", "status", "reason", "reward", "accuracy", "latency_ms", "params", "macs", "num_classes",
+FIELDS = ("trial_id", "status", "reason", "reward", "accuracy", "int8_accuracy", "latency_ms", "params", "macs", "num_classes",
           "on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu", "proxy_params", "proxy_macs", "epochs",
-          "train_s", "build_s", "latency_s", "trial_s", "rss_mb", "peak_rss_mb", "latency_source", "node", "gpus",
+          "train_s", "build_s", "latency_s", "int8_s", "trial_s", "rss_mb", "peak_rss_mb", "latency_source", "node", "gpus",
           "started", "arch", "proxy_arch")
 
 _INTS = frozenset({"params", "macs", "num_classes", "on_chip_bytes", "off_chip_bytes", "ops_on_tpu", "ops_on_cpu",
                    "proxy_params", "proxy_macs", "epochs"})
-_FLOATS = frozenset({"reward", "accuracy", "latency_ms", "train_s", "build_s", "latency_s", "trial_s", "rss_mb",
+_FLOATS = frozenset({"reward", "accuracy", "int8_accuracy", "latency_ms", "train_s", "build_s", "latency_s", "int8_s",
+                     "trial_s", "rss_mb",
                      "peak_rss_mb", "started"})
 _TEXT = frozenset({"reason", "latency_source", "node", "gpus", "arch", "proxy_arch"})  # and trial_id: "" for none
 
@@ -98,6 +99,7 @@ class TrialRecord:
     reason: str | None = None
     reward: float | None = None
     accuracy: float | None = None
+    int8_accuracy: float | None = None  #: the proxy quantized to int8, on score.eval_images (score.accuracy: int8)
     latency_ms: float | None = None
     params: int | None = None
     macs: int | None = None
@@ -112,6 +114,7 @@ class TrialRecord:
     train_s: float | None = None
     build_s: float | None = None
     latency_s: float | None = None
+    int8_s: float | None = None  #: seconds converting the proxy to int8 and evaluating it
     trial_s: float | None = None
     rss_mb: float | None = None
     peak_rss_mb: float | None = None
@@ -145,6 +148,12 @@ class TrialRecord:
     def usable(self) -> bool:
         """The one definition: the search may rank this result and learn from it."""
         return self.status in RANKED and self.reward is not None
+
+    @property
+    def scored_accuracy(self) -> float | None:
+        """The accuracy the reward took: the int8 model's when the trial measured it
+        (``score.accuracy: int8``), else the float proxy's."""
+        return self.int8_accuracy if self.int8_accuracy is not None else self.accuracy
 
     @property
     def off_chip(self) -> bool:
@@ -249,14 +258,15 @@ def read_csv(text: str, where: str = "trials.csv") -> list[TrialRecord]:
 # ------------------------------------------------------------------------------ over many records
 
 def pareto_front(records: Sequence[TrialRecord]) -> list[TrialRecord]:
-    """Usable records not dominated in (higher accuracy, lower deployment latency), by latency."""
-    ok = [r for r in records if r.usable and r.accuracy is not None and r.latency_ms is not None]
-    ok.sort(key=lambda r: (r.latency_ms, -r.accuracy))
+    """Usable records not dominated in (higher :attr:`~TrialRecord.scored_accuracy`, lower
+    deployment latency), by latency."""
+    ok = [r for r in records if r.usable and r.scored_accuracy is not None and r.latency_ms is not None]
+    ok.sort(key=lambda r: (r.latency_ms, -r.scored_accuracy))
     front, best_acc = [], -math.inf
     for r in ok:
-        if r.accuracy > best_acc:
+        if r.scored_accuracy > best_acc:
             front.append(r)
-            best_acc = r.accuracy
+            best_acc = r.scored_accuracy
     return front
 
 

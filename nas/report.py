@@ -237,17 +237,28 @@ def markdown(rep: Report) -> str:
                 f"({max(lats) / min(lats):.1f}x); {sum(r.off_chip for r in measured)} of {len(measured)} stream "
                 f"parameters from the host (the Edge TPU's {SRAM_BYTES / 2**20:.0f} MiB SRAM cannot hold them).\n\n")
     front = pareto_front(results)
-    b.write(f"## Pareto front (proxy accuracy vs deployment latency), {len(front)} archs\n\n")
-    b.write("| trial | accuracy | latency ms | reward | params | MACs | on-chip B | off-chip B | proxy params | "
-            "proxy MACs |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    int8 = cfg.score.accuracy == "int8"
+    b.write(f"## Pareto front (proxy {'int8 ' if int8 else ''}accuracy vs deployment latency), {len(front)} archs\n\n")
+    if int8:
+        b.write(f"Scored on the int8 model: each trained proxy quantized post-training "
+                f"({cfg.score.calibration_images} calibration images) and evaluated on "
+                f"{cfg.score.eval_images or 'all the'} validation images; float accuracy beside it.\n\n")
+    b.write(f"| trial | accuracy |{' int8 accuracy | int8 - float |' if int8 else ''} latency ms | reward | params | "
+            f"MACs | on-chip B | off-chip B | proxy params | proxy MACs |\n|---|---|{'---|---|' if int8 else ''}"
+            "---|---|---|---|---|---|---|---|\n")
     for r in front:
-        b.write(f"| {r.trial_id} | {_n(r.accuracy, '.4f')} | {_n(r.latency_ms, '.3f')} | {_n(r.reward, '.4f')} | "
+        drop = (r.int8_accuracy - r.accuracy) if r.int8_accuracy is not None and r.accuracy is not None else None
+        extra = f" {_n(r.int8_accuracy, '.4f')} | {_n(drop, '+.4f')} |" if int8 else ""
+        b.write(f"| {r.trial_id} | {_n(r.accuracy, '.4f')} |{extra} {_n(r.latency_ms, '.3f')} | {_n(r.reward, '.4f')} | "
                 f"{_n(r.params, ',')} | {_n(r.macs, ',')} | {_n(r.on_chip_bytes, ',')} | "
                 f"{_n(r.off_chip_bytes, ',')} | {_n(r.proxy_params, ',')} | {_n(r.proxy_macs, ',')} |\n")
     best = best_result(results)
     if best is not None:
-        b.write(f"\nBest reward {best.reward:.4f} (proxy accuracy {best.accuracy:.4f}, deployment "
+        also = f", int8 {best.int8_accuracy:.4f}" if best.int8_accuracy is not None else ""
+        b.write(f"\nBest reward {best.reward:.4f} (proxy accuracy {best.accuracy:.4f}{also}, deployment "
                 f"{best.latency_ms:.3f} ms), trial {best.trial_id}: `{best.arch}`, trained as `{best.proxy_arch}`\n")
+    if int8:
+        _int8_table(b, results)
     bad = [r for r in results if not r.usable]
     if bad:
         b.write("\n## Failed and infeasible trials\n\n| trials | status: reason |\n|---|---|\n")
@@ -286,6 +297,24 @@ def markdown(rep: Report) -> str:
     return b.getvalue()
 
 
+def _int8_table(b: io.StringIO, results) -> None:
+    """Every scored trial's float and int8 accuracy, and how far the two rankings agree."""
+    both = [r for r in results if r.usable and r.accuracy is not None and r.int8_accuracy is not None]
+    if not both:
+        return
+    b.write("\n## Float vs int8 accuracy, every trial\n\n")
+    if len(both) > 1:
+        pairs = [(x, y) for i, x in enumerate(both) for y in both[i + 1:]
+                 if x.accuracy != y.accuracy and x.int8_accuracy != y.int8_accuracy]
+        flipped = sum((x.accuracy > y.accuracy) != (x.int8_accuracy > y.int8_accuracy) for x, y in pairs)
+        b.write(f"Of {len(pairs)} pairs of trials, {flipped} are ranked the other way round by int8 accuracy "
+                f"({100 * flipped / max(1, len(pairs)):.0f}%).\n\n")
+    b.write("| trial | accuracy | int8 accuracy | int8 - float | latency ms |\n|---|---|---|---|---|\n")
+    for r in sorted(both, key=lambda r: -r.int8_accuracy):
+        b.write(f"| {r.trial_id} | {r.accuracy:.4f} | {r.int8_accuracy:.4f} | {r.int8_accuracy - r.accuracy:+.4f} | "
+                f"{_n(r.latency_ms, '.3f')} |\n")
+
+
 def _plt():
     import matplotlib
 
@@ -315,12 +344,12 @@ def plot_pareto(rep: Report, path: Path) -> None:
     for a, x_of in ((ax, lambda r: r.latency_ms), (ax2, _param_mib)):
         placed = [r for r in ok if x_of(r) is not None]
         if placed:
-            sc = a.scatter([x_of(r) for r in placed], [r.accuracy for r in placed], s=18,
+            sc = a.scatter([x_of(r) for r in placed], [r.scored_accuracy for r in placed], s=18,
                            c=[order[r.trial_id] + 1 for r in placed], cmap="viridis", zorder=2, label="trials",
                            vmin=1, vmax=len(rep.results))
         off = [r for r in placed if r.off_chip]
         if off:
-            a.scatter([x_of(r) for r in off], [r.accuracy for r in off], s=70, facecolors="none",
+            a.scatter([x_of(r) for r in off], [r.scored_accuracy for r in off], s=70, facecolors="none",
                       edgecolors="tab:red", lw=1, zorder=3, label=f"parameters off-chip ({len(off)})")
         bad = [r for r in rep.results if r.status.value == "infeasible" and x_of(r) is not None]
         if bad:
@@ -329,12 +358,12 @@ def plot_pareto(rep: Report, path: Path) -> None:
         fig.colorbar(sc, ax=ax2, label="trial (completion order)")
     front = sorted(pareto_front(rep.results), key=lambda r: r.latency_ms)
     if front:
-        ax.step([r.latency_ms for r in front], [r.accuracy for r in front], where="post", c="tab:orange",
+        ax.step([r.latency_ms for r in front], [r.scored_accuracy for r in front], where="post", c="tab:orange",
                 lw=1.5, zorder=3, label="Pareto front")
         best = best_result(rep.results)
         for a, x in ((ax, best.latency_ms), (ax2, _param_mib(best))):
             if x is not None:
-                a.scatter([x], [best.accuracy], s=160, facecolors="none", edgecolors="tab:red", lw=1.5,
+                a.scatter([x], [best.scored_accuracy], s=160, facecolors="none", edgecolors="tab:red", lw=1.5,
                           zorder=4, label="best reward")
     ax.axvline(rep.cfg.reward.target_ms, ls=":", c="0.3", label=f"target {rep.cfg.reward.target_ms} ms")
     for i, ref in enumerate(r for r in rep.references if r.latency_ms is not None):
@@ -354,9 +383,10 @@ def plot_pareto(rep: Report, path: Path) -> None:
         ax2.axvline((SRAM_BYTES + cap) / 2**20, c="0.3", ls=":", lw=1,
                     label=f"max_off_chip_bytes {cap:,} (beyond the SRAM)")
     latency_axis(ax)
-    ax.set(xlabel=f"deployment latency (ms, {rep.cfg.latency.source})", ylabel="validation accuracy (proxy)",
+    ylabel = f"validation accuracy (proxy{', int8' if rep.cfg.score.accuracy == 'int8' else ''})"
+    ax.set(xlabel=f"deployment latency (ms, {rep.cfg.latency.source})", ylabel=ylabel,
            title=f"{rep.cfg.name}: accuracy vs deployment latency")
-    ax2.set(xlabel="deployment parameters on the Edge TPU (MiB, on + off chip)", ylabel="validation accuracy (proxy)",
+    ax2.set(xlabel="deployment parameters on the Edge TPU (MiB, on + off chip)", ylabel=ylabel,
             title="against the on-chip memory")
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=8, loc="lower right")

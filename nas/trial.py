@@ -38,6 +38,7 @@ from . import proxy
 from .config import ExperimentConfig
 from .errors import TrialFailure
 from .faults import kill_worker, pick
+from .int8 import int8_accuracy, plain_model
 from .devices import gpu_trial, precision, scope, setup_gpus, strategy, visible_gpus
 from .recipe import load_data, needs_latency_first, reward_config, submit_latency, train_model
 from .record import Status, TrialRecord
@@ -159,12 +160,30 @@ def _run(arch_text: str, cfg: ExperimentConfig, out: TrialRecord, report: Report
     acc, epochs = train_model(model, split, cfg, on_epoch=on_epoch if report is not None else None,
                               poison=fault == "nan_loss", strategy=strat)
     out.train_s = round(time.perf_counter() - t, 3)
-    del model
     out.accuracy, out.epochs = acc, epochs
+    if cfg.score.accuracy == "int8":
+        _score_int8(out, model, small, proxy_shape, classes, split, cfg)
+    del model
     if later and _latency(out, answer, time.perf_counter(), rcfg, spent=out.latency_s or 0.0):
         return
-    out.reward = reward(acc, out.latency_ms, rcfg)
+    out.reward = reward(out.int8_accuracy if cfg.score.accuracy == "int8" else acc, out.latency_ms, rcfg)
     out.status = Status.OK
+
+
+def _score_int8(out: TrialRecord, model, small, shape, classes: int, split, cfg: ExperimentConfig) -> None:
+    """``score.accuracy: int8``: the trained proxy quantized and evaluated (:mod:`nas.int8`)
+    into ``out``; a proxy that cannot be quantized or run fails the trial, with the reason."""
+    s = cfg.score
+    t = time.perf_counter()
+    try:
+        plain = plain_model(model, small, shape, classes, mixed=cfg.train.precision == "mixed_float16", seed=cfg.seed)
+        got = int8_accuracy(plain, split, calibration_images=s.calibration_images, eval_images=s.eval_images,
+                            seed=cfg.seed)
+    except Exception as e:  # noqa: BLE001 - the candidate fails, with its reason; the search goes on
+        raise TrialFailure(f"int8: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}") from None
+    finally:
+        out.int8_s = round(time.perf_counter() - t, 3)
+    out.int8_accuracy = got.accuracy
 
 
 def _latency(out: TrialRecord, answer, t0: float, rcfg, spent: float = 0.0) -> bool:

@@ -645,3 +645,21 @@ def test_onednn_that_cannot_take_effect_is_warned_about(tmp_path, monkeypatch, c
         "TensorFlow is already loaded in this process: train.onednn=False cannot take effect here"]
     assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1"  # a loaded TensorFlow is not lied to
 
+
+
+def test_export_warns_when_the_int8_model_falls_below_the_float_one(searched, tmp_path, monkeypatch, caplog):
+    """Post-training quantization that breaks a model is said, with figures (a stand-in int8
+    evaluation that gets nothing right: the real one is run by the tests above)."""
+    import logging
+
+    import nas.export
+
+    tmp, _, r, _ = searched
+    monkeypatch.setattr(nas.export, "evaluate_tflite", lambda tflite, x, y: 0.0)
+    with caplog.at_level(logging.WARNING, logger="nas.export"):
+        summary = nas.export.export(tmp / "run", scale="proxy", epochs=1, out=tmp_path / "x")
+    assert summary["int8_accuracy"] == 0.0 and summary["int8"]["below_margin"] is (summary["int8"]["float_accuracy"]
+                                                                                   > 0.02)
+    assert summary["recipe"]["epochs"] == 1 and 0 < summary["int8"]["calibration_images"] <= 200  # (all, if fewer)
+    if summary["int8"]["below_margin"]:
+        assert "post-training quantization hurts this model" in caplog.text and "export.int8_margin 0.02" in caplog.text

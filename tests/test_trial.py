@@ -154,3 +154,26 @@ print("THREADS", tf.config.threading.get_intra_op_parallelism_threads(),
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "THREADS 1 1" in p.stdout
+
+
+def test_int8_scoring_quantizes_the_trained_proxy_and_rewards_its_accuracy():
+    cfg = experiment(score={"accuracy": "int8", "calibration_images": 16, "eval_images": 30})
+    r = run_trial(TINY, cfg)
+    assert r.status is Status.OK, r.reason
+    assert 0.0 <= r.int8_accuracy <= 1.0 and round(r.int8_accuracy * 30) == pytest.approx(r.int8_accuracy * 30)
+    assert r.int8_s > 0 and r.scored_accuracy == r.int8_accuracy and 0 <= r.accuracy <= 1
+    assert r.reward == pytest.approx(r.int8_accuracy * (r.latency_ms / 1.8) ** -0.07)
+    plain = run_trial(TINY, experiment())
+    assert plain.int8_accuracy is None and plain.int8_s is None and plain.accuracy == r.accuracy
+
+
+def test_a_proxy_that_cannot_be_quantized_fails_its_trial_with_the_reason(monkeypatch):
+    import nas.trial
+
+    def broken(*a, **k):
+        raise RuntimeError("Quantization not yet supported for op: 'FOO'")
+
+    monkeypatch.setattr(nas.trial, "int8_accuracy", broken)
+    r = run_trial(TINY, experiment(score={"accuracy": "int8"}))
+    assert r.status is Status.FAILED and r.reward is None
+    assert r.reason == "int8: RuntimeError: Quantization not yet supported for op: 'FOO'" and r.int8_s is not None
