@@ -39,7 +39,7 @@ from .config import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["check_gpus", "gpu_trial", "memory_mode", "node_gpus", "precision", "scope", "setup_gpus", "split_cpu",
+__all__ = ["trial_resources", "check_gpus", "gpu_trial", "memory_mode", "node_gpus", "precision", "scope", "setup_gpus", "split_cpu",
            "strategy", "visible_gpus"]
 
 
@@ -198,3 +198,14 @@ def scope(strat):
     return strat.scope() if strat is not None else contextlib.nullcontext()
 
 
+def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
+    """What one trial asks Ray for: its CPUs and GPUs, and, when it measures on a device
+    itself (``latency.service.mode: trial``), the device's resource for its whole life."""
+    resources: dict[str, float] = {"cpu": cfg.budget.cpus_per_trial}
+    if cfg.budget.gpus_per_trial:
+        resources["gpu"] = cfg.budget.gpus_per_trial
+    if not cfg.latency.uses_service and cfg.latency.source == "edgetpu":
+        resources["edgetpu"] = 1
+    elif not cfg.latency.uses_service and cfg.latency.service.resource:
+        resources[cfg.latency.service.resource] = 1
+    return resources

@@ -24,7 +24,9 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from latency_models import MissingHardware
 
 from .config import ExperimentConfig
+from .devices import trial_resources
 from .console import Listener
+from .data import readable_here
 from .errors import Finished
 from .ledger import Ledger
 from .record import Status, TrialRecord
@@ -34,7 +36,7 @@ from .worker import check_allocator, worker_env
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ControllerSearcher", "RecordCallback", "run_supernets", "run_tune", "trial_resources"]
+__all__ = ["ControllerSearcher", "RecordCallback", "check_nodes", "run_supernets", "run_tune"]
 
 # run folder (resolved) -> the searcher Ray works with in this process, and the listener of
 # the search there: what Ray unpickles (a searcher, its callback) finds them here.
@@ -295,23 +297,6 @@ def _log_services(actors: list) -> None:
                  d["device"], d["requests"], d["measured"], d["cached"], d["failed"])
 
 
-def _segment_number(p: Path) -> int:
-    return int(p.name.rpartition("-")[2]) if "-" in p.name else 1
-
-
-def trial_resources(cfg: ExperimentConfig) -> dict[str, float]:
-    """What one trial asks Ray for: its CPUs and GPUs, and, when it measures on a device
-    itself (``latency.service.mode: trial``), the device's resource for its whole life."""
-    resources: dict[str, float] = {"cpu": cfg.budget.cpus_per_trial}
-    if cfg.budget.gpus_per_trial:
-        resources["gpu"] = cfg.budget.gpus_per_trial
-    if not cfg.latency.uses_service and cfg.latency.source == "edgetpu":
-        resources["edgetpu"] = 1
-    elif not cfg.latency.uses_service and cfg.latency.service.resource:
-        resources[cfg.latency.service.resource] = 1
-    return resources
-
-
 def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"  # Ray's default puts the whole arch string in the path
 
@@ -338,6 +323,11 @@ def init_ray(cfg: ExperimentConfig) -> bool:
             raise MissingHardware(f"budget.gpus_per_trial: {gpus:g}, but no node of the Ray cluster at "
                                   f"{cfg.ray.address} offers that many GPUs (start GPU nodes with ray start; Ray "
                                   "detects their GPUs)")
+        try:
+            check_nodes(cfg.data.source)
+        except ValueError:
+            ray.shutdown()
+            raise
         return True
     resources = {}
     if cfg.latency.source == "edgetpu":
@@ -355,6 +345,20 @@ def init_ray(cfg: ExperimentConfig) -> bool:
                               "found: an NVIDIA driver and the GPU build, pip install -e '.[gpu]'); allowed: 0 "
                               "(CPU trials), or ray.num_gpus for logical GPUs in a test")
     return True
+
+
+def check_nodes(source: str) -> None:
+    """Every node with CPUs reads ``source`` (a task pinned there), or ValueError naming it."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+    task = ray.remote(num_cpus=0, max_retries=0)(readable_here)
+    refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(source)
+            for n in nodes]
+    for n, why in zip(nodes, ray.get(refs, timeout=300)):
+        if why is not None:
+            raise ValueError(f"data.source: node {n['NodeManagerHostname']} ({n['NodeManagerAddress']}, id "
+                             f"{n['NodeID'][:8]}) cannot read {source!r}: {why.removeprefix('data.source: ')}")
 
 
 def largest_gpu_node() -> float:
@@ -383,7 +387,8 @@ def run_tune(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool
                                                              services=names),
                                         trial_resources(cfg))
         storage = str(run.ray_dir.resolve())
-        segments = sorted((p for p in run.ray_dir.glob("search*") if p.is_dir()), key=_segment_number)
+        segments = sorted((p for p in run.ray_dir.glob("search*") if p.is_dir()),
+                          key=lambda p: int(p.name.rpartition("-")[2]) if "-" in p.name else 1)
         prior = run.read_state(cfg, budget) if resume else None
         # Ray can only continue an interrupted experiment; once every trial it started has
         # finished (or the budget grew) the search goes on in a new segment, ray/search-N.

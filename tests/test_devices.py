@@ -37,7 +37,7 @@ def test_gpus_per_trial_is_a_share_of_one_card_or_whole_cards(gpus, ok):
 
 
 def test_trials_ask_ray_for_their_gpus_and_the_device_only_while_they_measure_on_it():
-    from nas.ray_runner import trial_resources
+    from nas.devices import trial_resources
 
     assert trial_resources(cfg()) == {"cpu": 1.0}
     assert trial_resources(cfg(budget={"cpus_per_trial": 2})) == {"cpu": 2}
