@@ -19,6 +19,9 @@ trains it with Keras's ``fit`` and reports, besides Keras's own metrics, the arc
     data = load("digits", 32, limit=400)           # scikit-learn's digits, 32 px, 3 channels
     tuner.search(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
                  epochs=1, batch_size=32, verbose=0)
+    # Any source (an image folder, tfds:NAME) through the pipelines the trials read:
+    train, val = data.datasets(32, augment="photo")
+    tuner.search(train, validation_data=val, epochs=1, verbose=0)
     arch = hypermodel.arch_from_hp(tuner.get_best_hyperparameters()[0])
     print(arch.to_string())
 

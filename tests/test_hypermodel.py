@@ -215,6 +215,25 @@ def test_random_search_reports_the_reward_of_its_accuracy_and_latency(space, dat
 
 
 @pytest.mark.slow
+def test_a_folder_is_searched_through_the_same_pipelines_the_trials_read(space, tmp_path):
+    """An image folder (decoded into the node's store, never held whole) fed to keras-tuner as
+    the split's tf.data pipelines."""
+    from nas.data import StoreSettings
+    from test_data import make_folder
+
+    make_folder(tmp_path / "imgs", counts=(20, 12, 8), size=24, corrupt=1)
+    split = load(f"folder:{tmp_path / 'imgs'}", 32, settings=StoreSettings(cache_dir=str(tmp_path / "cache")))
+    train, val = split.datasets(16, augment="photo", seed=0)
+    hm = EagerSpaceHyperModel(space, latency="edgetpu-model", target_ms=TARGET_MS, seed=0)
+    tuner = keras_tuner.RandomSearch(hm, objective=reward_objective(), max_trials=1, seed=1,
+                                     directory=tmp_path, project_name="folder")
+    tuner.search(train, validation_data=val, epochs=1, verbose=0)
+    [t] = _trials(tuner)
+    assert t.status == "COMPLETED" and 0.0 <= _metrics(t)["val_accuracy"] <= 1.0
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 1
+
+
+@pytest.mark.slow
 def test_bayesian_optimization_over_a_user_space_with_odd_values(data, tmp_path):
     space = OddSpace()
     cfg = RewardConfig(target_ms=0.5, preset="hard")
