@@ -118,7 +118,7 @@ def checks(row: dict) -> dict:
 def markdown(rows: list[dict], args, seconds: float) -> str:
     head = ("| landscape | target | reward | " + " | ".join(f"{n}: regret / trials to random's best" for n in CONTROLLERS)
             + " | mnas below random (95%) | mnas in half random's trials | no early stop |")
-    out = [f"# Controllers on real and surrogate landscapes\n",
+    out = ["# Controllers on real and surrogate landscapes\n",
            f"`python benchmarks/controller_real.py --seeds {args.seeds} --seed-offset {args.seed_offset} --trials "
            f"{args.trials} --batch {args.batch} --surrogate-seeds {args.surrogate_seeds}` ({seconds:.0f} s). "
            "Regret: the landscape's best reward minus the best found, mean over seeds (95% interval); trials: "

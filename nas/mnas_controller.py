@@ -272,7 +272,7 @@ class MNASController(Controller):
             arch = self.space.decode_indices(actions)
             key = arch.to_string()
             tries, tau = 0, 1.0
-            while self.novelty and key in self.seen and tries < 200:
+            while self.novelty and key in self.seen and tries < 200 and len(self.seen) < self.space.size:
                 tries += 1
                 if tries % 10 == 0:
                     tau *= 1.25  # a policy sure of archs already tried is widened until it finds a new one
@@ -282,7 +282,8 @@ class MNASController(Controller):
                 key = arch.to_string()
             if tau != 1.0:
                 logp = self._forward(np.array([actions]))[1]
-        self.seen.add(key)
+        if self.novelty:
+            self.seen.add(key)
         self.pending[key] = (actions, float(logp[0]))
         return arch
 
@@ -300,7 +301,8 @@ class MNASController(Controller):
 
     def learn(self, arch: Arch, reward: float) -> None:
         key = arch.to_string()
-        self.seen.add(key)
+        if self.novelty:
+            self.seen.add(key)
         if key in self.pending:
             actions, logp = self.pending.pop(key)
         else:  # an arch this policy did not propose (replayed history, user seeds): score it now
@@ -358,6 +360,17 @@ class MNASController(Controller):
                 self.optimizer.step(self.params, grads)
         self.buffer.clear()
         self.updates += 1
+
+    def for_weight_sharing(self) -> None:
+        """The one-shot search's controller (:mod:`nas.oneshot`): its rewards are one batch's
+        accuracy of a supernet still training, noisy and non-stationary, so a sample is never
+        a repeat worth avoiding and the best single-batch scores are not worth replaying. Back
+        to MnasNet's baseline advantages, no replay, no novelty (unless given explicitly)."""
+        if "advantage" not in self.explicit:
+            self.advantage = "baseline"
+        if "elite" not in self.explicit:
+            self.elite = 0
+        self.novelty = False
 
     def plan(self, budget: int, concurrency: int) -> None:
         """With ``preset: budget``, derive the learning rate and the batch (unless given)."""

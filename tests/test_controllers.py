@@ -318,3 +318,14 @@ def test_import_paths_fail_clearly():
         get_controller("search_spaces:Arch", SPACE)
     with pytest.raises(ValueError, match="latency source 'nowhere:Src': cannot import it"):
         get_source("nowhere:Src")
+
+
+def test_mnas_in_a_one_shot_search_learns_as_mnasnet_does():
+    c = get_controller("mnas", SPACE, seed=0)
+    c.for_weight_sharing()
+    assert (c.advantage, c.elite, c.novelty) == ("baseline", 0, False)
+    kept = get_controller("mnas", SPACE, seed=0, advantage="rank", elite=4)
+    kept.for_weight_sharing()
+    assert (kept.advantage, kept.elite, kept.novelty) == ("rank", 4, False)
+    with pytest.raises(ValueError, match="controller.advantage: unknown 'z'; allowed: rank, baseline"):
+        get_controller("mnas", SPACE, advantage="z")
