@@ -3,8 +3,9 @@
     python benchmarks/controller_real.py [--seeds 30] [--seed-offset 0] [--trials 150] [--batch 8]
         [--surrogate-seeds 30] [--out benchmarks/results]
 
-**Real landscapes** (``nas/tables/nb201_cifar100.csv``, ``nb201_imagenet16.csv``): the 15,625
-NAS-Bench-201 cells, their real 200-epoch accuracy on CIFAR-100 and ImageNet16-120, and
+**Real landscapes** (``nas/tables/nb201_cifar100.csv``, ``nb201_imagenet16.csv``): the 15,284
+NAS-Bench-201 cells with a path from input to output (the other 341 are failed trials when
+proposed), their real 200-epoch accuracy on CIFAR-100 and ImageNet16-120, and
 their Edge TPU latency (measured where EAGLE measured it, else ``edgetpu-model``'s
 prediction of the same network; the tables say which). Each is run at two latency targets
 (the 20th and 40th percentile of the table's latencies) under both MNAS rewards (hard:
