@@ -194,7 +194,9 @@ class BenchResult:
                                       for n, b in self.best_so_far.items()}}), indent=1, allow_nan=False)
 
     def markdown(self) -> str:
-        lines = [f"table {Path(self.table.source).name}: {len(self.table)} archs; reward {self.rcfg.kind} "
+        of_space = (f" of a {self.table.space.size:,}-point space ({len(self.table.space.decision_list)} decisions)"
+                    if self.table.space is not None else "")
+        lines = [f"table {Path(self.table.source).name}: {len(self.table)} archs{of_space}; reward {self.rcfg.kind} "
                  f"target {self.rcfg.target_ms:.3f} ms of {self.table.latency} latency "
                  f"(alpha, beta = {self.rcfg.exponents}); best reward in the "
                  f"table {self.table_best:.4f}; {self.seeds} seeds ({seed_range(self.seed_offset, self.seeds)}) x "
@@ -251,12 +253,13 @@ def run_bench(table: Table, controllers: Sequence[str | tuple[str, dict]], *, se
               repeats: str = "train", max_repeats: int = MAX_CONSECUTIVE_REPEATS) -> BenchResult:
     """Run each controller ``seeds`` times (seeds ``seed_offset``, +1, ...) for ``trials`` lookups each.
 
-    The defaults (one ask at a time, repeats cost a trial) are the protocol of the published
+    ``space`` defaults to the table's own (a decision table) or the shipped table's. The
+    defaults (one ask at a time, repeats cost a trial) are the protocol of the published
     table benchmark (``benchmarks/controller_bench.py``); ``nas bench`` asks in batches of 8
     and answers repeats from the record (see :func:`run_controller`).
     """
-    if space is None:
-        space = search_spaces.get(DEFAULT_SPACE[0], **DEFAULT_SPACE[1])
+    if space is None:  # a decision table is its own space; an arch table's archs are the default space's
+        space = table.space or search_spaces.get(DEFAULT_SPACE[0], **DEFAULT_SPACE[1])
     rcfg = rcfg or RewardConfig(target_ms=float(np.median(table.latency_ms)))
     table_rewards = table.rewards(rcfg)
     index = table.index

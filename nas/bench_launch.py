@@ -65,8 +65,9 @@ def prepare(mode: str = "table", controllers: Sequence[tuple[str, dict[str, Any]
     """Check a ``nas bench`` and build each controller once, before any work.
 
     ``controllers`` are (name, parameters) pairs (default :data:`DEFAULT_CONTROLLERS`).
-    Table mode: ``table`` (default the shipped one) is read with the ``latency`` the reward
-    scores; its archs come from ``space_name`` with ``space_params`` (default the shipped
+    Table mode: ``table`` (a path or a shipped table's name; default the efficientnet one) is
+    read with the ``latency`` the reward scores; a decision table is its own space, an arch
+    table's archs come from ``space_name`` with ``space_params`` (default the shipped
     table's space, which ``space_params`` adjusts); ``target_ms`` defaults to the table's
     median latency. Surrogate mode: ``landscapes`` landscapes over the whole space, with a
     target (default) from ``reference_archs`` random archs. ``out``, if given, must be a new
@@ -87,20 +88,30 @@ def prepare(mode: str = "table", controllers: Sequence[tuple[str, dict[str, Any]
     preset = preset or (DEFAULT_PRESET[mode] if kind == "mnas" else None)
     RewardConfig(kind=kind, target_ms=target_ms or 1.0, preset=preset, alpha=alpha,
                  beta=beta).exponents  # noqa: B018 - validates the combination before any work
-    if mode == "table":
-        params = dict(space_params or {})
-        if space_name is None:  # the shipped table's space; --param adjusts it (e.g. searched=[2,3])
-            space_name, params = DEFAULT_SPACE[0], {**DEFAULT_SPACE[1], **params}
-        space = search_spaces.get(space_name, **params)
-    else:
-        space = search_spaces.get(FULL_SPACE, **DEPLOYMENT)
-    # Every controller is built once up front, so a bad parameter fails before the runs.
-    for name, p in specs:
-        get_controller(name, space, seed=0, **p)
-    reward_args = {"kind": kind, "preset": preset, "alpha": alpha, "beta": beta}
     tab = None
     if mode == "table":
         tab = Table.load(table, latency=latency)
+        if tab.space is not None:  # a decision table: its columns are the space
+            if space_name is not None or space_params:
+                raise ValueError(f"--space/--param: table {Path(tab.source).name} declares its own space (decision "
+                                 f"columns {', '.join(d.name for d in tab.space.decision_list)}); they apply to "
+                                 "tables of arch strings only")
+            space = tab.space
+        else:
+            params = dict(space_params or {})
+            if space_name is None:  # the shipped table's space; --param adjusts it (e.g. searched=[2,3])
+                space_name, params = DEFAULT_SPACE[0], {**DEFAULT_SPACE[1], **params}
+            space = search_spaces.get(space_name, **params)
+    else:
+        space = search_spaces.get(FULL_SPACE, **DEPLOYMENT)
+    # Every controller is built once up front, so a bad parameter fails before the runs; and
+    # the space encodes one member, so a space that cannot (too large for the generic encode,
+    # which the learning controllers use) fails here too, not mid-run.
+    for name, p in specs:
+        get_controller(name, space, seed=0, **p)
+    space.encode(space.decode_indices([0] * len(space.decision_list)))
+    reward_args = {"kind": kind, "preset": preset, "alpha": alpha, "beta": beta}
+    if mode == "table":
         rcfg = RewardConfig(target_ms=target_ms or float(np.median(tab.latency_ms)), **reward_args)
     else:
         rcfg = RewardConfig(target_ms=target_ms, **reward_args) if target_ms else None

@@ -167,7 +167,7 @@ class ArchList(Controller):
         self.archs = []
         for i, text in enumerate(archs):
             try:
-                self.archs.append(Arch.from_string(text))
+                self.archs.append(space.parse(text))  # an Arch, or the member of a categorical space
             except ValueError as e:
                 raise ValueError(f"controller.archs[{i}]: {text!r} is not an arch string ({e})") from None
 

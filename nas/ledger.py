@@ -103,9 +103,9 @@ def replay(controller: Controller, events: list, archs: Mapping[str, str], resul
             if on_ask is not None:
                 on_ask(controller, recorded)
         elif kind == "tell":
-            controller.feedback(Arch.from_string(archs[ev[1]]), results[ev[1]].controller_view())
+            controller.feedback(controller.space.parse(archs[ev[1]]), results[ev[1]].controller_view())
         elif kind == "tell-repeat":
-            controller.feedback(Arch.from_string(ev[1]), results[ev[2]].controller_view())
+            controller.feedback(controller.space.parse(ev[1]), results[ev[2]].controller_view())
 
 
 class Ledger:
@@ -217,10 +217,11 @@ class Ledger:
         self._by_arch.setdefault(arch, []).append(trial_id)
 
     def parsed(self, arch: str) -> Arch:
-        """The :class:`Arch` of an arch string this ledger has seen (parsed once, not per tell)."""
+        """The :class:`Arch` (or the space's member) of a string this ledger has seen (parsed once,
+        not per tell)."""
         found = self._parsed.get(arch)
         if found is None:
-            found = self._parsed[arch] = Arch.from_string(arch)
+            found = self._parsed[arch] = self.controller.space.parse(arch)
         return found
 
     def _tell_repeat(self, arch: str, tid: str) -> None:

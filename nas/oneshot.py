@@ -139,6 +139,10 @@ class OneShotSearch:
         self.rng = np.random.default_rng([seed, 17])
         self._largest = largest_choices(space)
         # The controller's budget is every sample it will be told; its concurrency one step's.
+        # A weight step's reward is one batch's accuracy of a half-trained supernet: a controller
+        # with a recipe for trained results (mnas's ranks, replay, novelty) learns it as MnasNet's does.
+        if hasattr(controller, "for_weight_sharing"):
+            controller.for_weight_sharing()
         controller.plan((self.total_steps - self.warmup_steps) * s.samples, s.samples)
         self._lat: dict[str, dict[str, Any]] = {}
         self._order = np.zeros(0, np.int64)

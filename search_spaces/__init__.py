@@ -17,15 +17,17 @@ or latency code.
 from .arch import ACTIVATIONS, BLOCK_TYPES, GRAMMAR_VERSION, Arch, Block, Head, Stem, parse_arch
 from .builder import build_model
 from .builtin import EfficientNetEdgeTPUSpace, MnasNetSpace
+from .categorical import CategoricalSpace, Point
 from .held import HeldSpace, hold
 from .plan import Layer, count_macs, count_params, plan
 from .references import reference, reference_names
 from .scaling import round_filters, round_repeats
-from .space import Decision, SearchSpace, StagewiseSpace, get, names, register, registered
+from .space import Decision, SearchSpace, SpaceTooLarge, StagewiseSpace, get, names, register, registered
 
 __all__ = [
-    "ACTIVATIONS", "BLOCK_TYPES", "GRAMMAR_VERSION", "Arch", "Block", "Decision", "EfficientNetEdgeTPUSpace",
-    "Head", "HeldSpace", "Layer", "MnasNetSpace", "SearchSpace", "StagewiseSpace", "Stem", "build_model", "count_macs",
+    "ACTIVATIONS", "BLOCK_TYPES", "GRAMMAR_VERSION", "Arch", "Block", "CategoricalSpace", "Decision",
+    "EfficientNetEdgeTPUSpace", "Head", "HeldSpace", "Layer", "MnasNetSpace", "Point", "SearchSpace", "SpaceTooLarge",
+    "StagewiseSpace", "Stem", "build_model", "count_macs",
     "count_params", "get", "hold", "names", "parse_arch", "plan", "reference", "reference_names", "register",
     "registered", "round_filters", "round_repeats",
 ]

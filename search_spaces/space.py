@@ -23,6 +23,10 @@ from .arch import Arch
 _ENUMERATE_LIMIT = 200_000
 
 
+class SpaceTooLarge(ValueError):
+    """A space too large for the generic :meth:`SearchSpace.encode` that has no encode of its own."""
+
+
 @dataclass(frozen=True)
 class Decision:
     """One named categorical choice, e.g. ``Decision("s3.kernel", (3, 5))``."""
@@ -56,8 +60,8 @@ class SearchSpace:
     - ``make_arch(choices)`` turns ``{decision name: value}`` into an :class:`Arch`.
 
     The base class validates choices (:meth:`decode`), samples (:meth:`sample`), inverts
-    decoding (:meth:`encode`; by enumeration for spaces up to 200,000 members, override it
-    for bigger ones), tests membership (:meth:`contains`), counts (:attr:`size`) and builds
+    decoding (:meth:`encode`; from an index of every member, built once, for spaces up to
+    200,000 members: override it for bigger ones), tests membership (:meth:`contains`), counts (:attr:`size`) and builds
     Keras models with the one shared builder (:meth:`build`). A complete user space::
 
         from search_spaces import Arch, Block, Decision, Head, SearchSpace, Stem
@@ -182,19 +186,42 @@ class SearchSpace:
     def encode(self, arch: Arch) -> dict[str, Any]:
         """The choices that decode to ``arch``; ``ValueError`` if it is not a member.
 
-        This generic version enumerates the space; spaces above 200,000 members override it.
+        This generic version looks the arch's string up in an index of every member, built
+        once per instance on first use (so a controller that encodes every result pays for
+        one enumeration, not one per call). A space above 200,000 members must override it
+        (:class:`StagewiseSpace` does); without that it raises :class:`SpaceTooLarge`.
         """
+        index = self._member_index
+        found = index.get(arch.to_string()) if isinstance(arch, Arch) else None
+        if found is None:
+            shown = arch.to_string() if isinstance(arch, Arch) else repr(arch)
+            raise ValueError(f"arch is not in space {self.label}: {shown}")
+        return {d.name: d.choices[i] for d, i in zip(self.decision_list, found)}
+
+    @cached_property
+    def _member_index(self) -> dict[str, tuple[int, ...]]:
+        # member string -> choice indices (the first vector that decodes to it, in index order)
         if self.size > _ENUMERATE_LIMIT:
-            raise NotImplementedError(
-                f"space {self.label} has {self.size:,} members, too many to enumerate: override encode()")
-        for c in self.iter_choices():
-            if self.make_arch(c) == arch:
-                return c
-        raise ValueError(f"arch is not in space {self.label}: {arch.to_string()}")
+            raise SpaceTooLarge(
+                f"space {self.label} has {self.size:,} members, too many for the generic encode() to index (at most "
+                f"{_ENUMERATE_LIMIT:,}): give {type(self).__name__} its own encode(arch) returning the arch's choices "
+                "(as StagewiseSpace does, stage by stage)")
+        ds = self.decision_list
+        index: dict[str, tuple[int, ...]] = {}
+        for combo in itertools.product(*(range(len(d.choices)) for d in ds)):
+            arch = self.make_arch({d.name: d.choices[i] for d, i in zip(ds, combo)})
+            index.setdefault(arch.to_string(), combo)
+        return index
+
+    def parse(self, text: str) -> Arch:
+        """The member of a string that :meth:`encode` and the ledger record (an arch string here)."""
+        return Arch.from_string(text)
 
     def contains(self, arch: Arch) -> bool:
         try:
             return self.decode(self.encode(arch)) == arch
+        except SpaceTooLarge:
+            raise
         except ValueError:
             return False
 

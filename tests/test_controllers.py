@@ -126,6 +126,7 @@ def test_mnas_paper_preset_follows_the_paper():
     c.plan(100, 4)  # the paper's settings do not depend on the budget
     assert c.hidden == 100 and c.baseline_decay == 0.95 and c.algorithm == "ppo" and c.batch_size == 8
     assert c.learning_rate == pytest.approx(3.5e-4) and c.entropy_weight == 1e-5
+    assert (c.advantage, c.elite) == ("baseline", 0)
     assert max(float(np.abs(v).max()) for v in c.params.values()) <= 0.1
     c.ask()
     assert 0 < c.summary()["entropy"] <= math.log(8)
@@ -137,9 +138,10 @@ def test_mnas_default_preset_derives_step_size_and_batch_from_the_budget():
     c = get_controller("mnas", SPACE)
     c.plan(200, 8)
     assert c.batch_size == 8 and c.optimizer.lr == c.learning_rate
-    # the policy's reach over the budget (updates x epochs x step): half the paper's over 8,000 models
+    # the policy's reach over the budget (updates x epochs x step): REACH, less than the paper's over 8,000 models
     assert (200 / c.batch_size) * c.ppo_epochs * c.learning_rate == pytest.approx(REACH)
-    assert PAPER["learning_rate"] * PAPER["ppo_epochs"] * 8000 / PAPER["batch_size"] == pytest.approx(2 * REACH)
+    assert PAPER["learning_rate"] * PAPER["ppo_epochs"] * 8000 / PAPER["batch_size"] == pytest.approx(1.75) and REACH < 1.75
+    assert (c.advantage, c.elite, c.novelty) == ("rank", 8, True)
     small = get_controller("mnas", SPACE)
     small.plan(4, 1)
     assert small.batch_size == 2 and small.learning_rate == 0.05  # clipped
@@ -151,6 +153,69 @@ def test_mnas_default_preset_derives_step_size_and_batch_from_the_budget():
     assert batch.batch_size == 16 and batch.learning_rate == pytest.approx(PAPER["learning_rate"])
     with pytest.raises(ValueError, match="controller.preset: unknown 'mnas'; allowed: budget, paper"):
         get_controller("mnas", SPACE, preset="mnas")
+
+
+def test_mnas_never_reproposes_an_arch_it_has_tried_while_new_ones_remain():
+    """A policy made sure of one arch (its logits pushed far) still proposes archs not yet tried:
+    novelty redraws, widening the policy, instead of spending asks on repeats."""
+    from search_spaces import CategoricalSpace
+
+    space = CategoricalSpace({"a": (0, 1, 2), "b": (0, 1, 2)})
+    c = get_controller("mnas", space, seed=3)
+    for t in range(len(c.sizes)):
+        c.params[f"hb{t}"][:] = [20.0] + [0.0] * (c.sizes[t] - 1)  # p(choice 0) ~ 1 everywhere
+    keys = [c.ask().to_string() for _ in range(9)]
+    assert len(set(keys)) == 9  # the whole space, no repeat
+    off = get_controller("mnas", space, seed=3, novelty=False)
+    for t in range(len(off.sizes)):
+        off.params[f"hb{t}"][:] = [20.0] + [0.0] * (off.sizes[t] - 1)
+    assert len({off.ask().to_string() for _ in range(9)}) == 1  # without it: the one arch, over and over
+
+
+def test_mnas_advantages_are_centred_ranks_and_the_best_are_replayed():
+    from nas.mnas_controller import _centred_rank
+
+    rewards = np.array([0.1, 0.5, 0.5, 0.9])
+    assert [_centred_rank(r, rewards) for r in (0.1, 0.5, 0.9)] == [-0.375, 0.0, 0.375]
+    c = get_controller("mnas", SPACE, seed=0, batch_size=4, elite=2)
+    seen = []
+    real = c.loss_gradients
+
+    def spy(actions, old, adv):
+        seen.append(np.array(adv))
+        return real(actions, old, adv)
+
+    c.loss_gradients = spy
+    archs = [c.ask() for _ in range(4)]
+    for a, r in zip(archs, (0.2, 0.8, 0.4, 0.6)):
+        c.feedback(a, {"reward": r})
+    assert np.allclose(seen[0], [-0.375, 0.375, -0.125, 0.125])  # ranks, not rewards minus a baseline
+    best = c.space.indices(c.space.encode(archs[1]))
+    before = c._forward(np.array([best]))[1][0]
+    c.elite, c.buffer = 2, [(best, before, 0.8)]
+    c.history.append((best, 0.8))
+    c._update()
+    assert c._forward(np.array([best]))[1][0] > before  # the best so far made more likely
+
+
+def test_mnas_runs_its_whole_budget_on_a_small_space_under_the_hard_reward():
+    """The failure that motivated novelty: on a 729-member space with a flat-then-steep reward,
+    the paper's recipe converges onto archs it has tried and ends on max_repeats."""
+    from nas.bench import run_controller
+    from nas.record import Status, TrialRecord
+    from search_spaces import CategoricalSpace
+
+    space = CategoricalSpace({f"d{i}": (0, 1, 2) for i in range(6)})
+    rng = np.random.default_rng(0)
+    value = {m: float(rng.random()) for m in (space.decode(c).to_string() for c in space.iter_choices())}
+
+    def lookup(items):
+        return [TrialRecord(status=Status.OK, arch=k, reward=min(0.7, value[k]), accuracy=value[k], latency_ms=1.0)
+                for _, k, _ in items]
+
+    run = run_controller(get_controller("mnas", space, seed=0), lookup, trials=150, batch=8, max_repeats=200,
+                         space_size=space.size)
+    assert run.stop is None and len(set(run.keys)) == 150 and run.asks < 170
 
 
 def test_a_search_tells_its_controller_the_budget_and_keeps_it_on_resume():
@@ -253,3 +318,14 @@ def test_import_paths_fail_clearly():
         get_controller("search_spaces:Arch", SPACE)
     with pytest.raises(ValueError, match="latency source 'nowhere:Src': cannot import it"):
         get_source("nowhere:Src")
+
+
+def test_mnas_in_a_one_shot_search_learns_as_mnasnet_does():
+    c = get_controller("mnas", SPACE, seed=0)
+    c.for_weight_sharing()
+    assert (c.advantage, c.elite, c.novelty) == ("baseline", 0, False)
+    kept = get_controller("mnas", SPACE, seed=0, advantage="rank", elite=4)
+    kept.for_weight_sharing()
+    assert (kept.advantage, kept.elite, kept.novelty) == ("rank", 4, False)
+    with pytest.raises(ValueError, match="controller.advantage: unknown 'z'; allowed: rank, baseline"):
+        get_controller("mnas", SPACE, advantage="z")

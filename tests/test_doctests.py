@@ -11,7 +11,7 @@ import pytest
 MODULES = ["nas.config", "nas.errors", "nas.recipe", "nas.worker", "nas.proxy", "nas.optuna_controller", "nas.record", "nas.bench", "nas.bench_stats", "nas.training", "nas.mnas_controller",
            "nas.landscape", "nas.reward", "latency_models.edgetpu_model", "latency_models.edgetpu_model_source", "latency_models.tflite_cpu",
            "search_spaces.arch", "search_spaces.references", "search_spaces.scaling", "search_spaces.builder",
-           "search_spaces.supernet", "search_spaces.held", "nas.supernet_train",
+           "search_spaces.supernet", "search_spaces.held", "search_spaces.categorical", "nas.supernet_train",
            "nas.logits_controller", "nas.devices", "nas.install", "latency_models.edgetpu_replay", "nas.config_recipe"]
 
 

@@ -45,11 +45,12 @@ _SURROGATE_ONLY = ("landscapes", "reference_archs")
                    "over the whole efficientnet_edgetpu space (model fitted to the shipped table, see "
                    "nas/landscape.py).")
 @click.option("--table", default=None, type=click.Path(dir_okay=False),
-              help="[table] CSV with arch, accuracy, latency_ms (default: the shipped efficientnet_edgetpu_bench "
-                   "table).")
+              help="[table] CSV with arch (or decision columns d:NAME, which make the table its own space), "
+                   "accuracy, latency_ms; or a shipped table: efficientnet-edgetpu-bench (the default), "
+                   "nb201-cifar100, nb201-imagenet16 (NAS-Bench-201 with Edge TPU latency).")
 @click.option("--space", "space_name", default=None,
-              help="[table] Space the table's archs come from (default: efficientnet_edgetpu_bench at the "
-                   "deployment scale, 128 px, width 1, depth 1, 10 classes).")
+              help="[table] Space an arch table's archs come from (default: efficientnet_edgetpu_bench at the "
+                   "deployment scale, 128 px, width 1, depth 1, 10 classes); not for decision tables.")
 @click.option("--param", "space_params", multiple=True, metavar="KEY=VALUE", help="[table] Space constructor "
                                                                                   "argument.")
 @click.option("--landscapes", type=click.IntRange(1, 1000), default=3, show_default=True,
