@@ -192,9 +192,12 @@ def _next(state) -> str:
 
 
 def test_resume_replays_repeats_exactly():
-    # 8 members and a controller that soon prefers some: repeats are common.
-    for name, params in (("mnas", {"batch_size": 2, "learning_rate": 0.01}), ("evolution", {"population": 2,
-                                                                                           "sample": 2})):
+    # 8 members and a controller that soon prefers some: repeats are common, unless mnas redraws
+    # archs it has tried (novelty, its default), which must replay exactly too.
+    for name, params in (("mnas", {"batch_size": 2, "learning_rate": 0.01, "novelty": False, "advantage": "baseline",
+                                   "elite": 0}),
+                         ("evolution", {"population": 2, "sample": 2}),
+                         ("mnas", {"batch_size": 2, "learning_rate": 0.01})):
         c = _bench_cfg(max_repeats=200)  # enough not to converge within the 6 asks below; 1,000 is slow
         c = c.model_copy(update={"controller": c.controller.model_copy(update={"name": name, "params": params})})
         st = Ledger(c, budget=7)
@@ -209,7 +212,9 @@ def test_resume_replays_repeats_exactly():
                 for t in running:
                     st.complete(t, fake_result(st.archs[t], 0.1 * (sum(map(ord, st.archs[t])) % 7)))
                 running = []
-        assert st.n_repeats > 0 and not st.converged, name  # (a converged ledger's resume asks again)
+        novel = params.get("novelty", name == "mnas")
+        assert (st.n_repeats == 0 if novel else st.n_repeats > 0) and not st.converged, name  # (a converged
+        # ledger's resume asks again)
         again = Ledger.from_json(c, st.to_json())
         assert again.controller.n_feedback == st.controller.n_feedback
         assert again.waiting == st.waiting and again.n_repeats == st.n_repeats
