@@ -39,7 +39,7 @@ from . import proxy
 from .config import ExperimentConfig
 from .devices import precision, scope, setup_gpus, strategy
 from .errors import RunFolderError
-from .int8 import evaluate_tflite, is_distributed, plain_model
+from .int8 import evaluate_tflite, plain_model
 from .recipe import compile_model, load_data, measure_latency, optimizer, train_model
 from .runfolder import RunFolder, staged_folder
 
@@ -102,9 +102,10 @@ def _export(deploy, cfg: ExperimentConfig, epochs: int | None, work: Path, scale
     acc, n_epochs = train_model(model, split, cfg, strategy=strat)
     train_s = time.perf_counter() - t0
     files = ["model.keras", "model_int8.tflite", "arch.txt", "summary.json"]
-    if cfg.train.precision != "float32" or is_distributed(model):
-        model = plain_model(model, arch, shape, classes, mixed=True, seed=cfg.seed)
-        compile_model(model, optimizer(cfg, 1))  # as train_model leaves a model: plain Keras can fine-tune it
+    plain = plain_model(model, arch, shape, classes, mixed=cfg.train.precision != "float32", seed=cfg.seed)
+    if plain is not model:  # rebuilt: compiled as train_model leaves a model, so plain Keras can fine-tune it
+        model = plain
+        compile_model(model, optimizer(cfg, 1))
     model.save(work / "model.keras")
     e = cfg.export
     calib = split.sample_train(e.calibration_images, cfg.seed)

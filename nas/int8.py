@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,12 +28,16 @@ log = logging.getLogger(__name__)
 __all__ = ["Int8Score", "evaluate_tflite", "int8_accuracy", "is_distributed", "plain_model"]
 
 
+@dataclass(frozen=True)
 class Int8Score:
     """What :func:`int8_accuracy` found: ``accuracy`` on ``n`` validation images, the
     ``tflite`` file, and the seconds spent converting and evaluating."""
 
-    def __init__(self, accuracy: float, n: int, tflite: bytes, convert_s: float, eval_s: float):
-        self.accuracy, self.n, self.tflite, self.convert_s, self.eval_s = accuracy, n, tflite, convert_s, eval_s
+    accuracy: float
+    n: int
+    tflite: bytes
+    convert_s: float
+    eval_s: float
 
 
 def evaluate_tflite(tflite: bytes, x: np.ndarray, y: np.ndarray) -> float:
