@@ -1,4 +1,4 @@
-"""The shape of the code (design.md's boundaries), read from the source with ``ast``.
+"""The shape of the code (docs/design.md's boundaries), read from the source with ``ast``.
 
 - ``search_spaces`` imports neither Ray nor the latency code nor ``nas``; ``latency_models``
   never imports ``nas``; Ray is imported by ``nas/ray_runner.py`` alone.

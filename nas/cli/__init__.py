@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         e.show()
         return e.exit_code
     except ValueError as e:
-        # Library validation errors are user input errors by convention (see design.md).
+        # Library validation errors are user input errors by convention (see docs/design.md).
         if debug:
             raise
         click.echo(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
