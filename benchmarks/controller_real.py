@@ -42,13 +42,13 @@ TABLES = {"NB201 CIFAR-100": "nb201_cifar100.csv", "NB201 ImageNet16-120": "nb20
 SETTINGS = [(20, "hard"), (40, "hard"), (20, "soft"), (40, "soft")]
 
 
-def _ci(x: np.ndarray) -> tuple[float, float, float]:
+def ci(x: np.ndarray) -> tuple[float, float, float]:
     x = np.asarray(x, float)
     h = 1.96 * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else 0.0
     return float(x.mean()), float(x.mean() - h), float(x.mean() + h)
 
 
-def _hit(curve: np.ndarray, level: float) -> int | None:
+def hit(curve: np.ndarray, level: float) -> int | None:
     ok = np.flatnonzero(curve >= level - 1e-12)
     return int(ok[0]) + 1 if len(ok) else None
 
@@ -73,8 +73,8 @@ def real(args, progress) -> list[dict]:
             for name, best in res.best_so_far.items():
                 c = res.counts[name]
                 row["controllers"][name] = {
-                    "final_regret": _ci(res.table_best - best[:, -1]),
-                    "trials_to_random_final": _hit(np.nanmean(best, axis=0), rnd_final),
+                    "final_regret": ci(res.table_best - best[:, -1]),
+                    "trials_to_random_final": hit(np.nanmean(best, axis=0), rnd_final),
                     "stopped_early": len(c["stopped"]), "asks": float(c["asks"].mean()),
                     "distinct": float(c["distinct"].mean())}
             rows.append(row)
@@ -97,7 +97,7 @@ def surrogate(args, progress) -> list[dict]:
             score = np.nan_to_num(res.score[(li, name)], nan=-np.inf)
             rnd_final = float(np.mean(res.score[(li, "random")][:, -1]))
             row["controllers"][name] = {
-                "final_regret": _ci(reg), "trials_to_random_final": _hit(score.mean(axis=0), rnd_final),
+                "final_regret": ci(reg), "trials_to_random_final": hit(score.mean(axis=0), rnd_final),
                 "stopped_early": len(res.stopped[(li, name)]), "asks": per[name]["asks"],
                 "distinct": per[name]["distinct_archs"][0]}
         rows.append(row)

@@ -42,6 +42,8 @@ sys.path.insert(0, str(ROOT))
 from nas.controllers import register_controller  # noqa: E402
 from nas.mnas_controller import MNASController  # noqa: E402
 
+from controller_real import ci, hit  # noqa: E402  (beside this script: the same statistics as the report)
+
 ROWS = [("nb201_cifar100.csv", 20), ("nb201_cifar100.csv", 40), ("nb201_imagenet16.csv", 20),
         ("nb201_imagenet16.csv", 40)]
 VARIANTS = [("random", {}), ("mnas", {}), ("mnas", {"batch_size": 4}), ("mnas", {"entropy_weight": 0.01}),
@@ -95,11 +97,6 @@ class StartupMNAS(MNASController):
         super()._update()
 
 
-def _ci(x: np.ndarray) -> tuple[float, float, float]:
-    h = 1.96 * x.std(ddof=1) / np.sqrt(len(x))
-    return float(x.mean()), float(x.mean() - h), float(x.mean() + h)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=30)
@@ -125,9 +122,8 @@ def main() -> None:
             rnd_final = float(np.nanmean(res.best_so_far["random"][:, -1]))
             row = {"table": file, "target_percentile": pct, "target_ms": target, "controllers": {}}
             for name, best in res.best_so_far.items():
-                hit = np.flatnonzero(np.nanmean(best, axis=0) >= rnd_final - 1e-12)
-                row["controllers"][name] = {"final_regret": _ci(res.table_best - best[:, -1]),
-                                            "trials_to_random_final": int(hit[0]) + 1 if len(hit) else None,
+                row["controllers"][name] = {"final_regret": ci(res.table_best - best[:, -1]),
+                                            "trials_to_random_final": hit(np.nanmean(best, axis=0), rnd_final),
                                             "stopped_early": len(res.counts[name]["stopped"])}
             rows.append(row)
             print(f"[{time.time() - t0:5.0f} s] {file} p{pct}: " + ", ".join(
