@@ -46,8 +46,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from nas.bench import run_bench
-    from nas.bench_table import Table
-    from nas.reward import RewardConfig
+    from nas.bench import Table
+    from nas.core import RewardConfig
 
     table = Table.load()
     median = float(np.median(table.latency_ms))

@@ -5,7 +5,7 @@
 
 Controllers ``random``, ``evolution``, ``mnas`` and ``optuna`` (when registered), each with
 its defaults, on 3 surrogate landscapes over the whole ``efficientnet_edgetpu`` space at the
-quickstart's deployment scale (``nas/landscape.py``: accuracy fitted to the shipped table,
+quickstart's deployment scale (``nas/bench/landscape.py``: accuracy fitted to the shipped table,
 the other decisions drawn from calibrated priors; latency from the edgetpu-model
 predictor), the hard MNAS reward at the median latency of 10,000 random archs. Asks come in
 batches of 8 (a search with concurrency 8) and repeats are answered from the record.
@@ -45,8 +45,8 @@ def main() -> None:
 
     from threadpoolctl import threadpool_limits
 
-    from nas.landscape_bench import run_landscapes
-    from nas.cli.bench import controller_spec
+    from nas.bench import run_landscapes
+    from nas.controllers import controller_spec
     from nas.controllers import controller_names
 
     names = args.controller or ["random", "evolution", "mnas"] + (["optuna"] if "optuna" in controller_names()

@@ -3,7 +3,7 @@
     python benchmarks/controller_real.py [--seeds 30] [--seed-offset 0] [--trials 150] [--batch 8]
         [--surrogate-seeds 30] [--out benchmarks/results]
 
-**Real landscapes** (``nas/tables/nb201_cifar100.csv``, ``nb201_imagenet16.csv``): the 15,284
+**Real landscapes** (``nas/bench/tables/nb201_cifar100.csv``, ``nb201_imagenet16.csv``): the 15,284
 NAS-Bench-201 cells with a path from input to output (the other 341 are failed trials when
 proposed), their real 200-epoch accuracy on CIFAR-100 and ImageNet16-120, and
 their Edge TPU latency (measured where EAGLE measured it, else ``edgetpu-model``'s
@@ -55,8 +55,8 @@ def hit(curve: np.ndarray, level: float) -> int | None:
 
 def real(args, progress) -> list[dict]:
     from nas.bench import run_bench
-    from nas.bench_table import TABLES as TABLE_DIR, Table
-    from nas.reward import RewardConfig
+    from nas.bench import TABLES as TABLE_DIR, Table
+    from nas.core import RewardConfig
 
     rows = []
     for land, file in TABLES.items():
@@ -84,7 +84,7 @@ def real(args, progress) -> list[dict]:
 
 
 def surrogate(args, progress) -> list[dict]:
-    from nas.landscape_bench import run_landscapes
+    from nas.bench import run_landscapes
 
     res = run_landscapes(list(CONTROLLERS), landscapes=3, seeds=args.surrogate_seeds, seed_offset=1000,
                          trials=args.trials, batch=args.batch)

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nas.controllers import register_controller  # noqa: E402
-from nas.mnas_controller import MNASController  # noqa: E402
+from nas.controllers import MNASController  # noqa: E402
 
 from controller_real import ci, hit  # noqa: E402  (beside this script: the same statistics as the report)
 
@@ -108,8 +108,8 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     from nas.bench import controller_label, run_bench
-    from nas.bench_table import TABLES, Table
-    from nas.reward import RewardConfig
+    from nas.bench import TABLES, Table
+    from nas.core import RewardConfig
 
     t0 = time.time()
     rows = []

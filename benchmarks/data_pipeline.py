@@ -20,7 +20,7 @@ store, in three ways:
 
 For each: the pipeline alone (a pass over the training pipeline, no model), a standalone
 proxy trial (the quickstart's proxy of EfficientNet-EdgeTPU-S at ``--resolution`` px,
-width 0.25, depth 0.5, :func:`nas.recipe.train_model`, ``--epochs`` epochs, batch 64,
+width 0.25, depth 0.5, :func:`nas.trial.recipe.train_model`, ``--epochs`` epochs, batch 64,
 intermediate validations on 500 images), and one-shot weight steps (``--steps`` steps of
 the bench space's supernet, batch 64, each batch read with ``split.train_batch`` as the
 one-shot search reads it). Images/s, peak RSS, and RSS after each epoch (steady or growing).
@@ -80,7 +80,7 @@ def worker(args) -> dict:
 
     from nas.config import parse_experiment
     from nas.data import StoreSettings, load
-    from nas.worker import peak_rss_mb, rss_mb
+    from nas.trial import peak_rss_mb, rss_mb
 
     memory = 64 * 1024 if args.mode == "memory" else 0
     settings = StoreSettings(cache_dir=args.cache, cache_bytes=100 * 2**30, memory_bytes=memory * 2**20)
@@ -99,15 +99,15 @@ def worker(args) -> dict:
             out[f"epoch{epoch + 1}_images_per_s"] = round(n / (time.perf_counter() - t), 1)
         out["images_per_s"] = out["epoch2_images_per_s"]
     elif args.what == "trial":
-        from nas import proxy
-        from nas.recipe import train_model
+        from nas.trial import proxy_of
+        from nas.trial import train_model
         from search_spaces import build_model, reference
 
         cfg = parse_experiment({
             "space": {"name": "efficientnet_edgetpu", "resolution": args.resolution, "num_classes": 10},
             "proxy": {"width": 0.25, "depth": 0.5}, "reward": {"target_ms": 5.0}, "budget": {"trials": 1},
             "train": {"epochs": args.epochs, "batch_size": 64, "eval_images": 500}})
-        small = proxy.of(reference("efficientnet_edgetpu_s", resolution=args.resolution), cfg)
+        small = proxy_of(reference("efficientnet_edgetpu_s", resolution=args.resolution), cfg)
         keras.utils.set_random_seed(0)
         model = build_model(small, (args.resolution,) * 2 + (3,), 10, seed=0)
         marks, rss = [time.perf_counter()], []
@@ -123,8 +123,8 @@ def worker(args) -> dict:
                    first_epoch_images_per_s=round(split.n_train / float(per_epoch[0]), 1))
     else:
         import search_spaces
-        from nas.supernet_train import SupernetTrainer
-        from search_spaces.supernet import Supernet
+        from nas.oneshot import SupernetTrainer
+        from search_spaces import Supernet
 
         space = search_spaces.get("efficientnet_edgetpu_bench", resolution=args.resolution, num_classes=10)
         rng = np.random.default_rng(0)

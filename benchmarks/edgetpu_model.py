@@ -41,11 +41,11 @@ import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 import search_spaces as s  # noqa: E402
-from latency_models import edgetpu_fit as ef  # noqa: E402
-from latency_models import edgetpu_model as em  # noqa: E402
+from latency_models.edgetpu import fit as ef  # noqa: E402
+from latency_models.edgetpu import model as em  # noqa: E402
 from latency_models.analysis import analyze_arch, analyze_keras  # noqa: E402
-from latency_models.edgetpu_calibration import MEASUREMENTS, calibration_rows  # noqa: E402
-from latency_models.edgetpu_model_source import EdgeTPUModelSource  # noqa: E402
+from latency_models.edgetpu import MEASUREMENTS, calibration_rows  # noqa: E402
+from latency_models.edgetpu import EdgeTPUModelSource  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

@@ -55,9 +55,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from nas.config import parse_experiment
-    from nas.faults import pick
+    from nas.trial import pick
     from nas.ledger import Ledger
-    from nas.runfolder import RunFolder
+    from nas.ledger import RunFolder
 
     exp = {**EXPERIMENT, "budget": {**EXPERIMENT["budget"], "trials": args.trials}}
     cfg = parse_experiment(exp)

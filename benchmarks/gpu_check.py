@@ -3,14 +3,14 @@
     python benchmarks/gpu_check.py [--quick] [--out benchmarks/results/gpu_check.json]
 
 Lists the devices TensorFlow sees, then measures training throughput (images/s) of the
-toolkit's own training step (``nas.training.Step``: the fused optimizer, the trials' and
+toolkit's own training step (``nas.trial.training.Step``: the fused optimizer, the trials' and
 ``nas export``'s step) on synthetic batches:
 
 - the quickstart's proxies (3 archs of its space at 32 px, width 0.25, depth 0.5; batch 64)
   and EfficientNet-EdgeTPU-S at 224 px (batch 32), each on one GPU in float32 and
   mixed_float16, with XLA off and on, and on the CPU in float32 (without a GPU, the CPU in
   all four);
-- the one-shot quickstart's supernet (``nas.supernet_train.SupernetTrainer``, random paths,
+- the one-shot quickstart's supernet (``nas.oneshot.train.SupernetTrainer``, random paths,
   batch 64) on one GPU and on every GPU (MirroredStrategy).
 
 Each row is a fresh Python (TensorFlow fixes its devices when it starts; ``CUDA_VISIBLE_DEVICES``
@@ -41,7 +41,7 @@ def _row(spec: dict) -> dict:
     import tensorflow as tf
 
     from nas.config import load_experiment, override
-    from nas.devices import precision, scope, setup_gpus, strategy
+    from nas.trial import precision, scope, setup_gpus, strategy
 
     cfg = load_experiment(ROOT / "experiments" / "quickstart.yaml")
     cfg = override(cfg, **{"train.precision": spec["precision"], "train.jit_compile": spec["xla"],
@@ -67,16 +67,16 @@ def _row(spec: dict) -> dict:
                 "loss_finite": bool(np.isfinite(loss))}
 
     if spec["model"] == "supernet":
-        from nas import proxy
+        from nas.trial import proxy_of, space_of
         from nas.ledger import make_space
-        from nas.oneshot import OneShotSearch, OneShotSettings  # noqa: F401 (the supernet's own module)
-        from nas.supernet_train import SupernetTrainer
-        from search_spaces.supernet import Supernet
+        from nas.oneshot import OneShotSearch  # noqa: F401 (the supernet's own module)
+        from nas.oneshot import SupernetTrainer
+        from search_spaces import Supernet
 
         oc = load_experiment(ROOT / "experiments" / "oneshot_quickstart.yaml")
         oc = override(oc, **{"train.precision": spec["precision"], "train.jit_compile": spec["xla"],
                              "train.devices": "all" if spec.get("all_gpus") else "one"})
-        space = proxy.space_of(make_space(oc), oc)
+        space = space_of(make_space(oc), oc)
         strat = strategy(oc, "the supernet")
         batch = 64
         with scope(strat), precision(oc):
@@ -92,16 +92,16 @@ def _row(spec: dict) -> dict:
         out["replicas"] = strat.num_replicas_in_sync if strat is not None else 1
         return out
 
-    from nas import proxy
+    from nas.trial import proxy_of, space_of
     from nas.ledger import make_space
-    from nas.training import Step
+    from nas.trial import Step
     from search_spaces import build_model, reference
 
     if spec["model"] == "efficientnet_edgetpu_s":
         archs, res, batch = [reference("efficientnet_edgetpu_s")], 224, 32
     else:  # what the quickstart's trials train: its space's members, compound-scaled to their proxies
         space = make_space(cfg)
-        archs = [proxy.of(space.sample(i), cfg) for i in range(3)]
+        archs = [proxy_of(space.sample(i), cfg) for i in range(3)]
         res, batch = archs[0].resolution, 64
     rates = []
     for arch in archs:

@@ -66,7 +66,7 @@ def kill_all(pids: set[int]) -> None:
 
 
 def read_rows(run: Path) -> list[dict]:
-    from nas.record import FIELDS
+    from nas.core import FIELDS
 
     p = run / "trials.csv"
     if not p.is_file():

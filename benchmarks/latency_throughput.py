@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import search_spaces as s  # noqa: E402
 from latency_models import Target, get_source  # noqa: E402
-from latency_models.convert import to_int8_tflite  # noqa: E402
+from latency_models import to_int8_tflite  # noqa: E402
 
 
 def models():

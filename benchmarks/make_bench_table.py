@@ -37,7 +37,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TABLE = ROOT / "nas" / "tables" / "efficientnet_edgetpu_bench.csv"
+TABLE = ROOT / "nas" / "bench" / "tables" / "efficientnet_edgetpu_bench.csv"
 SPACE = {"name": "efficientnet_edgetpu_bench", "resolution": 32, "width": 0.25, "depth": 0.5}
 DEPLOY_SPACE = {"name": "efficientnet_edgetpu_bench", "resolution": 128, "width": 1.0, "depth": 1.0,
                 "num_classes": 10}

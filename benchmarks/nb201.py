@@ -176,7 +176,7 @@ def _slice(text: str, n: int) -> slice:
 def check(arch_vector: str) -> dict:
     """Keras analysis vs the int8 TFLite's (what the converter makes of the model): op counts and MACs."""
     from latency_models.analysis import analyze_keras, analyze_tflite
-    from latency_models.convert import to_int8_tflite
+    from latency_models import to_int8_tflite
 
     t0 = time.perf_counter()
     model = build(arch_vector)

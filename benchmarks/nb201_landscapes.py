@@ -1,7 +1,7 @@
 """Build the NAS-Bench-201 decision tables ``nas bench`` ships: real accuracy, Edge TPU latency.
 
-Writes ``nas/tables/nb201_cifar100.csv`` and ``nas/tables/nb201_imagenet16.csv`` (the format:
-``nas/bench_table.py``) and ``benchmarks/results/nb201_landscapes.json`` / ``.md``:
+Writes ``nas/bench/tables/nb201_cifar100.csv`` and ``nas/bench/tables/nb201_imagenet16.csv`` (the format:
+``nas/bench/table.py``) and ``benchmarks/results/nb201_landscapes.json`` / ``.md``:
 
 - accuracy: NATS-Bench's 200-epoch test accuracy of every cell on CIFAR-100 and on
   ImageNet16-120 (``shared/data/natsbench``), as a fraction;
@@ -52,7 +52,7 @@ ROOT = HERE.parent
 SHARED = ROOT.parent / "shared" / "data"
 NATS_CSV = SHARED / "natsbench" / "nb201_cifar100_imagenet16.csv"
 EAGLE_CSV = SHARED / "edgetpu" / "eagle_nb201" / "calibration.csv"
-TABLES = ROOT / "nas" / "tables"
+TABLES = ROOT / "nas" / "bench" / "tables"
 RESULTS = HERE / "results"
 #: NB201's op names -> EAGLE's digits and the tables' choice names (digit order = choice order).
 OPS = {"none": ("0", "none"), "skip_connect": ("1", "skip"), "nor_conv_1x1": ("2", "conv1x1"),
@@ -113,7 +113,7 @@ def predict(vectors: list[str], cache: Path, jobs: int = 1, chunk: int = 100) ->
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from latency_models.edgetpu_model import MODEL_VERSION
+    from latency_models.edgetpu import MODEL_VERSION
 
     tag = hashlib.sha256((HERE / "nb201.py").read_bytes()).hexdigest()[:16] + "|" + MODEL_VERSION
     stored = json.loads(cache.read_text()) if cache.is_file() else {}

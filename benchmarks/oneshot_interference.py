@@ -50,10 +50,10 @@ def main() -> int:
 
     from nas.config import load_experiment
     from nas.ledger import make_base_space
-    from nas.proxy import space_of
-    from nas.recipe import load_data
-    from nas.supernet_train import SupernetTrainer
-    from search_spaces.supernet import Supernet
+    from nas.trial import space_of
+    from nas.trial import load_data
+    from nas.oneshot import SupernetTrainer
+    from search_spaces import Supernet
 
     cfg = load_experiment(ROOT / "experiments" / "oneshot_quickstart.yaml")
     os_cfg = cfg.search.oneshot

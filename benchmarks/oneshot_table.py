@@ -60,12 +60,13 @@ def main() -> int:
 
     import search_spaces
     from nas.bench import run_bench
-    from nas.bench_table import DEFAULT_SPACE, Table
+    from nas.bench import DEFAULT_SPACE, Table
     from nas.controllers import get_controller
     from nas.data import load
-    from nas.oneshot import OneShotSearch, OneShotSettings
-    from nas.reward import RewardConfig
-    from nas.worker import limit_threads
+    from nas.config import OneShotConfig
+    from nas.oneshot import OneShotSearch
+    from nas.core import RewardConfig
+    from nas.trial import limit_threads
     from oneshot_rank import DATA, SPACE
 
     limit_threads(os.cpu_count() or 2)
@@ -76,7 +77,7 @@ def main() -> int:
     order = np.argsort(-rewards)
     rank_of = {table.archs[i]: r + 1 for r, i in enumerate(order)}
     train_s = {}
-    with open(ROOT / "nas" / "tables" / "efficientnet_edgetpu_bench.csv", newline="") as f:
+    with open(ROOT / "nas" / "bench" / "tables" / "efficientnet_edgetpu_bench.csv", newline="") as f:
         for r in csv.DictReader(f):
             if r["seed"] == "0":
                 train_s[r["arch"]] = float(r["train_s"])
@@ -98,7 +99,7 @@ def main() -> int:
         for seed in range(args.seeds):
             kind, _, algorithm = name.partition("/")
             ctrl = get_controller(kind, deploy, seed=seed, **({"algorithm": algorithm} if algorithm else {}))
-            settings = OneShotSettings(epochs=args.epochs, samples=args.samples, top_k=args.top_k)
+            settings = OneShotConfig(epochs=args.epochs, samples=args.samples, top_k=args.top_k)
             search = OneShotSearch(deploy, proxies, split, ctrl, rcfg, latency, settings, seed=seed)
             t0 = time.perf_counter()
             res = search.run()

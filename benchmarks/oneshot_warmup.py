@@ -4,7 +4,7 @@
 
 The one-shot quickstart's supernet (``experiments/oneshot_quickstart.yaml``: 32 px proxies,
 2,000 training digits, its optimizer, learning rate and zero classifier) is trained for
-``--steps`` weight steps (the quickstart's 256) by :class:`nas.oneshot.OneShotSearch`'s own
+``--steps`` weight steps (the quickstart's 256) by :class:`nas.oneshot.search.OneShotSearch`'s own
 path schedule, once per setting of the warm-up: each step draws a uniformly random path (a
 stand-in for a policy that has not narrowed yet) and sets each numeric decision of it to its
 largest choice with the search's probability (1 falling to ``largest_floor`` at the share
@@ -42,16 +42,17 @@ SETTINGS = {  # name: (largest_until, largest_floor)
 
 def _measure(space_name: str, space, cfg, split, steps: int) -> dict:
     from nas.controllers import get_controller
-    from nas.oneshot import OneShotSearch, OneShotSettings
-    from nas.reward import RewardConfig
-    from nas.supernet_train import calibration_batches
+    from nas.config import OneShotConfig
+    from nas.oneshot import OneShotSearch
+    from nas.core import RewardConfig
+    from nas.oneshot import calibration_batches
 
     o = cfg.search.oneshot
     epochs = max(1, round(steps / -(-split.n_train // o.batch_size)))  # the LR schedule spans the run
     # warmup 1: every step draws a uniform path, so only the largest-choice schedule differs
-    base = OneShotSettings(epochs=epochs, batch_size=o.batch_size, optimizer=o.optimizer, learning_rate=o.learning_rate,
+    base = OneShotConfig(epochs=epochs, batch_size=o.batch_size, optimizer=o.optimizer, learning_rate=o.learning_rate,
                            warmup=1.0, classifier_init=o.classifier_init)
-    search = OneShotSearch(space, space, split, get_controller("logits", space, seed=0), RewardConfig(),
+    search = OneShotSearch(space, space, split, get_controller("logits", space, seed=0), RewardConfig(target_ms=1.0),
                            lambda archs: [{"latency_ms": 1.0} for _ in archs], base, seed=cfg.seed)
     steps = search.total_steps
     state = search.trainer.state_variables()
@@ -102,8 +103,8 @@ def main() -> int:
 
     from nas.config import load_experiment
     from nas.ledger import make_base_space, make_space
-    from nas.proxy import space_of
-    from nas.recipe import load_data
+    from nas.trial import space_of
+    from nas.trial import load_data
 
     cfg = load_experiment(ROOT / "experiments" / "oneshot_quickstart.yaml")
     split = load_data(cfg, cfg.proxy.resolution)

@@ -36,11 +36,11 @@ def _work(args):
     for archs in batches:  # cold, then warm (new archs, cached stages)
         t = time.perf_counter()
         if which == "edgetpu-model":
-            from latency_models.edgetpu_batch import predict_batch
+            from latency_models.edgetpu import predict_batch
 
             predict_batch(archs)
         else:
-            from latency_models.learned import LearnedSource
+            from latency_models import LearnedSource
 
             LearnedSource().predictor.predict(archs)
         out.append(time.perf_counter() - t)

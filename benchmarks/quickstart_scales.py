@@ -82,7 +82,7 @@ def spearman(a, b) -> float:
 
 
 def run(label: str, experiment: Path, work: Path) -> dict:
-    from nas.runfolder import RunFolder
+    from nas.ledger import RunFolder
 
     out = work / f"run-{len(list(work.glob('run-*')))}"
     t0 = time.monotonic()

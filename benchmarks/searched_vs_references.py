@@ -44,11 +44,11 @@ def main() -> None:
                     help="redraw the plot from the .json of an earlier run (e.g. once the table exists)")
     args = ap.parse_args()
 
-    from nas.bench_table import DEFAULT_TABLE
-    from nas.record import pareto_front
-    from nas.runfolder import RunFolder
+    from nas.bench import DEFAULT_TABLE
+    from nas.core import pareto_front
+    from nas.ledger import RunFolder
     from nas.trial import run_trial
-    from search_spaces.references import reference
+    from search_spaces import reference
 
     run = RunFolder(args.run_dir)
     cfg = run.experiment()
@@ -104,7 +104,7 @@ def main() -> None:
 
 def markdown(rows, cfg, args, n_trials) -> str:
     refs = [r for r in rows if r["model"] in REFERENCES.values()]
-    from nas.proxy import describe
+    from nas.trial import describe
 
     lines = [f"Search: `{cfg.name}` ({n_trials} trials, {cfg.controller.name} controller; {describe(cfg)}; "
              f"{cfg.reward.preset} {cfg.reward.kind} reward at {cfg.reward.target_ms} ms; {cfg.data.source} "
@@ -153,7 +153,7 @@ def plot(rows, results, path: Path, table_path: Path) -> None:
                     xytext=(8, 4) if i % 2 == 0 else (8, -12), fontsize=8)
     ax.errorbar([], [], fmt="o", color="tab:green", label="searched, retrained (mean ± std)")
     ax.errorbar([], [], fmt="s", color="tab:red", label="references, same recipe (mean ± std)")
-    from nas.report import latency_axis
+    from nas.results import latency_axis
 
     latency_axis(ax)
     ax.set(xlabel="deployment model's predicted Edge TPU latency (ms, edgetpu-model, log scale)",

@@ -5,7 +5,7 @@
 
 **Trials.** ``--archs`` members of the quickstart's space (``experiments/quickstart.yaml``:
 the deployment model at 128 px, its proxy at 32 px, width 0.25, depth 0.5, 2,000 training
-images, batch 64, 3 epochs), each trained through :func:`nas.trial.run_trial` on one
+images, batch 64, 3 epochs), each trained through :func:`nas.trial.entry.run_trial` on one
 thread, as a quickstart trial is, by every path in ``PATHS`` and with each of ``--seeds``
 seeds, the paths alternating so the machine's state is shared. For each trial:
 
@@ -54,7 +54,7 @@ OLD, NEW = "keras (model.fit)", "step (default)"
 def trials(n_archs: int, seeds: int) -> dict:
     import search_spaces
     from nas.config import load_experiment
-    from nas.recipe import load_data
+    from nas.trial import load_data
     from nas.trial import run_trial
 
     base = load_experiment(QUICKSTART)
@@ -160,7 +160,7 @@ def quickstart(repeats: int) -> dict:
                 wall = time.perf_counter() - t
                 if p.returncode != 0:
                     raise SystemExit(f"{label}: nas search failed ({p.returncode}):\n{p.stderr[-3000:]}")
-                from nas.record import read_csv
+                from nas.core import read_csv
 
                 recs = read_csv((Path(tmp) / "run" / "trials.csv").read_text())
             t_s = [r.trial_s for r in recs]

@@ -8,14 +8,17 @@ This package never imports ``nas`` or Ray; optional runtimes are imported only w
 source that needs them is used.
 """
 
-from .base import LatencyResult, LatencySource, LayerLatency
-from .errors import LatencyError, MissingHardware
-from .registry import get_source, register_loader, register_source, source_names
-from .target import Target
+from latency_models.base import LatencyResult, LatencySource, LayerLatency
+from latency_models.errors import LatencyError, MissingHardware
+from latency_models.registry import get_source, register_loader, register_source, source_names
+from latency_models.target import Target
+from latency_models.convert import to_int8_tflite
 
 # The predictors register the loaders of their fitted files (get_source(path)); learned first, so
 # that a directory holding both kinds of file opens as a learned predictor.
-from . import learned, edgetpu_model_source  # noqa: E402, F401, I001 - imported for their registrations
+from latency_models import learned  # noqa: E402, F401, I001 - imported for their registrations
+from latency_models.edgetpu import model_source  # noqa: E402, F401, I001
+from latency_models.learned import LearnedSource  # noqa: E402, I001
 
-__all__ = ["LatencyError", "LatencyResult", "LatencySource", "LayerLatency", "MissingHardware", "Target",
-           "get_source", "register_loader", "register_source", "source_names"]
+__all__ = ["LatencyError", "LatencyResult", "LatencySource", "LayerLatency", "LearnedSource", "MissingHardware",
+           "Target", "get_source", "register_loader", "register_source", "source_names", "to_int8_tflite"]

@@ -26,7 +26,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Sequence
 
-from .target import Target
+from latency_models.target import Target
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .errors import ConversionError
+from latency_models.errors import ConversionError
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 run the source at all" (fatal, exit status 2).
 
 Each class is also importable from the module that raises it (``latency_models.base``,
-``latency_models.convert``, ``latency_models.runtime``, ``latency_models.edgetpu_compiler``).
+``latency_models.convert``, ``latency_models.runtime``, ``latency_models.edgetpu.compiler``).
 """
 
 from __future__ import annotations

@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LatencyError
-from .runtime import interpreter_module, make_interpreter
-from .timing import TimingStats, summarize, time_invokes, time_stable
+from latency_models.errors import LatencyError
+from latency_models.runtime import interpreter_module, make_interpreter
+from latency_models.timing import TimingStats, summarize, time_invokes, time_stable
 
 log = logging.getLogger(__name__)
 

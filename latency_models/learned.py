@@ -2,7 +2,7 @@
 
 Features (:func:`features`) are computed from the TFLite-level op table of an arch
 (:mod:`latency_models.analysis`, no TF graph; per stage, cached in a
-:class:`latency_models.fast.SegmentCache`):
+:class:`latency_models.segments.SegmentCache`):
 for each op group (1x1, 3x3 and larger regular convs, depthwise by kernel, fully connected,
 element-wise kinds) the summed MACs, output bytes, input bytes, parameter bytes and op
 count, plus a channel-utilisation term for matrix ops (CPU kernels are vectorised over
@@ -38,10 +38,10 @@ import numpy as np
 
 from search_spaces import Arch
 
-from .analysis import analyze_keras, analyze_tflite
-from .base import LATENCY_ONLY, LatencyResult, LatencySource
-from .fast import SegmentCache, head_ops, stage_ops, stem_ops
-from .registry import register_loader
+from latency_models.analysis import analyze_keras, analyze_tflite
+from latency_models.base import LATENCY_ONLY, LatencyResult, LatencySource
+from latency_models.segments import SegmentCache, head_ops, stage_ops, stem_ops
+from latency_models.registry import register_loader
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from tqdm import tqdm
 import search_spaces
 from search_spaces import Arch
 
-from .base import LatencySource
-from .errors import LatencyError
-from .target import Target
+from latency_models.base import LatencySource
+from latency_models.errors import LatencyError
+from latency_models.target import Target
 
 log = logging.getLogger(__name__)
 

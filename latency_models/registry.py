@@ -16,13 +16,13 @@ from typing import Any, Callable
 
 from search_spaces.importing import import_object
 
-from .base import LatencySource
+from latency_models.base import LatencySource
 
 # name -> "module:Class" (imported on first use) or the class itself.
 _SOURCES: dict[str, Any] = {
     "tflite-cpu": "latency_models.tflite_cpu:TFLiteCPUSource",
-    "edgetpu": "latency_models.edgetpu:EdgeTPUSource",
-    "edgetpu-model": "latency_models.edgetpu_model_source:EdgeTPUModelSource",
+    "edgetpu": "latency_models.edgetpu.source:EdgeTPUSource",
+    "edgetpu-model": "latency_models.edgetpu.model_source:EdgeTPUModelSource",
     "tflite-cpu-model": "latency_models.learned:LearnedSource",
 }
 

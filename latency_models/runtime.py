@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .errors import RuntimeNotFound
+from latency_models.errors import RuntimeNotFound
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ compute, converts its deployment model to int8 TFLite where it runs (and compile
 if asked), and sends the bytes to the service of a device, which compiles and times them and
 answers. Training concurrency is then independent of the number of devices.
 
-The pieces (no Ray here: :mod:`nas.ray_runner` puts each :class:`MeasurementService` in a
+The pieces (no Ray here: :mod:`nas.run.ray_runner` puts each :class:`MeasurementService` in a
 long-lived actor on the node that offers the device; an in-process search uses it directly):
 
 - :class:`Request`: what a trial sends: the model's key (:attr:`Target.key`: arch string,
@@ -44,10 +44,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
-from .base import LatencyResult, LatencySource
-from .errors import ConversionError, DeviceError, LatencyError, MissingHardware
-from .registry import get_source
-from .target import Target
+from latency_models.base import LatencyResult, LatencySource
+from latency_models.errors import ConversionError, DeviceError, LatencyError, MissingHardware
+from latency_models.registry import get_source
+from latency_models.target import Target
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def claim_device(device: str, lock_dir: str | Path | None = None) -> tuple[str, 
     returned handle is open. (device string, handle or None)."""
     import fcntl
 
-    from .edgetpu_devices import list_devices
+    from latency_models.edgetpu.devices import list_devices
 
     if device not in ("", "usb", "pci"):
         return device, None

@@ -18,7 +18,7 @@ import numpy as np
 import search_spaces
 from search_spaces import Arch, build_model
 
-from . import analysis, convert
+from latency_models import analysis, convert
 
 log = logging.getLogger(__name__)
 

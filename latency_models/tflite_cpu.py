@@ -20,10 +20,10 @@ import os
 import platform
 from importlib import metadata
 
-from .base import LATENCY_ONLY, LatencyResult, LatencySource
-from .isolated import time_isolated
-from .runtime import interpreter_module, make_interpreter
-from .timing import summarize, time_invokes, time_stable
+from latency_models.base import LATENCY_ONLY, LatencyResult, LatencySource
+from latency_models.isolated import time_isolated
+from latency_models.runtime import interpreter_module, make_interpreter
+from latency_models.timing import summarize, time_invokes, time_stable
 
 log = logging.getLogger(__name__)
 

@@ -29,5 +29,14 @@ __all__ = [
     "EfficientNetEdgeTPUSpace", "Head", "HeldSpace", "Layer", "MnasNetSpace", "Point", "SearchSpace", "SpaceTooLarge",
     "StagewiseSpace", "Stem", "build_model", "count_macs",
     "count_params", "get", "hold", "names", "parse_arch", "plan", "reference", "reference_names", "register",
-    "registered", "round_filters", "round_repeats",
+    "registered", "round_filters", "round_repeats", "Supernet",
 ]
+
+
+def __getattr__(name: str):
+    # The weight-sharing supernet loads Keras: only when asked for.
+    if name == "Supernet":
+        from .supernet import Supernet
+
+        return Supernet
+    raise AttributeError(f"module 'search_spaces' has no attribute {name!r}")

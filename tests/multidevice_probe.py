@@ -38,16 +38,16 @@ def experiment(**train) -> dict:
 
 
 def main(out: Path) -> None:
-    from nas.devices import split_cpu
+    from nas.trial.devices import split_cpu
 
     devices = split_cpu(2)
     import tensorflow as tf
 
-    from nas.config import parse_experiment
-    from nas.export import export
-    from nas.ledger import make_space
-    from nas.oneshot_run import run_supernet
-    from nas.runfolder import RunFolder
+    from nas.config.experiment import parse_experiment
+    from nas.results.export import export
+    from nas.ledger.ledger import make_space
+    from nas.oneshot.run import run_supernet
+    from nas.ledger.folder import RunFolder
 
     results: dict = {"devices": devices, "export": {}, "supernet": {}}
     arch = None
@@ -85,7 +85,7 @@ def _xla_on_two_devices(tf) -> dict:
     import keras
     import numpy as np
 
-    from nas.training import Step
+    from nas.trial.training import Step
 
     strat = tf.distribute.MirroredStrategy(split_devices(tf), cross_device_ops=tf.distribute.ReductionToOneDevice())
     rng = np.random.default_rng(0)

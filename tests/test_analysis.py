@@ -575,7 +575,7 @@ def test_layer_that_cannot_be_lowered_is_assumed_on_the_cpu_and_reported(caplog)
     import logging
 
     from latency_models import Target
-    from latency_models.edgetpu_model_source import EdgeTPUModelSource
+    from latency_models.edgetpu.model_source import EdgeTPUModelSource
 
     model = _host_only_model()
     k = analyze_keras(model)
@@ -589,17 +589,17 @@ def test_layer_that_cannot_be_lowered_is_assumed_on_the_cpu_and_reported(caplog)
     assert "warning: assumed to run on the CPU (no TFLite lowering): host (HostOnly)" in k.format_table()
 
     src = EdgeTPUModelSource()
-    with caplog.at_level(logging.WARNING, logger="latency_models.edgetpu_model_source"):
+    with caplog.at_level(logging.WARNING, logger="latency_models.edgetpu.model_source"):
         r = src.measure(Target(model))
     assert r.details["assumed_cpu_layers"] == [f"host (HostOnly): {reason}"]
-    warnings = [rec for rec in caplog.records if rec.name == "latency_models.edgetpu_model_source"]
+    warnings = [rec for rec in caplog.records if rec.name == "latency_models.edgetpu.model_source"]
     assert len(warnings) == 1 and "with_host_op" in warnings[0].getMessage() and "host (HostOnly)" in \
         warnings[0].getMessage()
     # Nothing assumed: an empty list, and no warning.
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="latency_models.edgetpu_model_source"):
+    with caplog.at_level(logging.WARNING, logger="latency_models.edgetpu.model_source"):
         assert src.measure(Target(SE_SWISH_HSWISH)).details["assumed_cpu_layers"] == []
-    assert not [rec for rec in caplog.records if rec.name == "latency_models.edgetpu_model_source"]
+    assert not [rec for rec in caplog.records if rec.name == "latency_models.edgetpu.model_source"]
 
 
 @pytest.mark.slow
@@ -677,7 +677,7 @@ def test_inception_resnet_v2_runs_on_the_edgetpu():
     old UNKNOWN op everything after the first ran on the CPU, predicted ~11x too slow)."""
     import keras
 
-    from latency_models.edgetpu_model_source import EdgeTPUModelSource
+    from latency_models.edgetpu.model_source import EdgeTPUModelSource
 
     model = keras.applications.InceptionResNetV2(weights=None, input_shape=(75, 75, 3))
     a = analyze_keras(model)

@@ -226,7 +226,8 @@ CASES = [
     ("bench-controller-twice", lambda t: ["bench", "-c", "evolution", "-c", "evolution"],
      "--controller: 'evolution' given twice; give each controller once"),
     ("bench-tunas-with-preset", lambda t: ["bench", "--reward", "tunas", "--preset", "hard"],
-     "--preset/--alpha: the tunas reward (ACC + beta * |LAT/T - 1|) takes only --beta; got preset 'hard'"),
+     "--reward/--preset/--alpha/--beta: kind tunas (ACC + beta * |LAT/T - 1|) takes only beta (default -0.1); got "
+     "preset 'hard'"),
 ]
 
 

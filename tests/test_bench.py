@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 import search_spaces
-from nas.bench import run_bench
-from nas.bench_stats import hypervolume
-from nas.bench_table import DEFAULT_SPACE, DEFAULT_TABLE, Table
-from nas.reward import RewardConfig, reward
+from nas.bench.bench import run_bench
+from nas.bench.stats import hypervolume
+from nas.bench.table import DEFAULT_SPACE, DEFAULT_TABLE, Table
+from nas.core.reward import RewardConfig, reward
 
 def nas(*args, cwd):
     return subprocess.run([sys.executable, "-m", "nas.cli", *map(str, args)], cwd=cwd, capture_output=True,
@@ -205,10 +205,10 @@ def test_cli_refuses_a_folder_with_results(tmp_path):
 
 # ------------------------------------------------------------------ batched asks and repeats
 
-from nas.bench import MAX_CONSECUTIVE_REPEATS, run_controller  # noqa: E402
-from nas.controllers import Controller  # noqa: E402
-from nas.landscape_bench import run_landscapes  # noqa: E402
-from nas.record import Status, TrialRecord  # noqa: E402
+from nas.bench.bench import MAX_CONSECUTIVE_REPEATS, run_controller  # noqa: E402
+from nas.controllers.base import Controller  # noqa: E402
+from nas.bench.landscape_bench import run_landscapes  # noqa: E402
+from nas.core.record import Status, TrialRecord  # noqa: E402
 
 
 class Scripted(Controller):
@@ -307,8 +307,8 @@ def test_table_mode_answers_repeats_from_the_record(slice_csv, slice_space):
 
 # ---------------------------------------------------------------------------- landscapes
 
-from nas.landscape import Landscape, latencies, random_sample  # noqa: E402
-from nas.landscape_fit import calibrate, fit_table, table_codings  # noqa: E402
+from nas.bench.landscape import Landscape, latencies, random_sample  # noqa: E402
+from nas.bench.landscape_fit import calibrate, fit_table, table_codings  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -376,7 +376,7 @@ def test_latency_is_the_predictors_and_noise_is_fresh_and_paired(fitted):
 
 
 def test_on_a_landscape_a_repeat_costs_no_noise_unless_trained(fitted):
-    from nas.landscape_bench import landscape_lookup
+    from nas.bench.landscape_bench import landscape_lookup
 
     fit, pri = fitted
     land = Landscape(seed=0, fit=fit, priors=pri)
@@ -440,7 +440,7 @@ def test_seed_offset_shifts_the_runs(small_bench):
 
 
 STUBBORN = '''
-from nas.controllers import Controller
+from nas.controllers.base import Controller
 
 
 class Stubborn(Controller):

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 import search_spaces
-from nas.bench import run_bench
-from nas.bench_launch import prepare
-from nas.bench_table import SHIPPED, TABLES, Table
-from nas.reward import RewardConfig
+from nas.bench.bench import run_bench
+from nas.bench.launch import prepare
+from nas.bench.table import SHIPPED, TABLES, Table
+from nas.core.reward import RewardConfig
 from search_spaces import CategoricalSpace, Point, SpaceTooLarge
 
 from conftest import ROOT

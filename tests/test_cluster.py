@@ -103,9 +103,9 @@ def test_an_edgetpu_on_a_worker_node_only_is_checked_on_the_cluster(monkeypatch)
     import ray
 
     from latency_models.errors import MissingHardware
-    from nas import ray_runner
-    from nas.config import parse_experiment
-    from nas.launch import check
+    from nas.run import ray_runner
+    from nas.config.experiment import parse_experiment
+    from nas.run.launch import check
 
     data = {"space": {"name": "efficientnet_edgetpu", "resolution": 32, "width": 0.25}, "reward": {"target_ms": 2.0},
             "budget": {"trials": 2}, "latency": {"source": "edgetpu"}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nas.config import load_experiment, parse_experiment
+from nas.config.experiment import load_experiment, parse_experiment
 
 GOOD = {"space": {"name": "efficientnet_edgetpu", "resolution": 32, "width": 0.25}, "reward": {"target_ms": 2.0},
         "budget": {"trials": 12}}
@@ -37,7 +37,7 @@ def test_bad_experiments_name_the_key_and_value(change, message):
 
 
 def test_the_absolute_reward_has_no_preset_and_survives_a_command_line_override():
-    from nas.config import override
+    from nas.config.experiment import override
 
     cfg = parse_experiment({**GOOD, "reward": {"kind": "tunas", "target_ms": 3.0}})
     assert cfg.reward.preset is None and parse_experiment(GOOD).reward.preset == "soft"
@@ -64,7 +64,7 @@ def test_the_shipped_experiments_and_the_documented_schema_parse():
     import yaml
 
     from conftest import ROOT
-    from nas.launch import check
+    from nas.run.launch import check
 
     quick = load_experiment(ROOT / "experiments" / "quickstart.yaml")
     assert (quick.space.resolution, quick.latency.source, quick.controller.name, quick.data.source) == \
@@ -73,7 +73,7 @@ def test_the_shipped_experiments_and_the_documented_schema_parse():
     assert (quick.space.width, quick.space.num_classes) == (1.0, 10)
     assert (quick.proxy.resolution, quick.proxy.width, quick.proxy.depth) == (32, 0.25, 0.5)
     check(quick)  # every name resolves on this machine
-    from nas.ledger import make_space
+    from nas.ledger.ledger import make_space
 
     oneshot = load_experiment(ROOT / "experiments" / "oneshot_quickstart.yaml")
     # the one-shot quickstart: quickstart's space with the block types held at EfficientNet-EdgeTPU-S's
@@ -98,14 +98,14 @@ def test_the_shipped_experiments_and_the_documented_schema_parse():
     documented = parse_experiment(yaml.safe_load(block))
     assert documented.ray.scheduler == "fifo" and documented.train.bn_momentum == 0.9
     assert documented.proxy.resolution == 32 and documented.space.num_classes == 10
-    from nas.ledger import make_space
+    from nas.ledger.ledger import make_space
 
     held = make_space(documented).held  # the documented hold builds: every block type and s6.se held
     assert held["s6.se"] == 0 and sum(k.endswith(".block") for k in held) == 6
 
 
 def test_without_a_proxy_section_the_proxy_is_the_deployment_model():
-    from nas import proxy
+    from nas.trial import proxy
     from search_spaces import reference
 
     cfg = parse_experiment(GOOD)
@@ -115,8 +115,8 @@ def test_without_a_proxy_section_the_proxy_is_the_deployment_model():
 
 
 def test_a_proxy_that_cannot_scale_the_spaces_archs_is_one_line(monkeypatch):
-    from nas import proxy
-    from nas.ledger import make_space
+    from nas.trial import proxy
+    from nas.ledger.ledger import make_space
 
     cfg = parse_experiment({**GOOD, "proxy": {"width": 0.5}})
 
@@ -130,7 +130,7 @@ def test_a_proxy_that_cannot_scale_the_spaces_archs_is_one_line(monkeypatch):
 
 
 def test_the_data_gives_the_deployment_model_its_classes():
-    from nas.launch import with_classes
+    from nas.run.launch import with_classes
 
     cfg = with_classes(parse_experiment({**GOOD, "data": {"source": "digits", "limit": 300}}))
     assert cfg.space.num_classes == 10 and cfg.space.kwargs()["num_classes"] == 10
@@ -140,7 +140,7 @@ def test_the_data_gives_the_deployment_model_its_classes():
 def test_a_space_whose_own_classes_are_not_the_datas_is_refused(tmp_path):
     import numpy as np
 
-    from nas.launch import with_classes
+    from nas.run.launch import with_classes
 
     np.savez(tmp_path / "three.npz", x=np.zeros((30, 8, 8), np.uint8), y=np.arange(30) % 3)
     cfg = parse_experiment({**GOOD, "space": {"name": "my_spaces:TinySpace"},
@@ -160,7 +160,7 @@ def test_a_constraint_the_latency_source_cannot_judge_is_refused(source, constra
     import yaml
 
     from nas.cli import main
-    from nas.launch import check
+    from nas.run.launch import check
 
     data = {**GOOD, "latency": {"source": source}, "reward": {"target_ms": 2.0, "constraints": constraint}}
     key = next(iter(constraint))
@@ -178,7 +178,7 @@ def test_a_constraint_the_latency_source_cannot_judge_is_refused(source, constra
 
 def test_a_constraint_on_an_undeclared_source_is_warned_about(caplog):
     from latency_models import LatencySource, register_source
-    from nas.launch import check
+    from nas.run.launch import check
 
     class Quiet(LatencySource):
         name, version = "quiet-test-source", "1"
@@ -186,6 +186,6 @@ def test_a_constraint_on_an_undeclared_source_is_warned_about(caplog):
     register_source("quiet-test-source", Quiet)
     data = {**GOOD, "latency": {"source": "quiet-test-source"},
             "reward": {"target_ms": 2.0, "constraints": {"max_off_chip_bytes": 0}}}
-    with caplog.at_level("WARNING", logger="nas.launch"):
+    with caplog.at_level("WARNING", logger="nas.run.launch"):
         check(parse_experiment(data))
     assert "does not declare whether it gives off_chip_bytes" in caplog.text

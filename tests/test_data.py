@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas.data import StoreSettings, load
+from nas.data.sources import StoreSettings, load
 
 
 def test_mnist5k_is_shuffled_split_and_resized():
@@ -146,7 +146,7 @@ def test_processes_that_ask_for_one_store_at_once_decode_it_once(tmp_path):
 
     make_folder(tmp_path / "imgs", counts=(60, 60), corrupt=1)
     code = ("import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout); "
-            "from nas.data import load, StoreSettings; "
+            "from nas.data.sources import load, StoreSettings; "
             f"d = load('folder:{tmp_path / 'imgs'}', 32, settings=StoreSettings(cache_dir='{tmp_path / 'cache'}')); "
             "print('N', d.n_train + d.n_val)")
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -163,10 +163,11 @@ def test_a_supernet_reads_its_batches_from_the_store_never_the_whole_split(tmp_p
     its batch's rows, each controller step a validation batch, the candidates' re-scoring the
     validation set a batch at a time (it once decoded the whole split on every access)."""
     import search_spaces
-    from nas.controllers import get_controller
-    from nas.imagestore import ImageStore
-    from nas.oneshot import OneShotSearch, OneShotSettings
-    from nas.reward import RewardConfig
+    from nas.controllers.base import get_controller
+    from nas.data.imagestore import ImageStore
+    from nas.config.experiment import OneShotConfig
+    from nas.oneshot.search import OneShotSearch
+    from nas.core.reward import RewardConfig
 
     make_folder(tmp_path / "imgs", counts=(40, 40, 40), size=32, corrupt=1)
     d = load(f"folder:{tmp_path / 'imgs'}", 32, settings=StoreSettings(cache_dir=str(tmp_path / "cache"),
@@ -178,7 +179,7 @@ def test_a_supernet_reads_its_batches_from_the_store_never_the_whole_split(tmp_p
     search = OneShotSearch(space, space, d, get_controller("logits", space, seed=1),
                            RewardConfig(target_ms=2.0, preset="hard"),
                            lambda archs: [{"latency_ms": 1.5, "off_chip_bytes": 0} for _ in archs],
-                           OneShotSettings(epochs=1, batch_size=16, samples=1, candidates=1, top_k=1, calibration=1))
+                           OneShotConfig(epochs=1, batch_size=16, samples=1, candidates=1, top_k=1, calibration=1))
     result = search.run()
     assert d._memory is None and d.store is not None and result.candidates
     assert reads and max(reads) <= max(16, d.n_val) < d.n_train + d.n_val  # a batch at a time, never the whole split

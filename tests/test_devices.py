@@ -15,8 +15,8 @@ import sys
 import numpy as np
 import pytest
 
-from nas import install
-from nas.config import parse_experiment
+from nas.cli import install
+from nas.config.experiment import parse_experiment
 
 BASE = {"space": {"name": "efficientnet_edgetpu", "resolution": 32, "width": 0.25, "depth": 0.25},
         "reward": {"target_ms": 2}, "data": {"source": "digits", "limit": 100}, "budget": {"trials": 1}}
@@ -37,7 +37,7 @@ def test_gpus_per_trial_is_a_share_of_one_card_or_whole_cards(gpus, ok):
 
 
 def test_trials_ask_ray_for_their_gpus_and_the_device_only_while_they_measure_on_it():
-    from nas.devices import trial_resources
+    from nas.trial.devices import trial_resources
 
     assert trial_resources(cfg()) == {"cpu": 1.0}
     assert trial_resources(cfg(budget={"cpus_per_trial": 2})) == {"cpu": 2}
@@ -50,11 +50,11 @@ def test_trials_ask_ray_for_their_gpus_and_the_device_only_while_they_measure_on
 
 
 def test_cpu_tuning_applies_to_cpu_trials_and_gpu_memory_is_capped_when_a_card_is_shared():
-    from nas.devices import gpu_trial, memory_mode
-    from nas.worker import onednn_env
+    from nas.trial.devices import gpu_trial, memory_mode
+    from nas.trial.worker import onednn_env
 
     cpu, shared, whole = cfg(), cfg(budget={"gpus_per_trial": 0.5}), cfg(budget={"gpus_per_trial": 1})
-    assert onednn_env(cpu) == {"TF_ENABLE_ONEDNN_OPTS": "0"}  # off in CPU trials (nas.worker says why)
+    assert onednn_env(cpu) == {"TF_ENABLE_ONEDNN_OPTS": "0"}  # off in CPU trials (nas.trial.worker says why)
     assert onednn_env(shared) == {}  # TensorFlow's own default in GPU trials
     assert onednn_env(cfg(budget={"gpus_per_trial": 1}, train={"onednn": False})) == {"TF_ENABLE_ONEDNN_OPTS": "0"}
     assert (gpu_trial(cpu), gpu_trial(shared)) == (False, True)
@@ -64,7 +64,7 @@ def test_cpu_tuning_applies_to_cpu_trials_and_gpu_memory_is_capped_when_a_card_i
 
 def test_gpu_trials_on_a_machine_without_gpus_stop_before_any_work(monkeypatch):
     from latency_models import MissingHardware
-    from nas.devices import check_gpus
+    from nas.trial.devices import check_gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with pytest.raises(MissingHardware, match=r"budget.gpus_per_trial: 1, but this machine has 0 GPU\(s\) for Ray"):
@@ -106,7 +106,7 @@ def _data():
 
 
 def test_xla_compiles_the_step_the_traced_step_computes():
-    from nas.training import Step
+    from nas.trial.training import Step
 
     x, y = _data()
     plain, xla = _tiny_model(), _tiny_model()
@@ -123,7 +123,7 @@ def test_mixed_precision_scales_the_loss_skips_a_step_that_overflows_and_keeps_l
     import keras
     import tensorflow as tf
 
-    from nas.training import Step
+    from nas.trial.training import Step
 
     x, y = _data()
     keras.config.set_dtype_policy("mixed_float16")
@@ -181,10 +181,10 @@ def test_mixed_precision_trains_a_trial_and_a_supernet_with_finite_loss_and_floa
     mixed_float16 (float16 masks and convolutions, BatchNorm statistics in float32) trains."""
     import keras
 
-    from nas import proxy
-    from nas.devices import precision
-    from nas.ledger import make_space
-    from nas.recipe import load_data, train_model
+    from nas.trial import proxy
+    from nas.trial.devices import precision
+    from nas.ledger.ledger import make_space
+    from nas.trial.recipe import load_data, train_model
     from search_spaces import build_model
 
     accs = {}
@@ -204,9 +204,10 @@ def test_mixed_precision_trains_a_trial_and_a_supernet_with_finite_loss_and_floa
 
     from test_oneshot import _split
 
-    from nas.controllers import get_controller
-    from nas.oneshot import OneShotSearch, OneShotSettings
-    from nas.reward import RewardConfig
+    from nas.controllers.base import get_controller
+    from nas.config.experiment import OneShotConfig
+    from nas.oneshot.search import OneShotSearch
+    from nas.core.reward import RewardConfig
     import search_spaces
 
     space = search_spaces.get("efficientnet_edgetpu_bench", searched=[2])  # 8 archs: a supernet traced fast
@@ -215,7 +216,7 @@ def test_mixed_precision_trains_a_trial_and_a_supernet_with_finite_loss_and_floa
         search = OneShotSearch(space, space, _split(), get_controller("logits", space, seed=1),
                                RewardConfig(target_ms=2.0, preset="hard"),
                                lambda archs: [{"latency_ms": 1.5, "off_chip_bytes": 0} for _ in archs],
-                               OneShotSettings(epochs=2, batch_size=16, samples=2, candidates=2, top_k=1,
+                               OneShotConfig(epochs=2, batch_size=16, samples=2, candidates=2, top_k=1,
                                                calibration=1), loss_scale=True)
     finally:
         keras.config.set_dtype_policy("float32")

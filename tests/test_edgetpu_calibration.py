@@ -106,7 +106,7 @@ def test_fit_on_measurements_then_eval_on_held_out_rows(built, tmp_path, capsys)
     from dataclasses import fields
 
     from latency_models import get_source
-    from latency_models.edgetpu_model import load_constants
+    from latency_models.edgetpu.model import load_constants
 
     out = tmp_path / "my_tpu"
     code, stdout, err = run(capsys, "latency", "fit", "edgetpu-model", "--measurements", built / "fit.csv",
@@ -144,8 +144,8 @@ def test_fit_on_measurements_then_eval_on_held_out_rows(built, tmp_path, capsys)
 
 @needs_nb201
 def test_a_fitted_folder_is_a_latency_source_in_an_experiment(built, tmp_path, capsys):
-    from nas.config import parse_experiment
-    from nas.launch import check
+    from nas.config.experiment import parse_experiment
+    from nas.run.launch import check
 
     out = tmp_path / "cal"
     assert run(capsys, "latency", "fit", "edgetpu-model", "--measurements", built / "fit.csv", "-o", out)[0] == 0

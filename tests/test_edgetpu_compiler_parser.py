@@ -1,4 +1,4 @@
-"""Tests of latency_models.edgetpu_compiler against the real compiler outputs in shared/data.
+"""Tests of latency_models.edgetpu.compiler against the real compiler outputs in shared/data.
 
 The variants the fixture README describes (older wording, co-compiled models, failures, each
 operator status, size units) are made by editing the real texts, so they stay close to what
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from latency_models import edgetpu_compiler as ec
-from latency_models import edgetpu_report
-from latency_models.edgetpu_compiler import run_compiler
+from latency_models.edgetpu import compiler as ec
+from latency_models.edgetpu import report as edgetpu_report
+from latency_models.edgetpu.compiler import run_compiler
 from latency_models.errors import EdgeTPUCompilerNotFound
-from latency_models.edgetpu_report import (
+from latency_models.edgetpu.report import (
     KNOWN_STATUSES,
     MAPPED_STATUS,
     CompiledModel,
@@ -575,6 +575,6 @@ def test_module_logs_instead_of_printing(
 ) -> None:
     with caplog.at_level(logging.DEBUG, logger=edgetpu_report.__name__):
         parse_compiler_output(fixture_text(V16))
-    assert edgetpu_report.logger.name == "latency_models.edgetpu_report"
+    assert edgetpu_report.logger.name == "latency_models.edgetpu.report"
     assert any("ignored" in r.getMessage() for r in caplog.records)  # e.g. the trailer lines
     assert capsys.readouterr() == ("", "")

@@ -10,8 +10,8 @@ import pytest
 
 import search_spaces as s
 from latency_models import get_source
-from latency_models import edgetpu_fit as ef
-from latency_models import edgetpu_model as em
+from latency_models.edgetpu import fit as ef
+from latency_models.edgetpu import model as em
 from latency_models.analysis import analyze_arch
 
 
@@ -32,7 +32,7 @@ def test_shipped_constants_are_fitted_and_versioned(src):
 
 @pytest.mark.slow
 def test_shipped_constants_reproduce_the_calibration_rows(src):
-    from latency_models.edgetpu_calibration import calibration_rows
+    from latency_models.edgetpu.calibration import calibration_rows
 
     rows, skipped = calibration_rows()
     assert len(rows) >= 10 and all("inception" in name for name in skipped)
@@ -159,7 +159,7 @@ def test_cli_predict(capsys):
 
 
 def test_batched_predictions_equal_the_exact_path(src):
-    from latency_models.edgetpu_batch import predict_batch
+    from latency_models.edgetpu.batch import predict_batch
 
     archs = [s.get(n, **kw).sample(i) for n, kw in [("efficientnet_edgetpu", {"resolution": 64, "width": 0.5}),
                                                      ("mnasnet", {"resolution": 96, "width": 0.35}),
@@ -178,7 +178,7 @@ def test_batched_predictions_equal_the_exact_path(src):
 
 
 def test_batched_predictions_equal_the_exact_path_where_the_cache_overflows(src):
-    from latency_models.edgetpu_batch import predict_batch
+    from latency_models.edgetpu.batch import predict_batch
 
     # Wide, high-resolution members stream part of their parameters: the cut through the
     # cache lands inside a block, which the batched path evaluates op by op.

@@ -1,4 +1,4 @@
-"""Tests of the ``edgetpu`` latency source (latency_models.edgetpu) on a host without one.
+"""Tests of the ``edgetpu`` latency source (latency_models.edgetpu.source) on a host without one.
 
 There is no Edge TPU, libedgetpu or edgetpu_compiler here, so the pipeline is exercised with
 stand-ins that behave like the real pieces:
@@ -20,10 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from latency_models import edgetpu, edgetpu_devices
+from latency_models.edgetpu import source as edgetpu
+
+from latency_models.edgetpu import devices as edgetpu_devices
 from latency_models import LatencyError, MissingHardware, get_source
-from latency_models.edgetpu import EdgeTPUSource
-from latency_models.edgetpu_devices import DEVICE_FORMS, default_library, environment_report, list_devices
+from latency_models.edgetpu.source import EdgeTPUSource
+from latency_models.edgetpu.devices import DEVICE_FORMS, default_library, environment_report, list_devices
 from latency_models.runtime import RuntimeNotFound, interpreter_module
 from latency_models.target import Target
 

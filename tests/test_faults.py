@@ -11,12 +11,12 @@ import sys
 import pytest
 import yaml
 
-from nas.config import FaultsConfig, parse_experiment
-from nas.controllers import get_controller
-from nas.faults import KINDS, pick
-from nas.ledger import Ledger, make_space
-from nas.runfolder import RunFolder
-from nas.trial import run_trial
+from nas.config.experiment import FaultsConfig, parse_experiment
+from nas.controllers.base import get_controller
+from nas.trial.faults import KINDS, pick
+from nas.ledger.ledger import Ledger, make_space
+from nas.ledger.folder import RunFolder
+from nas.trial.entry import run_trial
 
 BASE = {
     "name": "faults", "seed": 2,

@@ -93,9 +93,9 @@ def test_held_space_needs_a_stagewise_base():
 
 
 def test_an_experiment_s_space_hold_is_the_space_every_part_of_the_search_gets():
-    from nas.config import parse_experiment
-    from nas.launch import with_classes
-    from nas.ledger import make_base_space, make_controller, make_space
+    from nas.config.experiment import parse_experiment
+    from nas.run.launch import with_classes
+    from nas.ledger.ledger import make_base_space, make_controller, make_space
 
     cfg = parse_experiment({
         "version": 1, "space": {"name": "efficientnet_edgetpu", "resolution": 32, "width": 0.25, "depth": 0.25,

@@ -1,4 +1,4 @@
-"""keras-tuner integration (nas/hypermodel.py): spaces as HyperModels, searches that report the MNAS reward."""
+"""keras-tuner integration (nas/trial/hypermodel.py): spaces as HyperModels, searches that report the MNAS reward."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 
 import search_spaces
 from latency_models import LatencyError, LatencySource, MissingHardware, get_source
-from nas.data import load
-from nas.reward import Constraints, RewardConfig, reward
-from nas.hypermodel import SpaceHyperModel, hp_values, reward_objective
+from nas.data.sources import load
+from nas.core.reward import Constraints, RewardConfig, reward
+from nas.trial.hypermodel import SpaceHyperModel, hp_values, reward_objective
 from search_spaces import Arch, Block, Decision, Head, SearchSpace, Stem
 
 TARGET_MS = 1.8
@@ -157,7 +157,7 @@ def test_unknown_or_missing_hp_values_are_named():
     ({"target_ms": math.inf}, r"^target_ms: expected a positive number of milliseconds, got inf"),
     ({}, r"^target_ms: missing; allowed: a positive latency target"),
     ({"reward": RewardConfig(target_ms=2.0), "target_ms": 2.0}, r"^target_ms: given with reward="),
-    ({"reward": {"target_ms": 2.0}}, r"^reward: expected a nas.reward.RewardConfig, got dict"),
+    ({"reward": {"target_ms": 2.0}}, r"^reward: expected a nas.core.reward.RewardConfig, got dict"),
     ({"target_ms": 1.0, "optimizer": "adamw"}, r"^optimizer: unknown 'adamw'; allowed: adam, sgd, rmsprop"),
     ({"target_ms": 1.0, "learning_rate": 0}, r"^learning_rate: expected a positive number, got 0"),
     ({"target_ms": 1.0, "bn_momentum": 1.0}, r"^bn_momentum: expected a number in \(0, 1\) or None, got 1.0"),
@@ -218,7 +218,7 @@ def test_random_search_reports_the_reward_of_its_accuracy_and_latency(space, dat
 def test_a_folder_is_searched_through_the_same_pipelines_the_trials_read(space, tmp_path):
     """An image folder (decoded into the node's store, never held whole) fed to keras-tuner as
     the split's tf.data pipelines."""
-    from nas.data import StoreSettings
+    from nas.data.sources import StoreSettings
     from test_data import make_folder
 
     make_folder(tmp_path / "imgs", counts=(20, 12, 8), size=24, corrupt=1)

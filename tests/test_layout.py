@@ -1,11 +1,14 @@
 """The shape of the code (docs/design.md's boundaries), read from the source with ``ast``.
 
 - ``search_spaces`` imports neither Ray nor the latency code nor ``nas``; ``latency_models``
-  never imports ``nas``; Ray is imported by ``nas/ray_runner.py`` alone.
+  never imports ``nas``; Ray is imported by ``nas/run/ray_runner.py`` alone.
 - No first-party module imports another in a loop, counting function-level imports too (a
   loop hidden in a function is still two modules that each need the other).
 - No module imports another module's private (``_name``) names, except between the modules
   of one subpackage (``latency_models/analysis/`` is one job split by input kind).
+- ``nas/`` is rooms (sub-packages), each with a docstring that says what it owns and which
+  rooms it may import; :data:`ROOMS` is that rule, and no module sits at ``nas/``'s top level
+  but the package's ``__init__``.
 - Every file stays under 500 lines (the refactor's "one job per file").
 """
 
@@ -70,6 +73,52 @@ def _first_party(mod: str) -> str | None:
     return None
 
 
+#: Which rooms of ``nas`` each room may import (its own always). Lower rooms never import higher
+#: ones, so the rooms stack without a loop: core, data < config < controllers, trial < ledger <
+#: oneshot < run; bench and results stand beside run; the CLI and the package's public API on top.
+_BASE = {"core"}
+ROOMS: dict[str, set[str]] = {
+    "core": set(),
+    "data": _BASE,
+    "config": _BASE | {"data"},
+    "controllers": _BASE,
+    "trial": _BASE | {"config", "data"},
+    "ledger": _BASE | {"config", "data", "controllers", "trial"},
+    "oneshot": _BASE | {"config", "data", "controllers", "trial", "ledger"},
+    "run": _BASE | {"config", "data", "controllers", "trial", "ledger", "oneshot"},
+    "bench": _BASE | {"config", "controllers", "ledger"},
+    "results": _BASE | {"config", "data", "controllers", "trial", "ledger"},
+}
+
+
+def _room(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "nas" and len(parts) > 1 else None
+
+
+def test_nas_is_rooms():
+    loose = [p.name for p in (ROOT / "nas").glob("*.py") if p.name != "__init__.py"]
+    assert not loose, f"modules at nas/'s top level: {loose}"
+    rooms = {p.name for p in (ROOT / "nas").iterdir() if (p / "__init__.py").exists()}
+    assert rooms == set(ROOMS) | {"cli"}, rooms ^ (set(ROOMS) | {"cli"})
+    for room in rooms:
+        doc = ast.get_docstring(ast.parse((ROOT / "nas" / room / "__init__.py").read_text()))
+        assert doc and (room == "cli" or "May import" in doc), f"nas/{room}/__init__.py: say what it owns and may import"
+
+
+def test_rooms_import_only_the_rooms_below_them():
+    bad = []
+    for name, path in MODULES.items():
+        room = _room(name)
+        if room is None or room == "cli":
+            continue
+        for mod, _, line in _imports(name, path, top_level_only=False):
+            dep = _room(_first_party(mod) or "")
+            if dep and dep != room and dep not in ROOMS[room]:
+                bad.append(f"{path.relative_to(ROOT)}:{line}: room {room} imports {mod} (room {dep})")
+    assert not bad, "\n".join(bad)
+
+
 def test_layer_boundaries_hold():
     bad = []
     for name, path in MODULES.items():
@@ -80,7 +129,7 @@ def test_layer_boundaries_hold():
                 bad.append(where)
             if name.startswith("latency_models") and top == "nas":
                 bad.append(where)
-            if top == "ray" and name != "nas.ray_runner":
+            if top == "ray" and name != "nas.run.ray_runner":
                 bad.append(where)
     assert not bad, "\n".join(bad)
 
@@ -134,8 +183,38 @@ def test_every_file_is_under_500_lines(path):
 def test_the_scan_sees_what_it_checks():
     # The checks above mean something only if the scan resolves relative imports and finds
     # Ray where it is imported.
-    ledger_deps = {_first_party(m) for m, _, _ in _imports("nas.ledger", MODULES["nas.ledger"], top_level_only=True)}
-    assert {"nas.record", "nas.controllers", "nas.errors"} <= ledger_deps
-    ray = [m for m, _, _ in _imports("nas.ray_runner", MODULES["nas.ray_runner"], top_level_only=False)
+    ledger_deps = {_first_party(m) for m, _, _ in _imports("nas.ledger.ledger", MODULES["nas.ledger.ledger"], top_level_only=True)}
+    assert {"nas.core.record", "nas.controllers.base", "nas.core.errors"} <= ledger_deps
+    ray = [m for m, _, _ in _imports("nas.run.ray_runner", MODULES["nas.run.ray_runner"], top_level_only=False)
            if m.split(".")[0] == "ray"]
     assert ray
+
+
+def _public_names(package: str) -> set[str]:
+    import importlib
+
+    return set(getattr(importlib.import_module(package), "__all__", ()))
+
+
+def test_benchmarks_use_only_the_public_api():
+    # The benchmarks script the toolkit as a user would: from `nas`, a room's package
+    # (nas.trial, nas.bench, ...), search_spaces, latency_models or one of its packages, taking
+    # only the names each publishes in __all__; never a module inside a room.
+    bad = []
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            mods = []
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                mods = [(node.module, [a.name for a in node.names])]
+            elif isinstance(node, ast.Import):
+                mods = [(a.name, []) for a in node.names]
+            for mod, names in mods:
+                if mod.split(".")[0] not in PACKAGES:
+                    continue
+                where = f"{path.relative_to(ROOT)}:{node.lineno}"
+                if not (ROOT / mod.replace(".", "/") / "__init__.py").is_file():
+                    bad.append(f"{where}: imports the module {mod}, not a package's public names")
+                    continue
+                public = _public_names(mod)
+                bad += [f"{where}: {n} is not in {mod}.__all__" for n in names if n not in public]
+    assert not bad, "\n".join(bad)

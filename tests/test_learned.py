@@ -192,7 +192,7 @@ def test_an_edgetpu_profile_refits_the_edgetpu_model(tmp_path, capsys):
     with the device simulated by the model itself under different constants."""
     from dataclasses import replace
 
-    from latency_models import edgetpu_model as em
+    from latency_models.edgetpu import model as em
     from latency_models.analysis import analyze_arch
     from nas.cli import main
 

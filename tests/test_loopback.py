@@ -1,6 +1,6 @@
 """What the embedded Ray exposes: every listening socket on loopback, no dashboard, token authentication.
 
-Without ``nas.runner._local_only_env`` Ray 2.60 advertises the host's IP and its gRPC
+Without ``nas.run.runner._local_only_env`` Ray 2.60 advertises the host's IP and its gRPC
 servers listen on every interface; this test fails then.
 """
 
@@ -20,14 +20,14 @@ pytestmark = pytest.mark.slow
 
 SERVER = textwrap.dedent("""
     import json, sys
-    from nas.config import parse_experiment
-    from nas.runner import _local_only_env, _quiet_env
+    from nas.config.experiment import parse_experiment
+    from nas.run.runner import _local_only_env, _quiet_env
     cfg = parse_experiment({"space": {"name": "mnasnet", "resolution": 32}, "reward": {"target_ms": 1.0},
                             "budget": {"trials": 1}})
     _quiet_env()
     _local_only_env(cfg)
     import ray  # after: the environment decides Ray's node address at import
-    from nas.ray_runner import init_ray
+    from nas.run.ray_runner import init_ray
     assert init_ray(cfg)
     ctx = ray.get_runtime_context()
     nodes = ray.nodes()

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 import search_spaces
-from nas.controllers import get_controller
-from nas.data import Split
-from nas.oneshot import OneShotSearch, OneShotSettings
-from nas.reward import Constraints, RewardConfig
+from nas.controllers.base import get_controller
+from nas.data.sources import Split
+from nas.config.experiment import OneShotConfig
+from nas.oneshot.search import OneShotSearch
+from nas.core.reward import Constraints, RewardConfig
 
 pytest.importorskip("tensorflow")
 
@@ -32,7 +33,7 @@ def test_the_joint_search_warms_up_then_trains_weights_and_controller_together()
         return [{"latency_ms": 1.0 + sum(b.se_ratio > 0 for b in a.stages), "off_chip_bytes": 0} for a in archs]
 
     ctrl = get_controller("logits", space, seed=1, learning_rate=0.2)
-    settings = OneShotSettings(epochs=2, batch_size=16, warmup=0.25, samples=3, candidates=6, top_k=2,
+    settings = OneShotConfig(epochs=2, batch_size=16, warmup=0.25, samples=3, candidates=6, top_k=2,
                                calibration=1)
     search = OneShotSearch(space, space, _split(), ctrl, RewardConfig(target_ms=2.0, preset="hard"), latency,
                            settings, seed=0)
@@ -68,15 +69,16 @@ def test_the_joint_search_warms_up_then_trains_weights_and_controller_together()
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("epochs", 0, "search.oneshot.epochs: expected an integer in [1, 10000], got 0"),
-    ("warmup", 1.5, "search.oneshot.warmup: expected a number in [0, 1], got 1.5"),
-    ("learning_rate", 0, "search.oneshot.learning_rate: expected a number in (0, 10], got 0"),
-    ("samples", "4", "search.oneshot.samples: expected an integer in [1, 1024], got '4'"),
-    ("largest_floor", 1.25, "search.oneshot.largest_floor: expected a number in [0, 1], got 1.25"),
+    ("epochs", 0, "search.oneshot.epochs: Input should be greater than or equal to 1 (given 0)"),
+    ("warmup", 1.5, "search.oneshot.warmup: Input should be less than 1 (given 1.5)"),
+    ("learning_rate", 0, "search.oneshot.learning_rate: Input should be greater than 0 (given 0)"),
+    ("samples", "4", "search.oneshot.samples: Input should be a valid integer (given '4')"),
+    ("largest_floor", 1.25, "search.oneshot.largest_floor: Input should be less than or equal to 1 (given 1.25)"),
 ])
 def test_bad_settings_are_one_line_errors(field, value, message):
+    # The search takes the experiment's own section: built in Python, its errors are one line too.
     with pytest.raises(ValueError) as info:
-        OneShotSettings(**{field: value})
+        OneShotConfig(**{field: value})
     assert str(info.value) == message
 
 
@@ -87,7 +89,7 @@ def _search(seed=0, epochs=2):
         return [{"latency_ms": 1.0 + sum(b.se_ratio > 0 for b in a.stages), "off_chip_bytes": 0} for a in archs]
 
     ctrl = get_controller("mnas", space, seed=seed)
-    settings = OneShotSettings(epochs=epochs, batch_size=16, warmup=0.25, samples=2, candidates=4, top_k=1,
+    settings = OneShotConfig(epochs=epochs, batch_size=16, warmup=0.25, samples=2, candidates=4, top_k=1,
                                calibration=1)
     return OneShotSearch(space, space, _split(), ctrl, RewardConfig(target_ms=2.0, preset="hard"), latency,
                          settings, seed=seed)
@@ -127,14 +129,14 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
 
 
 def test_weight_steps_take_the_largest_choices_with_a_probability_falling_to_a_floor():
-    from nas.oneshot import largest_choices
+    from nas.oneshot.search import largest_choices
 
     space = search_spaces.get("efficientnet_edgetpu_bench")
     # block types have no order: never forced; SE and repeats: their largest choice
     assert largest_choices(space) == [None if d.name.endswith(".block") else int(np.argmax(d.choices))
                                       for d in space.decision_list]
     ctrl = get_controller("logits", space, seed=1)
-    settings = OneShotSettings(epochs=2, batch_size=8, warmup=0.5, samples=1, candidates=2, top_k=1,
+    settings = OneShotConfig(epochs=2, batch_size=8, warmup=0.5, samples=1, candidates=2, top_k=1,
                                calibration=1, largest_until=0.5, largest_floor=0.25)
     search = OneShotSearch(space, space, _split(), ctrl, RewardConfig(target_ms=2.0, preset="hard"),
                            lambda archs: [{"latency_ms": 1.0} for _ in archs], settings, seed=0)
@@ -164,7 +166,7 @@ def test_weight_steps_take_the_largest_choices_with_a_probability_falling_to_a_f
 
 def test_without_the_largest_warm_up_a_path_is_trained_as_drawn():
     space = search_spaces.get("efficientnet_edgetpu_bench")
-    settings = OneShotSettings(epochs=1, batch_size=8, largest_until=0, largest_floor=0)
+    settings = OneShotConfig(epochs=1, batch_size=8, largest_until=0, largest_floor=0)
     search = OneShotSearch(space, space, _split(), get_controller("logits", space, seed=1),
                            RewardConfig(target_ms=2.0), lambda archs: [{"latency_ms": 1.0} for _ in archs],
                            settings, seed=0)

@@ -120,7 +120,7 @@ def test_several_latency_targets_train_as_parallel_ray_tasks(tmp_path):
 def test_the_driver_checks_a_oneshot_experiment_without_loading_tensorflow(tmp_path):
     from conftest import ROOT
 
-    code = (f"from nas.launch import prepare; prepare({str(ROOT / 'experiments' / 'oneshot_quickstart.yaml')!r}, "
+    code = (f"from nas.run.launch import prepare; prepare({str(ROOT / 'experiments' / 'oneshot_quickstart.yaml')!r}, "
             f"out={str(tmp_path / 'run')!r}); import sys; "
             "print(sorted(m for m in ('tensorflow', 'keras', 'ray') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -129,7 +129,7 @@ def test_the_driver_checks_a_oneshot_experiment_without_loading_tensorflow(tmp_p
 
 
 def test_candidates_of_several_targets_merge_most_likely_first_then_by_reward():
-    from nas.oneshot_run import merged_candidates, retrain_overrides
+    from nas.oneshot.run import merged_candidates, retrain_overrides
 
     def c(arch, why, reward):
         return {"arch": arch, "why": why, "reward": reward}
@@ -144,7 +144,7 @@ def test_candidates_of_several_targets_merge_most_likely_first_then_by_reward():
 
 def test_the_list_controller_proposes_its_archs_in_order():
     import search_spaces
-    from nas.controllers import get_controller
+    from nas.controllers.base import get_controller
 
     space = search_spaces.get("efficientnet_edgetpu_bench")
     archs = [space.sample(i).to_string() for i in range(2)]

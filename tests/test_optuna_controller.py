@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import search_spaces as s
-from nas.controllers import controller_names, get_controller
+from nas.controllers.base import controller_names, get_controller
 
 SMALL = s.get("efficientnet_edgetpu_bench", resolution=32, width=0.25, depth=0.5, num_classes=10)
 BIG = s.get("efficientnet_edgetpu", resolution=32, width=0.25, depth=0.5)
@@ -49,7 +49,7 @@ def drive(c, n, space=SMALL, pending=2, outcome=None):
 
 def test_registered_and_imported_only_when_used():
     assert "optuna" in controller_names()
-    code = "import sys, nas.controllers; assert not {'optuna', 'nas.optuna_controller'} & set(sys.modules)"
+    code = "import sys, nas.controllers.base; assert not {'optuna', 'nas.controllers.optuna'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -204,8 +204,8 @@ def test_replay_with_pending_trials_rebuilds_the_same_state(params):
 
 
 def test_resume_through_the_search_state_continues_the_same_search():
-    from nas.config import parse_experiment
-    from nas.ledger import Ledger
+    from nas.config.experiment import parse_experiment
+    from nas.ledger.ledger import Ledger
 
     cfg = parse_experiment({
         "space": {"name": "efficientnet_edgetpu_bench", "resolution": 32, "width": 0.25, "depth": 0.5,
@@ -262,9 +262,9 @@ def test_a_replay_that_diverges_late_closes_the_newest_pending_trial():
 
 
 def test_an_experiment_may_name_it():
-    from nas.config import parse_experiment
-    from nas.launch import check
-    from nas.ledger import make_controller
+    from nas.config.experiment import parse_experiment
+    from nas.run.launch import check
+    from nas.ledger.ledger import make_controller
 
     base = {"space": {"name": "efficientnet_edgetpu_bench", "resolution": 32}, "reward": {"target_ms": 2.0},
             "budget": {"trials": 4}, "data": {"source": "digits"}}

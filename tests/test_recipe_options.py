@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nas.config import ExportConfig, TrainConfig, parse_experiment
+from nas.config.experiment import ExportConfig, TrainConfig, parse_experiment
 
 keras = pytest.importorskip("keras")
 
@@ -34,8 +34,8 @@ def _batches(n: int = 6):
 def test_warmup_weight_decay_and_label_smoothing_compute_what_keras_computes(optimizer, schedule):
     import tensorflow as tf
 
-    from nas.recipe import smoothed_loss
-    from nas.training import Step, keras_optimizer
+    from nas.trial.recipe import smoothed_loss
+    from nas.trial.training import Step, keras_optimizer
 
     batches = _batches()
     ours, ref = _model(), _model()
@@ -53,7 +53,7 @@ def test_warmup_weight_decay_and_label_smoothing_compute_what_keras_computes(opt
 def test_weight_decay_leaves_batchnorm_and_biases_alone():
     import tensorflow as tf
 
-    from nas.training import Step
+    from nas.trial.training import Step
 
     model = _model()
     before = {v.path: v.numpy().copy() for v in model.trainable_variables}
@@ -70,7 +70,7 @@ def test_weight_decay_leaves_batchnorm_and_biases_alone():
 
 
 def test_the_warmup_rises_linearly_then_decays():
-    from nas.training import lr_schedule
+    from nas.trial.training import lr_schedule
 
     lr = lr_schedule(0.1, 20, "cosine", warmup_steps=4)
     values = [float(lr(i)) for i in range(20)]
@@ -85,7 +85,7 @@ def test_the_warmup_rises_linearly_then_decays():
 def test_augmentations_keep_the_shape_and_range_and_change_the_image(kind):
     import tensorflow as tf
 
-    from nas.stored import augmenter
+    from nas.data.stored import augmenter
 
     rng = np.random.default_rng(0)
     x = rng.random((24, 24, 3)).astype("float32")
@@ -102,7 +102,7 @@ def test_augmentations_keep_the_shape_and_range_and_change_the_image(kind):
 def test_the_photo_set_flips_and_crops():
     import tensorflow as tf
 
-    from nas.stored import augmenter
+    from nas.data.stored import augmenter
 
     x = np.zeros((16, 16, 1), "float32")
     x[:, :8] = 1.0  # left half white
@@ -117,8 +117,8 @@ def test_the_photo_set_flips_and_crops():
 def test_fit_validates_every_n_epochs_on_the_subset_and_at_the_end_on_everything():
     import tensorflow as tf
 
-    from nas.recipe import eval_subset
-    from nas.training import fit
+    from nas.trial.recipe import eval_subset
+    from nas.trial.training import fit
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(40, 6, 6, 2)).astype("float32"), rng.integers(0, 3, 40).astype("int32")

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from nas.controllers import get_controller
-from nas.record import (FIELDS, RecordError, usable_reward, Status, TrialRecord, best_result, csv_text, pareto_front,
+from nas.controllers.base import get_controller
+from nas.core.record import (FIELDS, RecordError, usable_reward, Status, TrialRecord, best_result, csv_text, pareto_front,
                         read_csv)
-from nas.ledger import Ledger
-from nas.runfolder import RunFolder
+from nas.ledger.ledger import Ledger
+from nas.ledger.folder import RunFolder
 from search_spaces import Arch
 
 LEGACY = Path(__file__).parent / "data" / "run_v1"  # made by the toolkit before this record existed
@@ -150,8 +150,8 @@ def test_a_run_made_before_resumes_and_its_table_gains_the_proxy_columns(tmp_pat
 
 
 def test_a_state_of_an_unknown_version_is_one_clear_line(tmp_path):
-    from nas.config import load_experiment
-    from nas.errors import RunFolderError
+    from nas.config.experiment import load_experiment
+    from nas.core.errors import RunFolderError
 
     run = legacy_copy(tmp_path)
     state = json.loads((run / "state.json").read_text())

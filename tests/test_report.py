@@ -18,14 +18,13 @@ import pytest
 import yaml
 
 from latency_models import Target, get_source
-from nas.config import parse_experiment
-from nas.report import build, windowed_decision_entropy
-from nas.reward import reward
-from nas import proxy
-from nas.ledger import Ledger
-from nas.record import pareto_front
-from nas.runfolder import RunFolder
-from nas.recipe import reward_config
+from nas.config.experiment import parse_experiment
+from nas.results.report import build, windowed_decision_entropy
+from nas.core.reward import reward
+from nas.trial import proxy
+from nas.ledger.ledger import Ledger
+from nas.core.record import pareto_front
+from nas.ledger.folder import RunFolder
 from search_spaces import Arch, count_params
 
 EXPERIMENT = {
@@ -53,7 +52,7 @@ def run_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("report") / "run"
     run = RunFolder(path)
     run.create(yaml.safe_dump(EXPERIMENT), EXPERIMENT["budget"]["trials"])
-    src, rcfg = get_source("edgetpu-model"), reward_config(cfg)
+    src, rcfg = get_source("edgetpu-model"), cfg.reward
     st = Ledger(cfg, EXPERIMENT["budget"]["trials"])
     for i in range(EXPERIMENT["budget"]["trials"]):
         tid = f"t{i:03d}"

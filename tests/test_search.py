@@ -15,12 +15,12 @@ import pytest
 import yaml
 
 from conftest import COMPILER_LOGS
-from nas.config import parse_experiment
-from nas.record import FIELDS, Status, TrialRecord
-from nas.errors import Finished, RunFolderError
-from nas.ledger import Ledger
-from nas.record import pareto_front
-from nas.runfolder import RunFolder
+from nas.config.experiment import parse_experiment
+from nas.core.record import FIELDS, Status, TrialRecord
+from nas.core.errors import Finished, RunFolderError
+from nas.ledger.ledger import Ledger
+from nas.core.record import pareto_front
+from nas.ledger.folder import RunFolder
 
 # The deployment model (64 px, width 0.5) is searched; each trial trains its 32 px proxy at
 # width 0.25 and depth 0.25 of the skeleton's, which is what keeps these tests fast.
@@ -84,8 +84,8 @@ class _Cycle:
     """A controller proposing a fixed cycle of members (repeats on purpose), recording what it is told."""
 
     def __new__(cls, c, order):
-        from nas.controllers import Controller
-        from nas.ledger import make_space
+        from nas.controllers.base import Controller
+        from nas.ledger.ledger import make_space
 
         class Cycle(Controller):
             name = "cycle"
@@ -175,7 +175,7 @@ def test_a_controller_that_only_repeats_ends_the_search_with_a_warning(caplog):
     st = Ledger(c, budget=10, controller=ctrl)
     a = st.suggest("t1")
     st.complete("t1", fake_result(a, 0.5))
-    with caplog.at_level("WARNING", logger="nas.ledger"):
+    with caplog.at_level("WARNING", logger="nas.ledger.ledger"):
         with pytest.raises(Finished, match="converged"):
             st.suggest("t2")
     assert st.finished() and st.n_repeats == 5 and len(ctrl.told) == 6
@@ -275,7 +275,7 @@ def test_the_run_folder_is_written_atomically_and_never_reused(tmp_path):
 
 
 def test_local_runner_resumes_without_repeating(tmp_path, monkeypatch):
-    import nas.runner as runner
+    import nas.run.runner as runner
 
     calls = []
 
@@ -448,7 +448,7 @@ def test_export_writes_a_model_that_plain_keras_loads_and_evaluates(searched, tm
     assert {"model.keras", "model_int8.tflite", "arch.txt", "summary.json"} <= files
     summary = json.loads((exp / "summary.json").read_text())
     if env:
-        from latency_models.edgetpu_report import parse_compiler_output
+        from latency_models.edgetpu.report import parse_compiler_output
 
         assert "model_int8.tflite" in args_file.read_text()  # the compiler was run on the int8 file
         assert "model_edgetpu.tflite" in files and "model_edgetpu.tflite" in summary["files"]
@@ -522,7 +522,7 @@ def with_train(**settings):
 
 
 def jemalloc_or_skip() -> str:
-    from nas.worker import jemalloc_path
+    from nas.trial.worker import jemalloc_path
 
     lib = jemalloc_path()
     if lib is None:
@@ -532,13 +532,13 @@ def jemalloc_or_skip() -> str:
 
 @pytest.mark.parametrize("onednn", [False, True])
 def test_trial_processes_run_tensorflow_with_onednn_as_configured(tmp_path, onednn):
-    from nas.worker import onednn_env
+    from nas.trial.worker import onednn_env
 
     c = with_train(onednn=onednn)
     assert onednn_env(c) == {"TF_ENABLE_ONEDNN_OPTS": "1" if onednn else "0"}  # Ray workers' runtime_env
     # the in-process runner sets it before TensorFlow loads; TensorFlow then reports it
-    code = ("import sys, yaml; from nas.config import parse_experiment; from nas.runner import run_local; "
-            "from nas.runfolder import RunFolder; "
+    code = ("import sys, yaml; from nas.config.experiment import parse_experiment; from nas.run.runner import run_local; "
+            "from nas.ledger.folder import RunFolder; "
             "run_local(parse_experiment(yaml.safe_load(sys.argv[1])), RunFolder(sys.argv[2]), 0); "
             "from tensorflow.python.util import _pywrap_util_port as p; print(p.IsMklEnabled())")
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
@@ -549,7 +549,7 @@ def test_trial_processes_run_tensorflow_with_onednn_as_configured(tmp_path, oned
 
 
 def test_allocator_env_preloads_the_jemalloc_ray_ships(monkeypatch):
-    from nas.worker import allocator_env
+    from nas.trial.worker import allocator_env
 
     lib = jemalloc_or_skip()
     assert os.path.isfile(lib) and lib.endswith("ray/core/libjemalloc.so")
@@ -565,7 +565,7 @@ def test_allocator_env_preloads_the_jemalloc_ray_ships(monkeypatch):
 
 JEMALLOC_PURGE = """
 import ctypes
-from nas.worker import _malloc_trim, rss_mb as _rss_mb
+from nas.trial.worker import _malloc_trim, rss_mb as _rss_mb
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -592,14 +592,14 @@ def test_a_trial_end_gives_jemallocs_freed_pages_back():
 
 WORKER_PROBE = """
 import json, os, sys
-from nas.config import parse_experiment
-from nas.runner import _local_only_env, _quiet_env
-from nas.worker import _malloc_trim, jemalloc_loaded
+from nas.config.experiment import parse_experiment
+from nas.run.runner import _local_only_env, _quiet_env
+from nas.trial.worker import _malloc_trim, jemalloc_loaded
 cfg = parse_experiment(json.loads(sys.argv[1]))
 _quiet_env()
 _local_only_env(cfg)
 import ray
-from nas.ray_runner import init_ray
+from nas.run.ray_runner import init_ray
 assert init_ray(cfg)
 probe = ray.remote(lambda: [jemalloc_loaded(), os.environ.get("TF_ENABLE_ONEDNN_OPTS"), _malloc_trim()])
 print(json.dumps([jemalloc_loaded(), *ray.get(probe.remote())]))
@@ -623,15 +623,15 @@ def test_ray_workers_run_with_the_configured_allocator():
 def test_a_worker_without_the_jemalloc_it_asked_for_warns_once(monkeypatch, caplog):
     import logging
 
-    from nas import worker
+    from nas.trial import worker
 
     monkeypatch.setattr(worker, "_allocator_checked", False)
     monkeypatch.setenv("LD_PRELOAD", "/elsewhere/ray/core/libjemalloc.so")  # ld.so ignored it: not mapped here
-    with caplog.at_level(logging.WARNING, logger="nas.worker"):
+    with caplog.at_level(logging.WARNING, logger="nas.trial.worker"):
         worker.check_allocator(with_train(allocator="system"))  # not asked for: silent
         worker.check_allocator(cfg())
         worker.check_allocator(cfg())
-    assert [r.getMessage() for r in caplog.records if r.name == "nas.worker"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "nas.trial.worker"] == [
         "train.allocator=jemalloc, but this worker runs without it (LD_PRELOAD=/elsewhere/ray/core/libjemalloc.so): "
         "its memory may creep up from trial to trial"]
 
@@ -640,13 +640,13 @@ def test_onednn_that_cannot_take_effect_is_warned_about(tmp_path, monkeypatch, c
     import logging
     import types
 
-    from nas.runner import run_local
+    from nas.run.runner import run_local
 
     monkeypatch.setitem(sys.modules, "tensorflow", sys.modules.get("tensorflow") or types.ModuleType("tensorflow"))
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
-    with caplog.at_level(logging.WARNING, logger="nas.worker"):
+    with caplog.at_level(logging.WARNING, logger="nas.trial.worker"):
         run_local(cfg(), RunFolder(tmp_path / "run"), 0)
-    assert [r.getMessage() for r in caplog.records if r.name == "nas.worker"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "nas.trial.worker"] == [
         "TensorFlow is already loaded in this process: train.onednn=False cannot take effect here"]
     assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1"  # a loaded TensorFlow is not lied to
 
@@ -657,12 +657,12 @@ def test_export_warns_when_the_int8_model_falls_below_the_float_one(searched, tm
     evaluation that gets nothing right: the real one is run by the tests above)."""
     import logging
 
-    import nas.export
+    import nas.results.export
 
     tmp, _, r, _ = searched
-    monkeypatch.setattr(nas.export, "evaluate_tflite", lambda tflite, x, y: 0.0)
-    with caplog.at_level(logging.WARNING, logger="nas.export"):
-        summary = nas.export.export(tmp / "run", scale="proxy", epochs=1, out=tmp_path / "x")
+    monkeypatch.setattr(nas.results.export, "evaluate_tflite", lambda tflite, x, y: 0.0)
+    with caplog.at_level(logging.WARNING, logger="nas.results.export"):
+        summary = nas.results.export.export(tmp / "run", scale="proxy", epochs=1, out=tmp_path / "x")
     assert summary["int8_accuracy"] == 0.0 and summary["int8"]["below_margin"] is (summary["int8"]["float_accuracy"]
                                                                                    > 0.02)
     assert summary["recipe"]["epochs"] == 1 and 0 < summary["int8"]["calibration_images"] <= 200  # (all, if fewer)

@@ -1,4 +1,4 @@
-"""The Edge TPU as a shared measurement service (latency_models.service, nas.ray_runner).
+"""The Edge TPU as a shared measurement service (latency_models.service, nas.run.ray_runner).
 
 No Edge TPU and no edgetpu_compiler here: the compile step is a fake ``edgetpu_compiler`` on
 PATH that copies the model and prints a real compiler log (tests/data/compiler_logs), and the
@@ -130,7 +130,7 @@ def test_requests_are_routed_by_the_models_key():
 
 
 def test_each_service_of_a_host_claims_its_own_device(tmp_path, monkeypatch):
-    from latency_models import edgetpu_devices
+    from latency_models.edgetpu import devices as edgetpu_devices
 
     listed = [{"type": "usb", "device": "usb:0"}, {"type": "usb", "device": "usb:1"},
               {"type": "pci", "device": "pci:0"}]
@@ -147,7 +147,7 @@ def test_each_service_of_a_host_claims_its_own_device(tmp_path, monkeypatch):
 
 
 def test_a_predictor_cannot_be_served_and_a_served_source_must_measure():
-    from nas.config import parse_experiment
+    from nas.config.experiment import parse_experiment
 
     base = {"space": {"name": "efficientnet_edgetpu"}, "reward": {"target_ms": 2}, "budget": {"trials": 1}}
     with pytest.raises(ValueError, match=r"latency.service.mode: service times the models of a measured source "
@@ -290,8 +290,8 @@ def test_killing_the_measurement_actor_mid_request_loses_nothing(tmp_path):
 def test_a_trial_that_measures_itself_takes_nested_options_and_loads_its_source_once(tmp_path):
     """latency.service.mode: trial (the design before the service) with the replay backend's
     nested options: the per-process source cache is keyed by them (a dict is not hashable)."""
-    from nas.config import parse_experiment
-    from nas.recipe import latency_source
+    from nas.config.experiment import parse_experiment
+    from nas.trial.recipe import latency_source
 
     c = parse_experiment({"space": {"name": "efficientnet_edgetpu"}, "reward": {"target_ms": 2}, "budget": {"trials": 1},
                           "latency": {"source": "edgetpu", "service": {"mode": "trial"}, **{
@@ -304,9 +304,9 @@ def test_a_trial_that_measures_itself_takes_nested_options_and_loads_its_source_
 def test_an_in_process_search_asks_the_same_service_object(tmp_path, compiler):
     """--runner local: no Ray, the measurement service is the same object a Ray actor holds,
     asked directly; its cache sits in the run folder as on a cluster."""
-    from nas.config import parse_experiment
-    from nas.runfolder import RunFolder
-    from nas.runner import run_local
+    from nas.config.experiment import parse_experiment
+    from nas.ledger.folder import RunFolder
+    from nas.run.runner import run_local
     from test_search import TINY_EXPERIMENT
 
     c = parse_experiment({**TINY_EXPERIMENT, "controller": {"name": "random"}, "budget": {"trials": 2},
@@ -332,8 +332,8 @@ def test_the_same_service_times_tflite_cpu_on_a_dedicated_host(tmp_path):
 def test_a_supernet_asks_the_service_for_its_samples_latency(tmp_path, compiler):
     """One-shot on a cluster: a supernet task's latency function goes through the service's
     client (every sample sent before the first answer is awaited)."""
-    from nas.config import parse_experiment
-    from nas.oneshot_run import _latency_fn
+    from nas.config.experiment import parse_experiment
+    from nas.oneshot.run import _latency_fn
     from search_spaces import Arch
 
     c = parse_experiment({"space": {"name": "efficientnet_edgetpu"}, "reward": {"target_ms": 2}, "budget": {"trials": 1},

@@ -142,7 +142,7 @@ def test_a_space_the_supernet_cannot_hold_is_a_clear_error():
 
 
 def test_weight_steps_trace_once_move_only_the_path_and_one_shot_accuracy_is_the_standalone_models():
-    from nas.supernet_train import SupernetTrainer
+    from nas.oneshot.train import SupernetTrainer
 
     space = search_spaces.get("efficientnet_edgetpu_bench")
     net = Supernet(space, num_classes=3, seed=4)
@@ -182,12 +182,12 @@ def keras_stem_stats(model, batches):
 
 
 def test_a_supernet_of_the_proxies_holds_what_the_trials_train():
-    from nas.config import ProxyConfig
-    from nas.proxy import proxy_arch
+    from nas.config.experiment import ProxyConfig
+    from nas.trial.proxy import proxy_arch
     from search_spaces.scaling import ScaledSpace
 
-    from nas.config import parse_experiment
-    from nas.proxy import space_of
+    from nas.config.experiment import parse_experiment
+    from nas.trial.proxy import space_of
 
     deploy = search_spaces.get("efficientnet_edgetpu", resolution=128, width=1.0, depth=1.0, num_classes=10)
     proxies = ScaledSpace(deploy, width=0.25, depth=0.5, resolution=32)

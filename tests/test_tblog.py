@@ -8,9 +8,9 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from nas.config import parse_experiment
-from nas.ledger import Ledger
-from nas.runfolder import RunFolder
+from nas.config.experiment import parse_experiment
+from nas.ledger.ledger import Ledger
+from nas.ledger.folder import RunFolder
 
 EXPERIMENT = {
     "name": "tblog-test", "seed": 3,
@@ -89,8 +89,8 @@ def test_a_torn_event_file_is_read_up_to_the_tear(tmp_path):
 def test_logging_that_fails_warns_once_and_the_search_goes_on(tmp_path, caplog):
     _, run, state = _new_run(tmp_path)
     (run.path / "tensorboard").write_text("a file where the folder should be")
-    with caplog.at_level(logging.WARNING, logger="nas.tblog"):
+    with caplog.at_level(logging.WARNING, logger="nas.ledger.tblog"):
         _search(run, state, range(4))
-    warnings = [r.getMessage() for r in caplog.records if r.name == "nas.tblog"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "nas.ledger.tblog"]
     assert len(warnings) == 1 and warnings[0].startswith("TensorBoard logging stopped (the search goes on)")
     assert len(run.results()) == 4

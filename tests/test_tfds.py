@@ -13,8 +13,8 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from nas.data import StoreSettings, StoredSplit, check_source, class_count, load  # noqa: E402
-from nas.tfds_data import TfdsItems  # noqa: E402
+from nas.data.sources import StoreSettings, StoredSplit, check_source, class_count, load  # noqa: E402
+from nas.data.tfds import TfdsItems  # noqa: E402
 
 N_MOCK = 20  # mock examples per split (TFDS's mock gives this many whatever the split)
 
@@ -154,7 +154,7 @@ def test_limit_keeps_both_splits_in_proportion_by_class(toy, tmp_path):
 
 
 def test_a_dataset_is_downloaded_and_prepared_on_first_use_and_pickles(tfds_dir, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="nas.tfds_data"):
+    with caplog.at_level(logging.INFO, logger="nas.data.tfds"):
         d = load("tfds:nas_toy_shapes", 16, channels=1, settings=settings(tmp_path))
     assert "downloading and preparing" in caplog.text and (tfds_dir / "nas_toy_shapes" / "1.0.0").is_dir()
     assert d.val_arrays()[0].shape == (9, 16, 16, 1)

@@ -1,4 +1,4 @@
-"""The traced training step (nas.training) against Keras's own optimizers and fit."""
+"""The traced training step (nas.trial.training) against Keras's own optimizers and fit."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def _batches(n: int = 5):
 def test_step_computes_what_keras_computes(optimizer, schedule, sequential):
     import tensorflow as tf
 
-    from nas.training import Step, keras_optimizer
+    from nas.trial.training import Step, keras_optimizer
 
     batches = _batches()
     ours, ref = _model(sequential=sequential), _model(sequential=sequential)
@@ -60,7 +60,7 @@ def test_step_computes_what_keras_computes(optimizer, schedule, sequential):
 def test_step_accuracy_is_keras_evaluate():
     import tensorflow as tf
 
-    from nas.training import Step
+    from nas.trial.training import Step
 
     model = _model()
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -74,7 +74,7 @@ def test_step_accuracy_is_keras_evaluate():
 def test_fit_stops_at_a_nan_loss():
     import tensorflow as tf
 
-    from nas.training import fit
+    from nas.trial.training import fit
 
     x = np.full((16, 6, 6, 2), np.nan, "float32")
     ds = tf.data.Dataset.from_tensor_slices((x, np.zeros(16, "int32"))).batch(8)
@@ -83,7 +83,7 @@ def test_fit_stops_at_a_nan_loss():
 
 
 def test_unknown_optimizer_is_refused():
-    from nas.training import Step
+    from nas.trial.training import Step
 
     with pytest.raises(ValueError, match="train.optimizer: unknown 'lamb'; allowed: adam, sgd, rmsprop"):
         Step(_model(), "lamb", 1e-3, total_steps=1)
@@ -92,10 +92,10 @@ def test_unknown_optimizer_is_refused():
 def test_the_docstring_examples_run():
     import doctest
 
-    import nas.mnas_controller
-    import nas.training
+    import nas.controllers.mnas
+    import nas.trial.training
 
-    for module in (nas.training, nas.mnas_controller):
+    for module in (nas.trial.training, nas.controllers.mnas):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
 
@@ -104,7 +104,7 @@ def test_the_docstring_examples_run():
 def test_the_lazy_update_moves_what_has_a_gradient_and_nothing_else(optimizer):
     import tensorflow as tf
 
-    from nas.training import FusedUpdate
+    from nas.trial.training import FusedUpdate
 
     rng = np.random.default_rng(0)
     start = rng.normal(size=(3, 4)).astype("float32")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nas.config import parse_experiment
-from nas.record import Status, TrialRecord
-from nas.trial import run_trial
+from nas.config.experiment import parse_experiment
+from nas.core.record import Status, TrialRecord
+from nas.trial.entry import run_trial
 
 TINY = "v1-res32:stem-k3-s2-o8-relu:ds-r1-k3-s1-o8-relu,mbconv-r1-k3-s2-e2-o16-relu:head-o64-relu-d0.2"
 # A deployment arch (96 px, wide) and the proxy the experiment below trains for it.
@@ -98,7 +98,7 @@ def test_a_conversion_failure_is_a_failed_trial(monkeypatch):
 
 
 def test_out_of_memory_and_bad_archs_are_failed_trials(monkeypatch):
-    import nas.trial as trial
+    import nas.trial.entry as trial
 
     def oom(*a, **k):
         raise MemoryError()
@@ -142,7 +142,7 @@ def test_a_trial_in_a_fresh_worker_sizes_tensorflow_to_its_cpus_before_loading_d
     code = f"""
 import tensorflow as tf
 from tests.test_trial import experiment, TINY
-from nas.trial import run_trial
+from nas.trial.entry import run_trial
 r = run_trial({TINY!r}, experiment(train={{"epochs": 1}}, budget={{"trials": 1, "cpus_per_trial": 1}}))
 assert str(r.status) == "ok", r.reason
 print("THREADS", tf.config.threading.get_intra_op_parallelism_threads(),
@@ -168,12 +168,12 @@ def test_int8_scoring_quantizes_the_trained_proxy_and_rewards_its_accuracy():
 
 
 def test_a_proxy_that_cannot_be_quantized_fails_its_trial_with_the_reason(monkeypatch):
-    import nas.trial
+    import nas.trial.entry
 
     def broken(*a, **k):
         raise RuntimeError("Quantization not yet supported for op: 'FOO'")
 
-    monkeypatch.setattr(nas.trial, "int8_accuracy", broken)
+    monkeypatch.setattr(nas.trial.entry, "int8_accuracy", broken)
     r = run_trial(TINY, experiment(score={"accuracy": "int8"}))
     assert r.status is Status.FAILED and r.reward is None
     assert r.reason == "int8: RuntimeError: Quantization not yet supported for op: 'FOO'" and r.int8_s is not None

@@ -65,11 +65,11 @@ makes one Edge TPU partition: the first unsupported op (:attr:`ModelAnalysis.fir
 and every op after it in the table run on the CPU.
 """
 
-from .arch import analyze_arch, layers_block_columns
-from .keras_model import analyze_keras
-from .records import ModelAnalysis, OpInfo
-from .rules import EDGETPU_CUSTOM_OP, EDGETPU_SUPPORTED_OPS, edgetpu_reason
-from .tflite import analyze_tflite
+from latency_models.analysis.arch import analyze_arch, layers_block_columns
+from latency_models.analysis.keras_model import analyze_keras
+from latency_models.analysis.records import ModelAnalysis, OpInfo
+from latency_models.analysis.rules import EDGETPU_CUSTOM_OP, EDGETPU_SUPPORTED_OPS, edgetpu_reason
+from latency_models.analysis.tflite import analyze_tflite
 
 __all__ = ["EDGETPU_CUSTOM_OP", "EDGETPU_SUPPORTED_OPS", "ModelAnalysis", "OpInfo", "analyze_arch", "analyze_keras",
            "analyze_tflite", "edgetpu_reason", "layers_block_columns"]

@@ -10,9 +10,9 @@ from functools import lru_cache
 from search_spaces.arch import Arch, parse_arch
 from search_spaces.plan import count_params, resolve_io
 
-from .ir import _arch_graph, _finish_graph, _graph_of
-from .records import _ITEMSIZE, ModelAnalysis, Shape, _numel
-from .rules import _type_reason, edgetpu_reason
+from latency_models.analysis.ir import _arch_graph, _finish_graph, _graph_of
+from latency_models.analysis.records import _ITEMSIZE, ModelAnalysis, Shape, _numel
+from latency_models.analysis.rules import _type_reason, edgetpu_reason
 
 # ------------------------------------------------------------------------------ arch source
 
@@ -43,7 +43,7 @@ def layers_block_columns(layers, block: str) -> dict[str, list]:
     """The ops of one block of a layer plan as plain columns, lowered exactly as
     :func:`analyze_arch` lowers them but without building the :class:`OpInfo` records.
 
-    A batched predictor meets thousands of new blocks (``latency_models.fast``); it needs only
+    A batched predictor meets thousands of new blocks (``latency_models.segments``); it needs only
     these numbers of each op: ``op_type``, ``macs``, ``cout`` (output channels), ``param_bytes``,
     ``moved`` (output bytes + input elements, as :class:`OpInfo` gives them), ``window``
     (kernel area x output elements, for pools) and ``supported`` (by the Edge TPU).

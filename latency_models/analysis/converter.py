@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import convert
-from .records import Shape, _Row
-from .tflite import _read_tflite
+from latency_models import convert
+from latency_models.analysis.records import Shape, _Row
+from latency_models.analysis.tflite import _read_tflite
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from search_spaces.plan import plan
 
-from .records import _ITEMSIZE, ModelAnalysis, Shape, _finish, _numel, _Row
-from .rules import _type_reason, edgetpu_reason
+from latency_models.analysis.records import _ITEMSIZE, ModelAnalysis, Shape, _finish, _numel, _Row
+from latency_models.analysis.rules import _type_reason, edgetpu_reason
 
 # ------------------------------------------------------------------------------ shared IR
 #

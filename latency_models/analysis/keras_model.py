@@ -9,11 +9,11 @@ import math
 
 import numpy as np
 
-from ..errors import ConversionError
-from .converter import _converter_lowering, _kshape, _Lowering, _short_error, _to_int8_quietly, _unique_inputs
-from .ir import _activation, _block_of, _bn, _conv, _dense, _dwconv, _finish_graph, _Graph, _lower, _Op, _tflite_order
-from .records import ModelAnalysis, Shape, _finish, _numel
-from .tflite import _read_tflite
+from latency_models.errors import ConversionError
+from latency_models.analysis.converter import _converter_lowering, _kshape, _Lowering, _short_error, _to_int8_quietly, _unique_inputs
+from latency_models.analysis.ir import _activation, _block_of, _bn, _conv, _dense, _dwconv, _finish_graph, _Graph, _lower, _Op, _tflite_order
+from latency_models.analysis.records import ModelAnalysis, Shape, _finish, _numel
+from latency_models.analysis.tflite import _read_tflite
 
 log = logging.getLogger(__name__)
 

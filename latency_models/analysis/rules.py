@@ -7,7 +7,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Iterable
 
-from .records import Shape, _fmt_shape, _numel
+from latency_models.analysis.records import Shape, _fmt_shape, _numel
 
 
 # Coral's "Supported operations" table (coral.ai/docs/edgetpu/models-intro, compiler 16),

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .ir import _block_of
-from .records import _ITEMSIZE, ModelAnalysis, Shape, _finish, _numel, _Row
-from .rules import EDGETPU_CUSTOM_OP, edgetpu_reason
+from latency_models.analysis.ir import _block_of
+from latency_models.analysis.records import _ITEMSIZE, ModelAnalysis, Shape, _finish, _numel, _Row
+from latency_models.analysis.rules import EDGETPU_CUSTOM_OP, edgetpu_reason
 
 log = logging.getLogger(__name__)
 

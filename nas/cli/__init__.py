@@ -19,11 +19,11 @@ import sys
 
 import click
 
-from .. import install
-from .bench import bench_cmd
-from .latency import latency
-from .runs import export_cmd, report_cmd, search_cmd
-from .spaces import arch, spaces
+from nas.cli import install
+from nas.cli.bench import bench_cmd
+from nas.cli.latency import latency
+from nas.cli.runs import export_cmd, report_cmd, search_cmd
+from nas.cli.spaces import arch, spaces
 
 __all__ = ["cli", "main"]
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from . import main
+from nas.cli import main
 
 sys.exit(main())

@@ -3,36 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import click
 
-from .common import UserError, parse_params
+from nas.cli.common import UserError, parse_params
+from nas.controllers.base import controller_spec
 
 log = logging.getLogger(__package__)
-
-
-def controller_spec(text: str) -> tuple[str, dict[str, Any]]:
-    """'mnas', 'mnas:batch_size=4,learning_rate=0.01', 'my_module:MyController' or
-    'my_module:MyController:k=v,...' -> (name, params)."""
-    from ..controllers import controller_names
-
-    name, _, rest = text.partition(":")
-    if name not in controller_names():
-        cls, _, after = rest.partition(":")
-        # module:Class (as a search's 'controller: {name: module:Class}'), then its parameters
-        if name and cls and "=" not in cls and "," not in cls:
-            name, rest = f"{name}:{cls}", after
-        else:
-            import difflib
-
-            close = difflib.get_close_matches(name, controller_names(), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UserError(f"--controller: unknown name {name!r}; allowed: {', '.join(controller_names())} "
-                            f"or module:Class{hint}")
-    params = parse_params(tuple(p for p in rest.split(",") if p), "--controller",
-                          "NAME:KEY=VALUE,... (e.g. mnas:batch_size=4)") if rest else {}
-    return name, params
 
 
 _TABLE_ONLY = ("table", "space_name", "space_params", "latency")
@@ -43,7 +20,7 @@ _SURROGATE_ONLY = ("landscapes", "reference_archs")
 @click.option("--mode", type=click.Choice(["table", "surrogate"]), default="table", show_default=True,
               help="table: look the archs up in a table of trained archs; surrogate: score them on landscapes "
                    "over the whole efficientnet_edgetpu space (model fitted to the shipped table, see "
-                   "nas/landscape.py).")
+                   "nas/bench/landscape.py).")
 @click.option("--table", default=None, type=click.Path(dir_okay=False),
               help="[table] CSV with arch (or decision columns d:NAME, which make the table its own space), "
                    "accuracy, latency_ms; or a shipped table: efficientnet-edgetpu-bench (the default), "
@@ -102,7 +79,7 @@ def bench_cmd(ctx, mode, table, space_name, space_params, landscapes, reference_
     """
     from click.core import ParameterSource
 
-    from ..bench_launch import prepare, run, write
+    from nas.bench.launch import prepare, run, write
 
     def given(param: str) -> bool:
         return ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .common import UserError, get_space
+from nas.cli.common import UserError, get_space
 
 
 @click.group()
@@ -198,7 +198,7 @@ def latency_analyze(path_or_arch, input_size, classes, space, space_params, as_j
 @click.option("--json", "as_json", is_flag=True)
 def latency_devices(as_json: bool) -> None:
     """Edge TPUs on this host (or none, and why), and the compiler and runtime found."""
-    from latency_models import edgetpu_devices
+    from latency_models.edgetpu import devices as edgetpu_devices
 
     devices, reason = edgetpu_devices.list_devices()
     env = edgetpu_devices.environment_report()
@@ -302,7 +302,7 @@ def latency_fit(ctx, inputs, measurements, output, kinds, holdout, seed):
     """
     from click.core import ParameterSource
 
-    from ..latency_fit import LEARNED_OPTIONS, fit
+    from nas.cli.latency_fit import LEARNED_OPTIONS, fit
 
     given = {opt for opt in LEARNED_OPTIONS if ctx.get_parameter_source(opt) is not ParameterSource.DEFAULT}
     fitted = fit(inputs, output, measurements=measurements, given=given, holdout=holdout, seed=seed,
@@ -346,7 +346,7 @@ def latency_eval(predictor, profile_csv, as_json):
     """
     from pathlib import Path
 
-    from latency_models.edgetpu_calibration import edgetpu_model_constants, evaluate_measurements
+    from latency_models.edgetpu.calibration import edgetpu_model_constants, evaluate_measurements
 
     is_edgetpu, constants = edgetpu_model_constants(predictor)
     if is_edgetpu:

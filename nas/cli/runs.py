@@ -24,11 +24,11 @@ def search_cmd(experiment, out, resume, address, max_trials, seed, runner, no_pr
     The run folder holds trials.csv, pareto.csv, best_arch.txt, experiment.yaml, state.json
     and Ray's state (ray/). An existing folder is only continued with --resume.
     """
-    from ..console import pareto_table
-    from ..launch import prepare, search
+    from nas.run.console import pareto_table
+    from nas.run.launch import prepare, search
 
     launch = prepare(experiment, out=out, resume=resume, address=address, max_trials=max_trials, seed=seed)
-    from ..proxy import describe
+    from nas.trial.proxy import describe
 
     cfg = launch.cfg
     if cfg.search.strategy == "oneshot" and cfg.controller.name != "list":
@@ -76,7 +76,7 @@ def export_cmd(run_dir, arch_text, scale, epochs, out) -> None:
     model_edgetpu.tflite is added when edgetpu_compiler is installed. Latencies in the
     summary are the deployment model's, whichever scale is trained.
     """
-    from ..export import export
+    from nas.results.export import export
 
     summary = export(run_dir, arch=arch_text, epochs=epochs, out=out, scale=scale)
     m = summary["model"]
@@ -105,8 +105,8 @@ def report_cmd(run_dir, out, top, window, train_references, no_tensorboard) -> N
     \b
     Writes report.md, pareto.png, reward.png, entropy.png and tensorboard/ into RUN_DIR/report.
     """
-    from ..console import pareto_table
-    from ..report import build, write
+    from nas.run.console import pareto_table
+    from nas.results.report import build, write
 
     rep = build(run_dir, top=top, window=window, train_references=train_references)
     folder = write(rep, out, tensorboard=not no_tensorboard)

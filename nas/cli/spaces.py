@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .common import fmt_count, get_space
+from nas.cli.common import fmt_count, get_space
 
 
 @click.group()

@@ -1,0 +1,23 @@
+"""The Coral Edge TPU: measured on a device, compiled, and predicted.
+
+- :mod:`latency_models.edgetpu.source`: ``edgetpu``, latency measured on a real Edge TPU;
+- :mod:`latency_models.edgetpu.devices`: finding and sharing the host's Edge TPUs;
+- :mod:`latency_models.edgetpu.compiler`: ``edgetpu_compiler`` and a parser of its log;
+- :mod:`latency_models.edgetpu.replay`: replayed measurements for tests and calibration;
+- :mod:`latency_models.edgetpu.model`, :mod:`latency_models.edgetpu.batch`,
+  :mod:`latency_models.edgetpu.model_source`: ``edgetpu-model``, the on-chip-memory-aware
+  predictor, exact and batched;
+- :mod:`latency_models.edgetpu.fit`, :mod:`latency_models.edgetpu.calibration`: its constants
+  fitted to measurements, and calibration against published figures;
+- :mod:`latency_models.edgetpu.report`: what ``nas latency`` prints of a compiled model.
+
+May import: the rest of :mod:`latency_models` (never :mod:`nas`).
+"""
+
+from latency_models.edgetpu import fit, model
+from latency_models.edgetpu.batch import predict_batch
+from latency_models.edgetpu.calibration import MEASUREMENTS, calibration_rows
+from latency_models.edgetpu.model import MODEL_VERSION
+from latency_models.edgetpu.model_source import EdgeTPUModelSource
+
+__all__ = ["EdgeTPUModelSource", "MEASUREMENTS", "MODEL_VERSION", "calibration_rows", "fit", "model", "predict_batch"]

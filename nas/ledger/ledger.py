@@ -1,0 +1,329 @@
+"""The ledger: the record of one search, and the one replay that rebuilds its controller.
+
+:class:`Ledger` owns the controller and the record of the search: an event log of ``ask``
+and ``tell`` events in the order they happened, the completed results and the trials still
+pending. Everything is JSON; resuming rebuilds the controller by replaying the event log
+into a fresh one (the controller is never pickled), so a resumed search continues exactly
+where the recorded one stopped. :func:`replay` is that replay, for resume, ``nas report``
+(which reads the policy's entropy after every proposal) and the benchmarks alike.
+
+The runners own the loop (:mod:`nas.run.runner`); the run folder owns the files
+(:mod:`nas.ledger.folder`). A search in a few lines, without either::
+
+    from nas.config.experiment import load_experiment
+    from nas.ledger.ledger import Finished, Ledger
+    cfg = load_experiment("experiments/quickstart.yaml")
+    ledger = Ledger(cfg, budget=3)
+    for n in range(100):
+        try:
+            arch = ledger.suggest(f"t{n}")
+        except Finished:
+            break
+        ledger.complete(f"t{n}", {"status": "ok", "reward": 0.5, "accuracy": 0.5, "latency_ms": 1.0})
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Mapping
+
+from search_spaces import Arch, SearchSpace
+
+from nas.config.experiment import ExperimentConfig
+from nas.controllers.base import Controller, get_controller
+from nas.core.errors import Finished, RunFolderError
+from nas.trial.faults import kill_point
+from nas.core.record import Status, TrialRecord, best_result, legacy_dict
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Finished", "Ledger", "STATE_VERSION", "make_base_space", "make_controller", "make_space", "read_state_json", "replay"]
+
+#: 2: results are trial records with deployment and proxy figures; 1 (read, migrated): before.
+STATE_VERSION = 2
+_READABLE_STATES = (1, 2)
+
+
+def make_base_space(cfg: ExperimentConfig) -> SearchSpace:
+    """The registered space ``space.name`` with its arguments, before ``space.hold``."""
+    import search_spaces
+
+    return search_spaces.get(cfg.space.name, **cfg.space.kwargs())
+
+
+def make_space(cfg: ExperimentConfig) -> SearchSpace:
+    """The space the search explores: :func:`make_base_space`, with ``space.hold`` applied."""
+    import search_spaces
+
+    base, h = make_base_space(cfg), cfg.space.hold
+    if h is None:
+        return base
+    return search_spaces.hold(base, h.decisions, values=h.values, from_arch=h.arch, where="space.hold")
+
+
+def make_controller(cfg: ExperimentConfig, space: SearchSpace | None = None) -> Controller:
+    return get_controller(cfg.controller.name, space or make_space(cfg), seed=cfg.seed, **cfg.controller.params)
+
+
+def read_state_json(text: str, where: str = "state.json") -> tuple[dict, list, dict[str, str], dict[str, TrialRecord]]:
+    """(the whole document, events, trial_id -> arch, trial_id -> record) of a ``state.json``.
+
+    Version 1 states (before deployment and proxy were told apart) are read as records whose
+    proxy is the arch itself, which is what those runs trained.
+    """
+    try:
+        d = json.loads(text)
+        if d.get("version") not in _READABLE_STATES:
+            raise ValueError(f"version {d.get('version')!r}, expected one of {_READABLE_STATES}")
+        load = legacy_dict if d["version"] == 1 else TrialRecord.from_dict
+        return d, d["events"], d["archs"], {t: load(r) for t, r in d["results"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise RunFolderError(f"{where}: not a search state this version can resume ({e})") from None
+
+
+def replay(controller: Controller, events: list, archs: Mapping[str, str], results: Mapping[str, TrialRecord],
+           on_ask=None) -> None:
+    """Feed a recorded event log to a fresh ``controller``, as the search fed the original.
+
+    Events: ``["ask", tid]`` (a proposal that became trial ``tid``), ``["tell", tid]`` (its
+    result fed back), ``["repeat", arch]`` (a proposal of an arch already recorded, not
+    trained) and ``["tell-repeat", arch, tid]`` (that proposal answered with trial ``tid``'s
+    result); ``reissue``/``orphan`` are the runner's bookkeeping. ``on_ask(controller,
+    arch_string)`` is called after every proposal (the report reads the policy's entropy there).
+    """
+    for ev in events:
+        kind = ev[0]
+        if kind in ("ask", "repeat"):
+            recorded = archs[ev[1]] if kind == "ask" else ev[1]
+            redrawn = controller.ask().to_string()
+            if redrawn != recorded:
+                log.warning("replay: the controller now proposes %s where the run had %s; continuing with the "
+                            "recorded arch (was the controller or space changed?)", redrawn, recorded)
+            if on_ask is not None:
+                on_ask(controller, recorded)
+        elif kind == "tell":
+            controller.feedback(controller.space.parse(archs[ev[1]]), results[ev[1]].controller_view())
+        elif kind == "tell-repeat":
+            controller.feedback(controller.space.parse(ev[1]), results[ev[2]].controller_view())
+
+
+class Ledger:
+    """The controller plus the record of one search; serialisable to JSON and replayable.
+
+    ``suggest(trial_id)`` returns an arch string or raises :class:`Finished`; ``complete(trial_id,
+    result)`` feeds the result back and records it.
+
+    Repeats (``search.repeats: record``, the default): a proposal of an arch this run has
+    already recorded is not a trial. The controller is told the recorded result and asked
+    again, and the budget is not spent. A proposal of an arch still running (or recorded but
+    not yet fed back, when a runner batches) is answered when that trial is told. Both are
+    events of the log, so a resumed search replays them exactly. ``search.max_repeats``
+    proposals of known archs in a row end the search: the controller has converged.
+    """
+
+    def __init__(self, cfg: ExperimentConfig | None, budget: int, controller: Controller | None = None,
+                 plan: tuple[int, int] | None = None, *, repeats: str | None = None,
+                 max_repeats: int | None = None, space_size: int | None = None):
+        """``cfg`` gives the controller, ``search.repeats``, ``search.max_repeats`` and the
+        concurrency of the plan; without one (``nas bench``), pass ``controller`` and the rest.
+        ``space_size``: the search ends once the record holds that many distinct archs."""
+        if cfg is None and controller is None:
+            raise ValueError("Ledger: give an experiment or a controller")
+        self.cfg = cfg
+        self.budget = budget
+        self.controller = controller or make_controller(cfg)
+        self.repeats = repeats or (cfg.search.repeats if cfg is not None else "record")
+        self.max_repeats = max_repeats or (cfg.search.max_repeats if cfg is not None else 1000)
+        self.space_size = space_size
+        # What the controller is told before its first proposal. A resumed search keeps the
+        # original's (even when --max-trials changed the budget), so its replay is exact.
+        self.plan = tuple(plan) if plan else (budget, cfg.budget.concurrency if cfg is not None else 1)
+        self.controller.plan(*self.plan)
+        self.events: list[list[str]] = []          # ["ask", trial_id] / ["tell", trial_id]
+        self.archs: dict[str, str] = {}            # trial_id -> arch string (all asked trials)
+        self.results: dict[str, TrialRecord] = {}  # trial_id -> record (completed)
+        self.pending: dict[str, str] = {}          # trial_id -> arch string (asked, not told)
+        self.untold: list[str] = []                # recorded, not yet fed to the controller (batching)
+        self.orphans: list[str] = []               # archs asked but unknown to the runner after a resume
+        self.waiting: list[str] = []               # archs of repeats proposed while their trial was untold, in order
+        self.converged = False                     # search.max_repeats known archs in a row: no new proposal
+        self.n_repeats = 0                         # proposals answered from the record
+        self._by_arch: dict[str, list[str]] = {}   # arch -> its trial ids, in the order asked
+        self._parsed: dict[str, Arch] = {}         # arch string -> the Arch the controller proposed
+
+    # -- the protocol -------------------------------------------------------------------------
+
+    @property
+    def n_done(self) -> int:
+        return len(self.results)
+
+    @property
+    def n_distinct(self) -> int:
+        """Distinct archs asked (repeats are proposals of these)."""
+        return len(self._by_arch)
+
+    def finished(self) -> bool:
+        return (self.converged or self.n_done + len(self.pending) >= self.budget) and not self.orphans
+
+    def suggest(self, trial_id: str) -> str:
+        if self.orphans:  # asked before a crash, never started: run them under this id
+            arch = self.orphans.pop(0)
+            self._add_trial(trial_id, arch)
+            self.events.append(["reissue", trial_id, arch])
+            return arch
+        if self.converged:
+            raise Finished(self._converged_text())
+        if self.n_done + len(self.pending) >= self.budget:
+            raise Finished(f"the budget of {self.budget} trials is spent ({self.n_done} done, "
+                           f"{len(self.pending)} running)")
+        dedupe = self.repeats == "record"
+        by_arch = self._by_arch
+        if dedupe and self.space_size is not None and len(by_arch) + len(self.orphans) >= self.space_size:
+            raise Finished(f"space exhausted: all {self.space_size:,} archs recorded")
+        for _ in range(self.max_repeats if dedupe else 1):  # (a "train" search asks once)
+            proposed = self.controller.ask()
+            arch = proposed.to_string()
+            self._parsed.setdefault(arch, proposed)
+            if not dedupe or not (arch in by_arch or arch in self.orphans):
+                self._add_trial(trial_id, arch)
+                self.events.append(["ask", trial_id])
+                return arch
+            self.n_repeats += 1
+            self.events.append(["repeat", arch])
+            told = next((t for t in by_arch.get(arch, []) if t in self.results and t not in self.untold), None)
+            if told is None:  # running, or recorded and not fed back yet: answered when it is
+                self.waiting.append(arch)
+            else:
+                self._tell_repeat(arch, told)
+        self.converged = True
+        log.warning("the controller proposed %d archs in a row that this run had already recorded "
+                    "(%s): it has converged; the search ends after %d trials of %d", self.max_repeats,
+                    self._max_repeats_setting, self.n_done + len(self.pending), self.budget)
+        raise Finished(self._converged_text())
+
+    # -- repeats ------------------------------------------------------------------------------
+
+    @property
+    def _max_repeats_setting(self) -> str:
+        return "search.max_repeats" if self.cfg is not None else "max_repeats"
+
+    def _converged_text(self) -> str:
+        return (f"stopped after {self.max_repeats:,} consecutive repeats: the controller has converged "
+                f"({self._max_repeats_setting})")
+
+    def _add_trial(self, trial_id: str, arch: str) -> None:
+        self.archs[trial_id] = self.pending[trial_id] = arch
+        self._by_arch.setdefault(arch, []).append(trial_id)
+
+    def parsed(self, arch: str) -> Arch:
+        """The :class:`Arch` (or the space's member) of a string this ledger has seen (parsed once,
+        not per tell)."""
+        found = self._parsed.get(arch)
+        if found is None:
+            found = self._parsed[arch] = self.controller.space.parse(arch)
+        return found
+
+    def _tell_repeat(self, arch: str, tid: str) -> None:
+        self.events.append(["tell-repeat", arch, tid])
+        self.controller.feedback(self.parsed(arch), self.results[tid].controller_view())
+
+    def record(self, trial_id: str, result: TrialRecord | Mapping[str, Any] | None) -> TrialRecord | None:
+        """Store a finished trial's result (at once, for the tables); None if already recorded.
+
+        A result still marked ``running`` is the last epoch of a trial the scheduler (ASHA)
+        stopped: it is kept as ``stopped`` with the reward it was judged on.
+        """
+        if trial_id in self.results or trial_id not in self.archs:
+            return None
+        arch = self.pending.pop(trial_id, self.archs[trial_id])
+        rec = TrialRecord.coerce(result)
+        if rec.status is Status.RUNNING:
+            rec = rec.replace(status=Status.STOPPED,
+                              reason=f"stopped early by the scheduler after {rec.epochs} epochs")
+        rec = rec.replace(trial_id=trial_id, arch=arch)
+        self.results[trial_id] = rec
+        self.untold.append(trial_id)
+        return rec
+
+    def tell(self, *trial_ids: str) -> None:
+        """Feed recorded results to the controller (once each; batched runners call this later),
+        in the order given, then the repeats proposed while those trials ran, in the order they
+        were proposed."""
+        told: dict[str, str] = {}  # arch -> the trial told now
+        for tid in trial_ids:
+            if tid not in self.untold:
+                continue
+            self.untold.remove(tid)
+            rec = self.results[tid]
+            self.events.append(["tell", tid])
+            kill_point("tell")
+            self.controller.feedback(self.parsed(rec.arch), rec.controller_view())
+            told.setdefault(rec.arch, tid)
+        if told and self.waiting:
+            still = []
+            for arch in self.waiting:
+                if arch in told:
+                    self._tell_repeat(arch, told[arch])
+                else:
+                    still.append(arch)
+            self.waiting = still
+
+    def complete(self, trial_id: str, result: TrialRecord | Mapping[str, Any] | None) -> TrialRecord | None:
+        rec = self.record(trial_id, result)
+        self.tell(trial_id)
+        return rec
+
+    # -- records ------------------------------------------------------------------------------
+
+    def ordered_results(self) -> list[TrialRecord]:
+        return list(self.results.values())  # dicts keep insertion (= completion) order
+
+    def best(self) -> TrialRecord | None:
+        """The finished trial with the highest usable reward (None before one)."""
+        return best_result(self.ordered_results())
+
+    def to_json(self) -> str:
+        return json.dumps({"version": STATE_VERSION, "budget": self.budget, "events": self.events,
+                           "archs": self.archs, "results": {t: r.as_dict() for t, r in self.results.items()},
+                           "untold": self.untold, "orphans": self.orphans, "plan": list(self.plan)},
+                          indent=1)
+
+    @classmethod
+    def from_json(cls, cfg: ExperimentConfig, text: str, budget: int | None = None,
+                  where: str = "state.json", on_ask=None) -> "Ledger":
+        """Rebuild a ledger (and a fresh controller replayed through its events) from JSON;
+        ``on_ask`` as for :func:`replay`."""
+        d, events, archs, results = read_state_json(text, where)
+        st = cls(cfg, budget if budget is not None else int(d["budget"]), plan=d.get("plan"))
+        replay(st.controller, events, archs, results, on_ask=on_ask)
+        st.events = [list(e) for e in events]
+        for ev in events:  # repeats proposed and not answered yet, oldest first
+            if ev[0] == "repeat":
+                st.waiting.append(ev[1])
+            elif ev[0] == "tell-repeat":
+                st.waiting.remove(ev[1])
+        st.n_repeats = sum(e[0] == "repeat" for e in events)
+        # ``converged`` is not restored: a resumed search gives the controller max_repeats more tries.
+        st.archs, st.results = dict(archs), dict(results)
+        for tid, a in st.archs.items():
+            st._by_arch.setdefault(a, []).append(tid)
+        orphaned = {e[1] for e in events if e[0] == "orphan"}
+        st.pending = {t: a for t, a in archs.items() if t not in results and t not in orphaned}
+        st.untold = list(d.get("untold", []))
+        st.orphans = list(d.get("orphans", []))
+        return st
+
+    def adopt_orphans(self, known_to_runner: set[str]) -> None:
+        """After a crash, reconcile with what the runner restored.
+
+        Trials asked after the runner's last checkpoint are unknown to it: their archs are
+        re-issued under new trial ids (the controller already proposed them). Results
+        recorded for trials it does not know are fed to the controller now, since the runner
+        will never complete them.
+        """
+        for tid in [t for t in self.pending if t not in known_to_runner]:
+            self.orphans.append(self.pending.pop(tid))
+            self.events.append(["orphan", tid])
+        for tid in [t for t in self.untold if t not in known_to_runner]:
+            self.tell(tid)

@@ -1,0 +1,490 @@
+"""``nas report RUN_DIR``: what a search found, as a Markdown page, PNG plots and TensorBoard logs.
+
+Writes into ``RUN/report`` (or ``--out``)::
+
+    report.md      the Pareto table, failures by reason, and the best archs with their
+                   per-layer latency breakdown and on/off-chip split
+    pareto.png     proxy accuracy vs the deployment model's latency: every trial (coloured by
+                   when it ran; off-chip ones ringed), the Pareto front, the target latency and
+                   the references at the deployment scale; beside it, accuracy vs the
+                   deployment model's parameter bytes against the Edge TPU's SRAM
+    reward.png     reward of every trial in completion order, the best so far, failures
+    entropy.png    how decided the controller became: its policy entropy (``mnas``) and the
+                   entropy of the decisions it proposed over a sliding window (any controller)
+    tensorboard/   per-trial scalars: ``tensorboard --logdir RUN/report/tensorboard``
+
+A report is derived from the run folder alone (``trials.csv``, ``state.json``, the
+experiment), so it can be made again at any time, during a search too. The folder is built
+beside the output and renamed into place; an existing report folder is replaced, any other
+non-empty folder is refused.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latency_models import Target, get_source
+from latency_models.edgetpu.model import Constants as _EdgeTPUConstants
+from search_spaces import Arch
+from search_spaces.references import reference
+
+from nas.trial import proxy
+from nas.config.experiment import ExperimentConfig
+from nas.core.errors import RunFolderError
+from nas.ledger.ledger import Ledger, make_space, read_state_json
+from nas.trial.recipe import latency_source, load_data
+from nas.core.record import TrialRecord, best_result, pareto_front
+from nas.ledger.folder import RunFolder, staged_folder
+from nas.ledger.tblog import EventLog, log_trials
+from nas.trial.entry import run_trial
+
+log = logging.getLogger(__name__)
+
+REFERENCES = {"efficientnet_edgetpu_s": "EfficientNet-EdgeTPU-S", "mnasnet_a1": "MnasNet-A1"}
+# The Edge TPU's on-chip memory (parameters past what it caches stream from the host) and the
+# most of it the compiler keeps for activations: the predictor's own constants.
+SRAM_BYTES = _EdgeTPUConstants().sram_bytes
+RESERVE_BYTES = _EdgeTPUConstants().max_reserve_bytes
+
+
+@dataclass
+class Reference:
+    key: str
+    label: str
+    arch: str
+    latency_ms: float | None
+    accuracy: float | None = None  # only when trained (--train-references)
+
+
+@dataclass
+class Report:
+    run: RunFolder
+    cfg: ExperimentConfig
+    results: list[TrialRecord]
+    policy_entropy: list[float] = field(default_factory=list)   # one per proposal (mnas), nats/decision
+    decision_entropy: list[float] = field(default_factory=list)  # windowed, one per proposal
+    max_entropy: float = 0.0                                     # of a uniform policy, nats/decision
+    window: int = 20
+    random_window_entropy: float = 0.0                           # uniform proposals, same window
+    references: list[Reference] = field(default_factory=list)
+    breakdowns: list[tuple[TrialRecord, Any]] = field(default_factory=list)  # (trial, LatencyResult)
+    breakdown_source: str = ""
+
+
+# ------------------------------------------------------------------------------ analysis
+
+def windowed_decision_entropy(indices: list[list[int]], n_choices: list[int], window: int) -> list[float]:
+    """Mean over decisions of the empirical entropy (nats) of the last ``window`` proposals.
+
+    Any controller's proposals can be scored this way: a random search stays near the
+    uniform maximum, a converging controller falls towards 0. A window of W proposals
+    cannot show more than log(W) nats, so the curve starts low for the first few.
+    """
+    out = []
+    arr = np.asarray(indices, dtype=np.int64).reshape(len(indices), len(n_choices))
+    for i in range(len(arr)):
+        w = arr[max(0, i - window + 1): i + 1]
+        ents = []
+        for d, n in enumerate(n_choices):
+            p = np.bincount(w[:, d], minlength=n) / len(w)
+            p = p[p > 0]
+            ents.append(float(-(p * np.log(p)).sum()))
+        out.append(float(np.mean(ents)) if ents else 0.0)
+    return out
+
+
+def controller_entropy(cfg: ExperimentConfig, state_text: str, window: int):
+    """Replay the run's ask/tell log into a fresh controller and read its entropy after each ask.
+
+    Returns (policy entropy per proposal or [], windowed decision entropy, uniform maximum,
+    the window used, and what uniform random proposals score with that window).
+    """
+    space = make_space(cfg)
+    n_choices = [len(d.choices) for d in space.decision_list]
+    max_ent = float(np.mean([math.log(n) for n in n_choices])) if n_choices else 0.0
+    _, events, _, _ = read_state_json(state_text)
+    policy, proposed = [], []
+    # A window longer than a short run would leave no full window to show.
+    window = min(window, max(2, sum(e[0] in ("ask", "repeat") for e in events) // 2))
+
+    def on_ask(ctrl, arch: str) -> None:
+        ent = ctrl.summary().get("entropy")
+        if isinstance(ent, float) and math.isfinite(ent):
+            policy.append(ent)
+        proposed.append(arch)
+
+    Ledger.from_json(cfg, state_text, on_ask=on_ask)
+    indices = []
+    for a in proposed:
+        try:
+            indices.append(space.indices(space.encode(Arch.from_string(a))))
+        except (ValueError, KeyError):  # an arch outside the space (user-seeded): not a decision
+            continue
+    rng = np.random.default_rng(0)
+    uniform = windowed_decision_entropy(
+        [[int(rng.integers(n)) for n in n_choices] for _ in range(window * 50)], n_choices, window)
+    return policy, windowed_decision_entropy(indices, n_choices, window), max_ent, window, float(
+        np.mean(uniform[window - 1:]))
+
+
+def _breakdown_source(cfg: ExperimentConfig):
+    """The run's latency source when it predicts per layer; else the ``edgetpu-model`` predictor."""
+    try:
+        src = latency_source(cfg)
+    except Exception as e:  # noqa: BLE001 - e.g. an Edge TPU run reported on a machine without one
+        # Visible: the breakdown then comes from another source than the run's latencies.
+        log.warning("report: the run's latency source %s cannot be loaded here (%s); the per-layer breakdown "
+                    "uses the edgetpu-model predictor", cfg.latency.source, e)
+        src = None
+    if src is None or getattr(src, "measured", False):
+        return get_source("edgetpu-model")
+    return src
+
+
+def _target(arch, cfg: ExperimentConfig, num_classes: int | None):
+    res = arch.resolution
+    return Target(arch, input_shape=(res, res, cfg.data.channels), num_classes=num_classes)
+
+
+def _num_classes(cfg: ExperimentConfig, results: list[TrialRecord]) -> int:
+    """The class count the trials were built with: recorded per trial; for runs made before
+    it was, from the data (the head's size changes the latency)."""
+    for r in results:
+        if r.num_classes is not None:
+            return r.num_classes
+    return load_data(cfg, Arch.from_string(results[0].arch).resolution).num_classes
+
+
+def build(run_dir: str | Path, *, top: int = 3, window: int = 20, train_references: bool = False) -> Report:
+    """Read a run folder and compute everything the report shows (no files written)."""
+    run = RunFolder(run_dir)
+    if not run.path.is_dir():
+        raise RunFolderError(f"RUN_DIR: {str(run_dir)!r} does not exist")
+    cfg = run.experiment()
+    results = run.results()
+    if not results:
+        raise RunFolderError(f"RUN_DIR: {str(run_dir)!r} has no finished trial yet (no trials.csv rows)")
+    rep = Report(run=run, cfg=cfg, results=results, window=window)
+    state = run.state_text()
+    if state is not None:
+        try:
+            (rep.policy_entropy, rep.decision_entropy, rep.max_entropy, rep.window,
+             rep.random_window_entropy) = controller_entropy(cfg, state, window)
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            log.warning("report: cannot replay %s (%s); no entropy plot", run.state_file, e)
+
+    src = _breakdown_source(cfg)
+    rep.breakdown_source = src.describe()
+    classes = _num_classes(cfg, results)
+    ranked = sorted((r for r in results if r.usable), key=lambda r: -r.reward)[:top]
+    for r in ranked:
+        rep.breakdowns.append((r, src.measure(_target(Arch.from_string(r.arch), cfg, classes))))
+
+    # References at the deployment scale (their latency); a trained one is trained as its
+    # proxy, like every trial.
+    sp = cfg.space
+    for key, label in REFERENCES.items():
+        kw = {k: v for k, v in (("width", sp.width), ("depth", sp.depth), ("resolution", sp.resolution)) if v}
+        arch = reference(key, num_classes=classes, **kw)
+        try:
+            lat = src.measure(_target(arch, cfg, classes)).latency_ms
+        except Exception as e:  # noqa: BLE001 - a reference the source cannot place is left out of the plot
+            log.warning("report: no latency for %s (%s)", label, e)
+            lat = None
+        ref = Reference(key, label, arch.to_string(), lat)
+        if train_references:
+            out = run_trial(ref.arch, cfg)
+            if out.usable:
+                ref.accuracy = out.accuracy
+                ref.latency_ms = out.latency_ms
+            else:
+                log.warning("report: training %s failed: %s", label, out.reason)
+        rep.references.append(ref)
+    return rep
+
+
+# ------------------------------------------------------------------------------ output
+
+def _n(v: Any, fmt: str) -> str:
+    return format(v, fmt) if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)) else "-"
+
+
+def markdown(rep: Report) -> str:
+    cfg, results = rep.cfg, rep.results
+    status = Counter(r.status.value for r in results)
+    rw = cfg.reward
+    reward_text = (f"{rw.kind} reward, target {rw.target_ms} ms" +
+                   (f", preset {rw.preset}" if rw.preset and rw.alpha is None and rw.beta is None else "") +
+                   (f", alpha {rw.alpha}" if rw.alpha is not None else "") + (f", beta {rw.beta}" if rw.beta is not None else ""))
+    measured = [r for r in results if r.latency_ms is not None]
+    b = io.StringIO()
+    b.write(f"# Search report: {cfg.name}\n\n")
+    b.write(f"Run folder `{rep.run.path}`: {len(results)} trials "
+            f"({', '.join(f'{n} {s}' for s, n in status.most_common())}) with the "
+            f"`{cfg.controller.name}` controller; {proxy.describe(cfg)}; {reward_text}; latency from "
+            f"`{cfg.latency.source}`; data `{cfg.data.source}`, {cfg.train.epochs} epochs.\n\n")
+    if measured:
+        lats = [r.latency_ms for r in measured]
+        b.write(f"Deployment latency of the trials: {min(lats):.3f} to {max(lats):.3f} ms "
+                f"({max(lats) / min(lats):.1f}x); {sum(r.off_chip for r in measured)} of {len(measured)} stream "
+                f"parameters from the host (the Edge TPU's {SRAM_BYTES / 2**20:.0f} MiB SRAM cannot hold them).\n\n")
+    front = pareto_front(results)
+    int8 = cfg.score.accuracy == "int8"
+    b.write(f"## Pareto front (proxy {'int8 ' if int8 else ''}accuracy vs deployment latency), {len(front)} archs\n\n")
+    if int8:
+        b.write(f"Scored on the int8 model: each trained proxy quantized post-training "
+                f"({cfg.score.calibration_images} calibration images) and evaluated on "
+                f"{cfg.score.eval_images or 'all the'} validation images; float accuracy beside it.\n\n")
+    b.write(f"| trial | accuracy |{' int8 accuracy | int8 - float |' if int8 else ''} latency ms | reward | params | "
+            f"MACs | on-chip B | off-chip B | proxy params | proxy MACs |\n|---|---|{'---|---|' if int8 else ''}"
+            "---|---|---|---|---|---|---|---|\n")
+    for r in front:
+        drop = (r.int8_accuracy - r.accuracy) if r.int8_accuracy is not None and r.accuracy is not None else None
+        extra = f" {_n(r.int8_accuracy, '.4f')} | {_n(drop, '+.4f')} |" if int8 else ""
+        b.write(f"| {r.trial_id} | {_n(r.accuracy, '.4f')} |{extra} {_n(r.latency_ms, '.3f')} | {_n(r.reward, '.4f')} | "
+                f"{_n(r.params, ',')} | {_n(r.macs, ',')} | {_n(r.on_chip_bytes, ',')} | "
+                f"{_n(r.off_chip_bytes, ',')} | {_n(r.proxy_params, ',')} | {_n(r.proxy_macs, ',')} |\n")
+    best = best_result(results)
+    if best is not None:
+        also = f", int8 {best.int8_accuracy:.4f}" if best.int8_accuracy is not None else ""
+        b.write(f"\nBest reward {best.reward:.4f} (proxy accuracy {best.accuracy:.4f}{also}, deployment "
+                f"{best.latency_ms:.3f} ms), trial {best.trial_id}: `{best.arch}`, trained as `{best.proxy_arch}`\n")
+    if int8:
+        _int8_table(b, results)
+    bad = [r for r in results if not r.usable]
+    if bad:
+        b.write("\n## Failed and infeasible trials\n\n| trials | status: reason |\n|---|---|\n")
+        by = Counter((r.status.value, str(r.reason)) for r in bad)
+        for (st, why), n in by.most_common():
+            b.write(f"| {n} | {st}: {why.replace('|', '/')} |\n")
+    if rep.references:
+        b.write("\n## References at the deployment scale\n\n| reference | latency ms | accuracy (as a proxy) |\n"
+                "|---|---|---|\n")
+        for ref in rep.references:
+            b.write(f"| {ref.label} | {_n(ref.latency_ms, '.3f')} | "
+                    f"{_n(ref.accuracy, '.4f') if ref.accuracy is not None else 'not trained (--train-references)'} |\n")
+    b.write(f"\n## Best archs, per layer of the deployment model\n\nLatency breakdown from `{rep.breakdown_source}`.\n")
+    for r, lat in rep.breakdowns:
+        b.write(f"\n### {r.trial_id}: reward {r.reward:.4f}, accuracy {r.accuracy:.4f}\n\n`{r.arch}`\n\n"
+                f"trained as `{r.proxy_arch}` ({_n(r.proxy_params, ',')} params; deployed "
+                f"{_n(r.params, ',')})\n\n")
+        on, off = lat.on_chip_bytes, lat.off_chip_bytes
+        split = ""
+        if on is not None and off is not None:
+            split = (f"; parameters {on:,} B on chip, {off:,} B streamed from the host"
+                     f"{' (all on chip)' if off == 0 else ''}")
+        b.write(f"{lat.latency_ms:.3f} ms predicted{split}; ops on TPU/CPU "
+                f"{_n(lat.ops_on_tpu, 'd')}/{_n(lat.ops_on_cpu, 'd')}.\n\n")
+        if lat.layers:
+            total = sum(ly.latency_ms for ly in lat.layers) or 1.0
+            b.write("| # | layer | op | ms | share | on-chip B | off-chip B | device |\n"
+                    "|---|---|---|---|---|---|---|---|\n")
+            for i, ly in enumerate(lat.layers):
+                b.write(f"| {i} | {ly.name} | {ly.op} | {ly.latency_ms:.4f} | {100 * ly.latency_ms / total:.1f}% | "
+                        f"{ly.on_chip_bytes:,} | {ly.off_chip_bytes:,} | {ly.device} |\n")
+    b.write("\n## Plots\n\n![accuracy vs deployment latency and parameter bytes](pareto.png)\n\n"
+            "![reward over trials](reward.png)\n")
+    if rep.decision_entropy:
+        b.write("\n![controller entropy](entropy.png)\n")
+    return b.getvalue()
+
+
+def _int8_table(b: io.StringIO, results) -> None:
+    """Every scored trial's float and int8 accuracy, and how far the two rankings agree."""
+    both = [r for r in results if r.usable and r.accuracy is not None and r.int8_accuracy is not None]
+    if not both:
+        return
+    b.write("\n## Float vs int8 accuracy, every trial\n\n")
+    if len(both) > 1:
+        pairs = [(x, y) for i, x in enumerate(both) for y in both[i + 1:]
+                 if x.accuracy != y.accuracy and x.int8_accuracy != y.int8_accuracy]
+        flipped = sum((x.accuracy > y.accuracy) != (x.int8_accuracy > y.int8_accuracy) for x, y in pairs)
+        b.write(f"Of {len(pairs)} pairs of trials, {flipped} are ranked the other way round by int8 accuracy "
+                f"({100 * flipped / max(1, len(pairs)):.0f}%).\n\n")
+    b.write("| trial | accuracy | int8 accuracy | int8 - float | latency ms |\n|---|---|---|---|---|\n")
+    for r in sorted(both, key=lambda r: -r.int8_accuracy):
+        b.write(f"| {r.trial_id} | {r.accuracy:.4f} | {r.int8_accuracy:.4f} | {r.int8_accuracy - r.accuracy:+.4f} | "
+                f"{_n(r.latency_ms, '.3f')} |\n")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _finish(plt, fig, ax, path: Path, legend_loc: str) -> None:
+    """The look every report plot shares: grid, small legend, tight layout, 110 dpi PNG."""
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc=legend_loc)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_pareto(rep: Report, path: Path) -> None:
+    """Left: proxy accuracy vs deployment latency. Right: the same accuracy vs the deployment
+    model's parameter bytes on the Edge TPU, with its SRAM: what lies right of it streams."""
+    plt = _plt()
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12.5, 5), gridspec_kw={"width_ratios": [1.35, 1]})
+    order = {r.trial_id: i for i, r in enumerate(rep.results)}
+    ok = [r for r in rep.results if r.usable]
+    sc = None
+    for a, x_of in ((ax, lambda r: r.latency_ms), (ax2, _param_mib)):
+        placed = [r for r in ok if x_of(r) is not None]
+        if placed:
+            sc = a.scatter([x_of(r) for r in placed], [r.scored_accuracy for r in placed], s=18,
+                           c=[order[r.trial_id] + 1 for r in placed], cmap="viridis", zorder=2, label="trials",
+                           vmin=1, vmax=len(rep.results))
+        off = [r for r in placed if r.off_chip]
+        if off:
+            a.scatter([x_of(r) for r in off], [r.scored_accuracy for r in off], s=70, facecolors="none",
+                      edgecolors="tab:red", lw=1, zorder=3, label=f"parameters off-chip ({len(off)})")
+        bad = [r for r in rep.results if r.status.value == "infeasible" and x_of(r) is not None]
+        if bad:
+            a.scatter([x_of(r) for r in bad], [0 for _ in bad], marker="x", c="0.5", label=f"infeasible ({len(bad)})")
+    if sc is not None:
+        fig.colorbar(sc, ax=ax2, label="trial (completion order)")
+    front = sorted(pareto_front(rep.results), key=lambda r: r.latency_ms)
+    if front:
+        ax.step([r.latency_ms for r in front], [r.scored_accuracy for r in front], where="post", c="tab:orange",
+                lw=1.5, zorder=3, label="Pareto front")
+        best = best_result(rep.results)
+        for a, x in ((ax, best.latency_ms), (ax2, _param_mib(best))):
+            if x is not None:
+                a.scatter([x], [best.scored_accuracy], s=160, facecolors="none", edgecolors="tab:red", lw=1.5,
+                          zorder=4, label="best reward")
+    ax.axvline(rep.cfg.reward.target_ms, ls=":", c="0.3", label=f"target {rep.cfg.reward.target_ms} ms")
+    for i, ref in enumerate(r for r in rep.references if r.latency_ms is not None):
+        color = ("tab:red", "tab:purple", "tab:brown")[i % 3]
+        if ref.accuracy is not None:
+            ax.scatter([ref.latency_ms], [ref.accuracy], marker="s", s=60, c=color, zorder=4,
+                       label=f"{ref.label} (same recipe)")
+        else:
+            ax.axvline(ref.latency_ms, ls="--", c=color, lw=1, label=f"{ref.label} latency (not trained)")
+    cap = rep.cfg.reward.constraints.max_off_chip_bytes
+    ax2.axvline(SRAM_BYTES / 2**20, c="tab:red", ls="--", lw=1, label=f"Edge TPU SRAM ({SRAM_BYTES / 2**20:.0f} MiB)")
+    # What of the SRAM holds parameters depends on the activations (the compiler reserves up
+    # to about 2 MiB for them), so the cliff lies somewhere in this band.
+    ax2.axvspan((SRAM_BYTES - RESERVE_BYTES) / 2**20, SRAM_BYTES / 2**20, color="tab:red", alpha=0.08,
+                label="the parameter cache ends in here")
+    if cap is not None:
+        ax2.axvline((SRAM_BYTES + cap) / 2**20, c="0.3", ls=":", lw=1,
+                    label=f"max_off_chip_bytes {cap:,} (beyond the SRAM)")
+    latency_axis(ax)
+    ylabel = f"validation accuracy (proxy{', int8' if rep.cfg.score.accuracy == 'int8' else ''})"
+    ax.set(xlabel=f"deployment latency (ms, {rep.cfg.latency.source})", ylabel=ylabel,
+           title=f"{rep.cfg.name}: accuracy vs deployment latency")
+    ax2.set(xlabel="deployment parameters on the Edge TPU (MiB, on + off chip)", ylabel=ylabel,
+            title="against the on-chip memory")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=8, loc="lower right")
+    _finish(plt, fig, ax, path, "lower right")
+
+
+def latency_axis(ax) -> None:
+    """A latency x axis: log scale with plain tick labels (1, 2, 5, 10 ms) when the values span
+    more than 8x, as deployment latencies do once some models outgrow the SRAM."""
+    lo, hi = ax.get_xlim()
+    if hi / max(lo, 1e-9) <= 8:
+        return
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in (0.5, 1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 300, 500, 1000) if lo <= t <= hi]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _param_mib(r: TrialRecord) -> float | None:
+    """The deployment model's compiled parameter bytes (on + off chip), in MiB."""
+    if r.on_chip_bytes is None or r.off_chip_bytes is None:
+        return None
+    return (r.on_chip_bytes + r.off_chip_bytes) / 2**20
+
+
+def plot_reward(rep: Report, path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    x = np.arange(1, len(rep.results) + 1)
+    rew = np.array([r.reward if r.usable else np.nan for r in rep.results], dtype=float)
+    okm = np.isfinite(rew)
+    ax.scatter(x[okm], rew[okm], s=14, c="tab:blue", label="trial reward")
+    if okm.any():
+        best = np.fmax.accumulate(np.where(okm, rew, -np.inf))
+        best[~np.isfinite(best)] = np.nan
+        ax.plot(x, best, c="tab:orange", label="best so far")
+        floor = np.nanmin(rew)
+    else:
+        floor = 0.0
+    bad = ~okm
+    if bad.any():
+        ax.scatter(x[bad], np.full(bad.sum(), floor), marker="x", c="tab:red",
+                   label=f"failed / infeasible ({int(bad.sum())})")
+    ax.set(xlabel="trial (completion order)", ylabel="reward", title=f"{rep.cfg.name}: reward over trials")
+    _finish(plt, fig, ax, path, "lower right")
+
+
+def plot_entropy(rep: Report, path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    if rep.policy_entropy:
+        ax.plot(np.arange(1, len(rep.policy_entropy) + 1), rep.policy_entropy, c="tab:blue",
+                label="policy entropy (mean over decisions)")
+    w = rep.window  # only full windows: a shorter one cannot show the entropy it has
+    ax.plot(np.arange(w, len(rep.decision_entropy) + 1), rep.decision_entropy[w - 1:], c="tab:green",
+            label=f"entropy of the decisions of the last {w} proposals")
+    ax.axhline(rep.max_entropy, ls=":", c="0.3", label="uniform policy")
+    ax.axhline(rep.random_window_entropy, ls="--", c="tab:green", lw=1, alpha=0.6,
+               label=f"random search, {w}-proposal window")
+    ax.set(xlabel="proposal", ylabel="nats per decision", ylim=(0, rep.max_entropy * 1.1 + 1e-9),
+           title=f"{rep.cfg.name}: how decided the {rep.cfg.controller.name} controller became")
+    ax.set_xlim(0, len(rep.decision_entropy) + 1)
+    _finish(plt, fig, ax, path, "lower left")
+
+
+def write_tensorboard(rep: Report, folder: Path) -> None:
+    """Per-trial scalars at step = completion order (as the search logs them live), the
+    controller's entropies, and the best arch as text."""
+    events = EventLog(folder)
+    try:
+        log_trials(events, rep.results)
+        for step, e in enumerate(rep.policy_entropy, start=1):
+            events.scalar("controller/policy_entropy", e, step)
+        for step, e in enumerate(rep.decision_entropy, start=1):
+            events.scalar("controller/decision_entropy", e, step)
+        b = best_result(rep.results)
+        if b is not None:
+            events.text("search/best_arch", b.arch, len(rep.results))
+    finally:
+        events.close()
+
+
+def write(rep: Report, out: str | Path | None = None, *, tensorboard: bool = True) -> Path:
+    """Write the report folder (built beside it, then renamed into place)."""
+    out_dir = Path(out) if out is not None else rep.run.path / "report"
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "report.md").is_file())):
+        raise RunFolderError(f"--out: {str(out_dir)!r} exists and is not a report folder; choose another --out")
+    with staged_folder(out_dir) as work:
+        (work / "report.md").write_text(markdown(rep))
+        plot_pareto(rep, work / "pareto.png")
+        plot_reward(rep, work / "reward.png")
+        if rep.decision_entropy:
+            plot_entropy(rep, work / "entropy.png")
+        if tensorboard:
+            write_tensorboard(rep, work / "tensorboard")
+    return out_dir
