@@ -39,8 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nas.controllers import register_controller  # noqa: E402
-from nas.controllers import MNASController  # noqa: E402
+from nas.controllers import MNASController, Proposal, register_controller  # noqa: E402
 
 from controller_real import ci, hit  # noqa: E402  (beside this script: the same statistics as the report)
 
@@ -50,8 +49,28 @@ VARIANTS = [("random", {}), ("mnas", {}), ("mnas", {"batch_size": 4}), ("mnas", 
             ("mnas_candidates", {}), ("mnas_startup", {}), ("optuna", {})]
 
 
+class Outstanding(MNASController):
+    """mnas that keeps the actions of its proposals not told yet (the variants count them)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.outstanding: dict[int, list[int]] = {}
+
+    def proposal(self, actions: list[int], logp: float) -> Proposal:
+        p = Proposal(self.space.decode_indices(actions), (actions, logp))
+        self.outstanding[id(p)] = actions
+        return p
+
+    def learn(self, proposal, reward):
+        self.outstanding.pop(id(proposal), None)
+        super().learn(proposal, reward)
+
+    def on_failure(self, proposal):
+        self.outstanding.pop(id(proposal), None)
+
+
 @register_controller
-class CandidatesMNAS(MNASController):
+class CandidatesMNAS(Outstanding):
     """Best of 24 policy samples by policy probability over tried-choice frequency."""
 
     name = "mnas_candidates"
@@ -59,7 +78,7 @@ class CandidatesMNAS(MNASController):
 
     def propose(self):
         acts, logp, _, _ = self._forward(None, batch=self.K)
-        rows = np.array([h[0] for h in self.history] + [p[0] for p in self.pending.values()],
+        rows = np.array([h[0] for h in self.history] + list(self.outstanding.values()),
                         dtype=np.int64).reshape(-1, len(self.sizes))
         tried = np.zeros(self.K)
         for d, n in enumerate(self.sizes):
@@ -70,26 +89,24 @@ class CandidatesMNAS(MNASController):
             key = self.space.decode_indices(actions).to_string()
             if key not in self.seen:
                 self.seen.add(key)
-                self.pending[key] = (actions, float(logp[i]))
-                return self.space.decode_indices(actions)
+                return self.proposal(actions, float(logp[i]))
         return super().propose()  # all 24 tried: the default's redraws
 
 
 @register_controller
-class StartupMNAS(MNASController):
+class StartupMNAS(Outstanding):
     """24 uniform proposals first; replay of the best 10% of results (at most 8)."""
 
     name = "mnas_startup"
     STARTUP, FRACTION = 24, 0.1
 
     def propose(self):
-        if len(self.history) + len(self.pending) < self.STARTUP:
+        if len(self.history) + len(self.outstanding) < self.STARTUP:
             actions = self.random_indices()
             key = self.space.decode_indices(actions).to_string()
             if key not in self.seen:
                 self.seen.add(key)
-                self.pending[key] = (actions, float(self._forward(np.array([actions]))[1][0]))
-                return self.space.decode_indices(actions)
+                return self.proposal(actions, float(self._forward(np.array([actions]))[1][0]))
         return super().propose()
 
     def _update(self):

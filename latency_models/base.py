@@ -16,7 +16,7 @@ Writing a source::
             macs = target.analysis().total_macs
             return self.result(latency_ms=macs / 1e8)
 
-    register_source("flops-proxy", FlopsProxy)   # or "my_module:FlopsProxy"
+    register_source(FlopsProxy)   # found as "flops-proxy"; unregistered, as "my_module:FlopsProxy"
 """
 
 from __future__ import annotations

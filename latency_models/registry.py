@@ -10,21 +10,20 @@ loaders are always there). This module imports no source; how to write one is in
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Callable
 
-from search_spaces.importing import import_object
+from search_spaces.registry import Registry
 
 from latency_models.base import LatencySource
 
 # name -> "module:Class" (imported on first use) or the class itself.
-_SOURCES: dict[str, Any] = {
+SOURCES: Registry[LatencySource] = Registry("latency source", LatencySource, arguments="options", builtin={
     "tflite-cpu": "latency_models.tflite_cpu:TFLiteCPUSource",
     "edgetpu": "latency_models.edgetpu.source:EdgeTPUSource",
     "edgetpu-model": "latency_models.edgetpu.model_source:EdgeTPUModelSource",
     "tflite-cpu-model": "latency_models.learned:LearnedSource",
-}
+})
 
 Loader = Callable[[Path], LatencySource]
 
@@ -33,13 +32,9 @@ Loader = Callable[[Path], LatencySource]
 _LOADERS: list[tuple[str, str | None, Loader]] = []
 
 
-def register_source(name: str, cls_or_path: Any) -> None:
-    """Register a source class (or its ``"module:Class"`` path) under ``name``; duplicates raise."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"latency source name: expected a non-empty string, got {name!r}")
-    if name in _SOURCES and _SOURCES[name] != cls_or_path:
-        raise ValueError(f"latency source {name!r} is already registered ({_SOURCES[name]})")
-    _SOURCES[name] = cls_or_path
+def register_source(cls: type[LatencySource]) -> type[LatencySource]:
+    """Class decorator: register a source under ``cls.name``; a duplicate name raises."""
+    return SOURCES.register(cls)
 
 
 def register_loader(marker_file: str, load: Loader, *, marker: str | None = None) -> None:
@@ -62,25 +57,15 @@ def register_loader(marker_file: str, load: Loader, *, marker: str | None = None
 
 
 def source_names() -> list[str]:
-    return sorted(_SOURCES)
+    return SOURCES.names()
 
 
 def is_measured(name: str) -> bool:
     """Whether the source called ``name`` times real invokes (``LatencySource.measured``):
     a registered name or a ``module:Class`` path; a fitted predictor (a path) never does."""
-    if name in _SOURCES:
-        return bool(_resolve(name).measured)
-    if ":" in name and _predictor_loader(name) is None:
-        cls = import_object(name, "latency source")
-        return bool(getattr(cls, "measured", False))
+    if name in SOURCES or (":" in name and _predictor_loader(name) is None):
+        return bool(getattr(SOURCES.resolve(name), "measured", False))
     return False
-
-
-def _resolve(name: str) -> type[LatencySource]:
-    entry = _SOURCES[name]
-    if isinstance(entry, str):
-        entry = import_object(entry, "latency source")
-    return entry
 
 
 def _predictor_loader(name: str) -> Loader | None:
@@ -100,21 +85,8 @@ def get_source(name: str, **options: Any) -> LatencySource:
     """A latency source by registered name, ``module:Class`` path, or predictor directory."""
     if not isinstance(name, str):
         raise ValueError(f"latency source: expected a name, got {type(name).__name__}")
-    if name in _SOURCES:
-        cls = _resolve(name)
-    elif (load := _predictor_loader(name)) is not None:
+    if name not in SOURCES and (load := _predictor_loader(name)) is not None:
         if options:
             raise ValueError(f"latency source {name!r}: a predictor file takes no options, got {sorted(options)}")
         return load(Path(name))
-    elif ":" in name:
-        cls = import_object(name, "latency source")
-        if not (isinstance(cls, type) and issubclass(cls, LatencySource)):
-            raise ValueError(f"latency source {name!r}: {cls!r} is not a LatencySource subclass")
-    else:
-        hint = difflib.get_close_matches(name, source_names(), n=1)
-        raise ValueError(f"latency source: unknown name {name!r}; allowed: {', '.join(source_names())}"
-                         + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-    try:
-        return cls(**options)
-    except TypeError as e:
-        raise ValueError(f"latency source {name!r}: bad options {options}: {e}") from None
+    return SOURCES.create(name, **options)

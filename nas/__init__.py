@@ -40,6 +40,7 @@ __all__, __getattr__, __dir__ = lazy(__name__, {
     "Experiment": "nas.config.experiment:ExperimentConfig",
     "load_experiment": "nas.config.experiment",
     "Controller": "nas.controllers.base",
+    "Proposal": "nas.controllers.base",
     "register_controller": "nas.controllers.base",
     "get_controller": "nas.controllers.base",
     "controller_names": "nas.controllers.base",

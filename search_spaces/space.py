@@ -8,7 +8,6 @@ the space decodes them, and the arch string travels from there on.
 from __future__ import annotations
 
 import difflib
-import importlib
 import itertools
 import math
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from .arch import Arch
+from .registry import Registry
 
 # Enumeration cap of the generic encode(): beyond it, a space must override encode().
 _ENUMERATE_LIMIT = 200_000
@@ -317,47 +317,21 @@ class StagewiseSpace(SearchSpace):
 
 # ------------------------------------------------------------------------------ registry
 
-_REGISTRY: dict[str, type[SearchSpace]] = {}
+SPACES: Registry[SearchSpace] = Registry("space", SearchSpace)
 
 
 def register(cls: type[SearchSpace]) -> type[SearchSpace]:
     """Class decorator: register a space under ``cls.name``; a duplicate name raises."""
-    if not (isinstance(cls, type) and issubclass(cls, SearchSpace)):
-        raise TypeError(f"register(): expected a SearchSpace subclass, got {cls!r}")
-    if not cls.name:
-        raise ValueError(f"register(): {cls.__qualname__} has no name")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"space name {cls.name!r} is already registered by "
-                         f"{_REGISTRY[cls.name].__module__}:{_REGISTRY[cls.name].__qualname__}")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return SPACES.register(cls)
 
 
 def names() -> list[str]:
     """Registered space names."""
-    return sorted(_REGISTRY)
+    return SPACES.names()
 
 
 def registered() -> dict[str, type[SearchSpace]]:
-    return dict(sorted(_REGISTRY.items()))
-
-
-def _import_space(path: str) -> Any:
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"space {path!r}: an import path must look like 'module:ClassName'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ValueError(f"space {path!r}: cannot import module {module_name!r} ({e}); "
-                         "is it on PYTHONPATH or installed?") from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        found = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, SearchSpace)
-                 and v is not SearchSpace and v is not StagewiseSpace]
-        raise ValueError(f"space {path!r}: module {module_name!r} has no {attr!r}"
-                         + (f"; SearchSpace classes there: {', '.join(found)}" if found else "")) from None
+    return {n: SPACES.resolve(n) for n in SPACES.names()}
 
 
 def get(name_or_path: str | SearchSpace, **kwargs: Any) -> SearchSpace:
@@ -369,26 +343,11 @@ def get(name_or_path: str | SearchSpace, **kwargs: Any) -> SearchSpace:
         if kwargs:
             raise ValueError(f"space {name_or_path.label}: arguments {sorted(kwargs)} given for an instance")
         return name_or_path
-    if not isinstance(name_or_path, str):
-        raise ValueError(f"space: expected a name or 'module:Class', got {type(name_or_path).__name__}")
-    if ":" in name_or_path:
-        obj = _import_space(name_or_path)
-    elif name_or_path in _REGISTRY:
-        obj = _REGISTRY[name_or_path]
-    else:
-        hint = difflib.get_close_matches(name_or_path, names(), n=1)
-        raise ValueError(f"space: unknown name {name_or_path!r}; registered: {', '.join(names())}"
-                         + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                         + "; or give an import path 'module:ClassName'")
+    obj = SPACES.resolve(name_or_path)
     if isinstance(obj, SearchSpace):
         if kwargs:
             raise ValueError(f"space {name_or_path!r} is an instance; it takes no arguments, got {sorted(kwargs)}")
         return obj
-    if not (isinstance(obj, type) and issubclass(obj, SearchSpace)):
-        raise ValueError(f"space {name_or_path!r}: {obj!r} is not a SearchSpace subclass")
-    try:
-        space = obj(**kwargs)
-    except TypeError as e:
-        raise ValueError(f"space {name_or_path!r}: bad arguments {kwargs}: {e}") from None
+    space = SPACES.create(name_or_path, **kwargs)
     _ = space.decision_list  # fail here, at selection, on a malformed space
     return space

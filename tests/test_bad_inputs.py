@@ -109,7 +109,7 @@ CASES = [
     ("space-bad-width", lambda t: ["search", exp(t, with_("space.width", -1))],
      "space.width: Input should be greater than 0 (given -1)"),
     ("space-import-missing", lambda t: ["search", exp(t, with_("space.name", "no_such_module:Space"))],
-     "space 'no_such_module:Space': cannot import module 'no_such_module'"),
+     "space 'no_such_module:Space': cannot import it (No module named 'no_such_module')"),
     ("space-import-not-a-space", lambda t: ["search", exp(t, with_("space.name", "collections:OrderedDict"))],
      "is not a SearchSpace subclass"),
     ("controller-typo", lambda t: ["search", exp(t, with_("controller.name", "evolutoin"))],

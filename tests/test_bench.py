@@ -226,9 +226,9 @@ class Scripted(Controller):
     def propose(self):
         return self.space.decode_indices(self.script[self.n_proposed % len(self.script)])
 
-    def feedback(self, arch, result):
-        self.told.append((arch.to_string(), result))
-        super().feedback(arch, result)
+    def tell(self, proposal, result):
+        self.told.append((proposal.key, result))
+        super().tell(proposal, result)
 
 
 def counting_lookup():

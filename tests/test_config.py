@@ -183,7 +183,7 @@ def test_a_constraint_on_an_undeclared_source_is_warned_about(caplog):
     class Quiet(LatencySource):
         name, version = "quiet-test-source", "1"
 
-    register_source("quiet-test-source", Quiet)
+    register_source(Quiet)
     data = {**GOOD, "latency": {"source": "quiet-test-source"},
             "reward": {"target_ms": 2.0, "constraints": {"max_off_chip_bytes": 0}}}
     with caplog.at_level("WARNING", logger="nas.run.launch"):

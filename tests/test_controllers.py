@@ -25,9 +25,9 @@ def run(name, trials, seed=0, **params):
     c = get_controller(name, SPACE, seed=seed, **params)
     rewards = []
     for _ in range(trials):
-        arch = c.ask()
-        r = objective(arch)
-        c.feedback(arch, {"reward": r, "status": "ok"})
+        p = c.ask()
+        r = objective(p.arch)
+        c.tell(p, {"reward": r, "status": "ok"})
         rewards.append(r)
     return c, np.array(rewards)
 
@@ -55,13 +55,14 @@ def test_replay_reproduces_the_next_proposal(name, params):
     fresh = get_controller(name, SPACE, seed=5, **params)
     probe = get_controller(name, SPACE, seed=5, **params)
     for _ in range(13):  # the same run again, recorded
-        a = probe.ask()
-        history.append((a, {"reward": objective(a)}))
-        probe.feedback(a, history[-1][1])
-    for a, result in history:  # the recorded run fed to a fresh controller, proposals redrawn
-        fresh.ask()
-        fresh.feedback(a, result)
-    assert fresh.ask() == c.ask()
+        p = probe.ask()
+        history.append((p.key, {"reward": objective(p.arch)}))
+        probe.tell(p, history[-1][1])
+    for key, result in history:  # the recorded run fed to a fresh controller, proposals redrawn
+        p = fresh.ask()
+        assert p.key == key
+        fresh.tell(p, result)
+    assert fresh.ask().key == c.ask().key
     assert fresh.summary()["feedback"] == 13
 
 
@@ -72,11 +73,11 @@ def test_bad_results_are_counted_not_learned(name):
     bad = [{"reward": float("nan")}, {"reward": float("inf")}, {"reward": None}, None,
            {"reward": 0.9, "status": "failed"}, {"reward": "high"}, {"reward": -float("inf")}]
     for result in bad * 2:
-        c.feedback(c.ask(), result)
+        c.tell(c.ask(), result)
     assert c.n_failed == len(bad) * 2 and c.best is None
     for _ in range(6):
-        a = c.ask()
-        c.feedback(a, {"reward": objective(a)})
+        p = c.ask()
+        c.tell(p, {"reward": objective(p.arch)})
     assert c.best is not None and math.isfinite(c.best[1])
     if name == "mnas":
         assert all(np.isfinite(v).all() for v in c.params.values())
@@ -84,7 +85,7 @@ def test_bad_results_are_counted_not_learned(name):
 
 def test_same_seed_same_run_and_different_seeds_differ():
     evo = get_controller("evolution", SPACE, seed=3)
-    a = [evo.ask().to_string() for _ in range(3)]
+    a = [evo.ask().key for _ in range(3)]
     _, r1 = run("mnas", 20, seed=4, batch_size=4)
     _, r2 = run("mnas", 20, seed=4, batch_size=4)
     _, r3 = run("mnas", 20, seed=9, batch_size=4)
@@ -116,7 +117,7 @@ def test_controller_registry_and_parameters():
             return self.space.decode_indices([0] * len(self.space.decision_list))
 
     register_controller(Mine)
-    assert get_controller("mine-test", SPACE).ask() == SPACE.decode_indices([0] * len(SPACE.decision_list))
+    assert get_controller("mine-test", SPACE).ask().arch == SPACE.decode_indices([0] * len(SPACE.decision_list))
     with pytest.raises(ValueError, match="already registered"):
         register_controller(type("Other", (Mine,), {}))
 
@@ -164,12 +165,12 @@ def test_mnas_never_reproposes_an_arch_it_has_tried_while_new_ones_remain():
     c = get_controller("mnas", space, seed=3)
     for t in range(len(c.sizes)):
         c.params[f"hb{t}"][:] = [20.0] + [0.0] * (c.sizes[t] - 1)  # p(choice 0) ~ 1 everywhere
-    keys = [c.ask().to_string() for _ in range(9)]
+    keys = [c.ask().key for _ in range(9)]
     assert len(set(keys)) == 9  # the whole space, no repeat
     off = get_controller("mnas", space, seed=3, novelty=False)
     for t in range(len(off.sizes)):
         off.params[f"hb{t}"][:] = [20.0] + [0.0] * (off.sizes[t] - 1)
-    assert len({off.ask().to_string() for _ in range(9)}) == 1  # without it: the one arch, over and over
+    assert len({off.ask().key for _ in range(9)}) == 1  # without it: the one arch, over and over
 
 
 def test_mnas_advantages_are_centred_ranks_and_the_best_are_replayed():
@@ -188,9 +189,9 @@ def test_mnas_advantages_are_centred_ranks_and_the_best_are_replayed():
     c.loss_gradients = spy
     archs = [c.ask() for _ in range(4)]
     for a, r in zip(archs, (0.2, 0.8, 0.4, 0.6)):
-        c.feedback(a, {"reward": r})
+        c.tell(a, {"reward": r})
     assert np.allclose(seen[0], [-0.375, 0.375, -0.125, 0.125])  # ranks, not rewards minus a baseline
-    best = c.space.indices(c.space.encode(archs[1]))
+    best = c.space.indices(c.space.encode(archs[1].arch))
     before = c._forward(np.array([best]))[1][0]
     c.elite, c.buffer = 2, [(best, before, 0.8)]
     c.history.append((best, 0.8))

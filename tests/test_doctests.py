@@ -13,10 +13,11 @@ MODULES = [
     "latency_models.tflite_cpu", "nas.bench.bench", "nas.bench.landscape", "nas.bench.stats",
     "nas.cli.install", "nas.config.experiment", "nas.config.sections", "nas.controllers.base",
     "nas.controllers.logits", "nas.controllers.mnas", "nas.controllers.optuna", "nas.core.errors",
-    "nas.core.lazy", "nas.core.params", "nas.core.record", "nas.core.reward", "nas.core.section",
-    "nas.oneshot.train", "nas.trial.devices", "nas.trial.proxy", "nas.trial.recipe", "nas.trial.training",
-    "nas.trial.worker", "search_spaces.arch", "search_spaces.builder", "search_spaces.categorical",
-    "search_spaces.held", "search_spaces.references", "search_spaces.scaling", "search_spaces.supernet"]
+    "nas.core.events", "nas.core.lazy", "nas.core.params", "nas.core.record", "nas.core.reward",
+    "nas.core.section", "nas.oneshot.train", "nas.trial.devices", "nas.trial.proxy", "nas.trial.recipe",
+    "nas.trial.training", "nas.trial.updates", "nas.trial.worker", "search_spaces.arch",
+    "search_spaces.builder", "search_spaces.categorical", "search_spaces.held", "search_spaces.references",
+    "search_spaces.registry", "search_spaces.scaling", "search_spaces.supernet"]
 
 
 def test_the_list_holds_every_module_with_examples():

@@ -79,7 +79,7 @@ def _covering_seed(cfg_dict, fractions, n):
     controller meet every kind of fault at least once."""
     cfg = parse_experiment(cfg_dict)
     ctrl = get_controller("random", make_space(cfg), seed=cfg.seed)
-    archs = [ctrl.ask().to_string() for _ in range(n)]
+    archs = [ctrl.ask().key for _ in range(n)]
     for seed in range(500):
         f = FaultsConfig(**fractions, seed=seed)
         kinds = [pick(f, a) for a in archs]

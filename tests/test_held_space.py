@@ -108,7 +108,7 @@ def test_an_experiment_s_space_hold_is_the_space_every_part_of_the_search_gets()
     space = make_space(cfg)
     assert isinstance(space, HeldSpace) and space.num_classes == 10
     assert make_base_space(cfg).contains(space.sample(0))
-    arch = make_controller(cfg, space).ask()
+    arch = make_controller(cfg, space).ask().arch
     assert [b.type for b in arch.stages[:3]] == ["fused_mbconv"] * 3 and arch.stages[0].kernel == 5
 
 

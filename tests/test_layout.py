@@ -1,7 +1,8 @@
 """The shape of the code (docs/design.md's boundaries), read from the source with ``ast``.
 
 - ``search_spaces`` imports neither Ray nor the latency code nor ``nas``; ``latency_models``
-  never imports ``nas``; Ray is imported by ``nas/run/ray_runner.py`` alone.
+  never imports ``nas``; Ray is imported by the Ray runner alone (``nas/run/ray_runner.py``
+  and its measurement service, ``nas/run/ray_services.py``).
 - No first-party module imports another in a loop, counting function-level imports too (a
   loop hidden in a function is still two modules that each need the other).
 - No module imports another module's private (``_name``) names, except between the modules
@@ -9,7 +10,7 @@
 - ``nas/`` is rooms (sub-packages), each with a docstring that says what it owns and which
   rooms it may import; :data:`ROOMS` is that rule, and no module sits at ``nas/``'s top level
   but the package's ``__init__``.
-- Every file stays under 500 lines (the refactor's "one job per file").
+- Every file stays under about 400 lines (440): one job per file.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("nas", "latency_models", "search_spaces")
-MAX_LINES = 500
+MAX_LINES = 440  # "about 400": a file past that holds two jobs
+RAY_MODULES = ("nas.run.ray_runner", "nas.run.ray_services")
 
 
 def _modules() -> dict[str, Path]:
@@ -129,7 +131,7 @@ def test_layer_boundaries_hold():
                 bad.append(where)
             if name.startswith("latency_models") and top == "nas":
                 bad.append(where)
-            if top == "ray" and name != "nas.run.ray_runner":
+            if top == "ray" and name not in RAY_MODULES:
                 bad.append(where)
     assert not bad, "\n".join(bad)
 
@@ -175,7 +177,7 @@ def test_no_module_takes_another_modules_private_names():
 
 
 @pytest.mark.parametrize("path", sorted(MODULES.values()), ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_file_is_under_500_lines(path):
+def test_every_file_is_under_440_lines(path):
     n = len(path.read_text().splitlines())
     assert n <= MAX_LINES, f"{path.relative_to(ROOT)}: {n} lines"
 

@@ -110,7 +110,7 @@ def test_a_killed_search_resumes_from_its_checkpoint(tmp_path):
     assert b.trainer.update.iterations == 4
     # the controller, rebuilt by replaying its feedback, is where the original was at step 4:
     # it proposes what the original proposed at step 5 (the random state of the data is back too)
-    assert [b.controller.ask().to_string() for _ in range(2)] == [t[0] for t in a.told[2]]
+    assert [b.controller.ask().key for _ in range(2)] == [t[0] for t in a.told[2]]
     assert not np.array_equal(b._order, np.zeros(0))
     b2 = _search()
     b2.restore(tmp_path)

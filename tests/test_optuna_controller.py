@@ -32,18 +32,21 @@ def result(space, arch) -> dict:
 
 
 def drive(c, n, space=SMALL, pending=2, outcome=None):
-    """n asks and feedbacks with ``pending`` trials outstanding; returns the (arch, result) told."""
+    """n asks and tells with ``pending`` trials outstanding; returns the (arch, result) told."""
     told, queue = [], []
     outcome = outcome or (lambda a: result(space, a))
+
+    def tell(proposal):
+        out = outcome(proposal.arch)
+        c.tell(proposal, out)
+        told.append((proposal.arch, out))
+
     for _ in range(n):
         queue.append(c.ask())
         if len(queue) >= pending:
-            a = queue.pop(0)
-            told.append((a, outcome(a)))
-            c.feedback(*told[-1])
-    for a in queue:
-        told.append((a, outcome(a)))
-        c.feedback(*told[-1])
+            tell(queue.pop(0))
+    for proposal in queue:
+        tell(proposal)
     return told
 
 
@@ -85,7 +88,7 @@ def test_failed_and_infeasible_trials_reach_optuna_as_such():
         {"status": "ok", "reward": float("nan")},
     ]
     for o in outcomes:
-        c.feedback(c.ask(), o)
+        c.tell(c.ask(), o)
     trials = c.study.trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4 + [TrialState.FAIL] * 4
     assert [t.values for t in trials[:4]] == [[0.7], [0.4], [0.0], [0.0]]
@@ -94,7 +97,7 @@ def test_failed_and_infeasible_trials_reach_optuna_as_such():
                                                         "failed", "failed", "ok"]
     assert trials[2].user_attrs["reason"] == "latency_ms 9.000 > max_latency_ms 5"
     assert "unreadable result" in trials[6].user_attrs["reason"]
-    assert c.n_feedback == 8 and c.n_failed == 6 and c.best[1] == 0.7 and not c.pending
+    assert c.n_feedback == 8 and c.n_failed == 6 and c.best[1] == 0.7 and not c.open
     # the constrained sampler keeps going (it ranks the infeasible ones after the feasible)
     drive(c, 6)
     assert len(c.study.trials) == 14
@@ -123,15 +126,15 @@ def test_multi_objective_on_accuracy_and_latency(sampler, params):
     assert c.objectives == ("accuracy", "latency_ms")
     assert c.study.directions == [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
     told = drive(c, 24)
-    c.feedback(c.ask(), {"status": "infeasible", "reason": "off chip"})
-    c.feedback(c.ask(), {"status": "infeasible", "latency_ms": 7.5, "reason": "too slow"})
+    c.tell(c.ask(), {"status": "infeasible", "reason": "off chip"})
+    c.tell(c.ask(), {"status": "infeasible", "latency_ms": 7.5, "reason": "too slow"})
     done = c.study.trials
     assert [t.values for t in done[-2:]] == [[0.0, math.inf], [0.0, 7.5]]
     assert done[0].values == [told[0][1]["accuracy"], told[0][1]["latency_ms"]]
     front = c.study.best_trials
     assert front and all(t.constraints == {"infeasible": 0.0} for t in front)
     # a usable result without the objectives' fields cannot be told: FAIL, and still counted as usable
-    c.feedback(c.ask(), {"status": "ok", "reward": 0.5})
+    c.tell(c.ask(), {"status": "ok", "reward": 0.5})
     assert c.study.trials[-1].state.name == "FAIL" and c.best is not None
     assert c.summary()["sampler"] == sampler
 
@@ -188,19 +191,21 @@ def test_replay_with_pending_trials_rebuilds_the_same_state(params):
         queue.append(c.ask())
         events.append(("ask", None))
         if len(queue) == 2:
-            a = queue.pop(0)
+            p = queue.pop(0)
             out = (None if i % 7 == 3 else {"status": "infeasible", "latency_ms": 8.0} if i % 5 == 4
-                   else result(SMALL, a))
-            c.feedback(a, out)
-            events.append(("tell", (a, out)))
-    fresh = get_controller("optuna", SMALL, seed=7, **params)
-    for kind, told in events:
+                   else result(SMALL, p.arch))
+            c.tell(p, out)
+            events.append(("tell", (p.key, out)))
+    fresh, asked = get_controller("optuna", SMALL, seed=7, **params), []
+    for kind, told in events:  # as a ledger replays: each result goes back with the fresh proposal
         if kind == "ask":
-            fresh.ask()
+            asked.append(fresh.ask())
         else:
-            fresh.feedback(*told)
-    assert len(c.pending) == len(fresh.pending) == 1 and fresh.n_superseded == 0
-    assert [fresh.ask().to_string() for _ in range(5)] == [c.ask().to_string() for _ in range(5)]
+            p = asked.pop(0)
+            assert p.key == told[0]
+            fresh.tell(p, told[1])
+    assert len(c.open) == len(fresh.open) == 1 and fresh.n_superseded == 0
+    assert [fresh.ask().key for _ in range(5)] == [c.ask().key for _ in range(5)]
 
 
 def test_resume_through_the_search_state_continues_the_same_search():
@@ -233,32 +238,32 @@ def test_feedback_no_pending_trial_proposed_is_learned_and_the_stray_closed():
     c = get_controller("optuna", SMALL, seed=12, n_startup_trials=2)
     for a, result in history:  # redrawn proposals differ from the recorded archs
         c.ask()
-        c.feedback(a, result)
+        c.tell(a, result)
     states = [t.state for t in c.study.trials]
-    assert TrialState.RUNNING not in states and not c.pending
+    assert TrialState.RUNNING not in states and not c.open
     complete = [t for t in c.study.trials if t.state is TrialState.COMPLETE]
     assert [t.user_attrs["arch"] for t in complete] == [a.to_string() for a, _ in history]
     assert [t.values[0] for t in complete] == [o["reward"] for _, o in history]
     assert c.n_superseded == sum(t.user_attrs.get("status") == "superseded" for t in c.study.trials) > 0
     # a repeat of a told arch, with nothing pending: added as a trial of its own, nothing closed
     n = len(c.study.trials)
-    c.feedback(*history[0])
+    c.tell(*history[0])
     assert len(c.study.trials) == n + 1 and c.study.trials[-1].user_attrs["arch"] == history[0][0].to_string()
 
 
 def test_a_replay_that_diverges_late_closes_the_newest_pending_trial():
     c = get_controller("optuna", SMALL, seed=7)
-    a1, a2 = c.ask(), c.ask()
+    p1, p2 = c.ask(), c.ask()
     x = next(a for a in (SMALL.decode_indices(i) for i in np.ndindex(*[len(d.choices) for d in SMALL.decision_list]))
-             if a not in (a1, a2))
-    c.feedback(x, result(SMALL, x))    # the record's arch for the second ask is not a2 (a changed controller)
-    c.feedback(a1, result(SMALL, a1))  # the first ask's arch is still pending: told to its own trial
+             if a not in (p1.arch, p2.arch))
+    c.tell(x, result(SMALL, x))    # the record's arch for the second ask is not p2's (a changed controller)
+    c.tell(p1, result(SMALL, p1.arch))  # the first ask is still open: told to its own trial
     first, second, added = c.study.trials
-    assert (first.user_attrs["arch"], first.state.name, first.values) == (a1.to_string(), "COMPLETE",
-                                                                          [objective(SMALL, a1)])
-    assert (second.user_attrs["arch"], second.user_attrs["status"]) == (a2.to_string(), "superseded")
+    assert (first.user_attrs["arch"], first.state.name, first.values) == (p1.key, "COMPLETE",
+                                                                          [objective(SMALL, p1.arch)])
+    assert (second.user_attrs["arch"], second.user_attrs["status"]) == (p2.key, "superseded")
     assert (added.user_attrs["arch"], added.state.name) == (x.to_string(), "COMPLETE")
-    assert c.n_superseded == 1 and not c.pending
+    assert c.n_superseded == 1 and not c.open
 
 
 def test_an_experiment_may_name_it():

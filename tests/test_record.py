@@ -86,9 +86,9 @@ def test_a_controller_learns_from_a_stopped_trial(tmp_path):
 
     space = search_spaces.get("efficientnet_edgetpu", resolution=32, width=0.25, depth=0.25)
     c = get_controller("evolution", space, population=2, sample=2)
-    a = c.ask()
-    c.feedback(a, FULL.replace(status=Status.STOPPED, reward=0.4).controller_view())
-    assert c.best == (a, 0.4) and c.n_failed == 0
+    p = c.ask()
+    c.tell(p, FULL.replace(status=Status.STOPPED, reward=0.4).controller_view())
+    assert c.best == (p.arch, 0.4) and c.n_failed == 0
 
 
 def test_the_controllers_view_is_read_only():

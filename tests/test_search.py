@@ -21,6 +21,7 @@ from nas.core.errors import Finished, RunFolderError
 from nas.ledger.ledger import Ledger
 from nas.core.record import pareto_front
 from nas.ledger.folder import RunFolder
+from nas.core.events import Repeat, TellRepeat
 
 # The deployment model (64 px, width 0.5) is searched; each trial trains its 32 px proxy at
 # width 0.25 and depth 0.25 of the skeleton's, which is what keeps these tests fast.
@@ -98,9 +99,9 @@ class _Cycle:
             def propose(self):
                 return self.archs[self.n_proposed % len(self.archs)]
 
-            def feedback(self, arch, result):
-                super().feedback(arch, result)
-                self.told.append((arch.to_string(), None if result is None else result.get("reward")))
+            def tell(self, proposal, result):
+                super().tell(proposal, result)
+                self.told.append((proposal.key, None if result is None else result.get("reward")))
 
         return Cycle(make_space(c))
 
@@ -126,7 +127,7 @@ def test_a_proposal_of_a_recorded_arch_is_answered_from_the_record_not_trained()
     third = st.suggest("t3")  # A twice (answered with t1's result), then C
     assert third not in (a, b) and st.n_repeats == 2 and st.n_done + len(st.pending) == 3
     assert ctrl.told == [(a, 0.4), (b, 0.2), (a, 0.4), (a, 0.4)]
-    assert ["repeat", a] in st.events and ["tell-repeat", a, "t1"] in st.events
+    assert Repeat(a) in st.events and TellRepeat(a, "t1") in st.events
     with pytest.raises(Finished):
         st.suggest("t4")  # the budget counts trials, not proposals
 
@@ -138,11 +139,11 @@ def test_a_repeat_of_a_running_arch_is_answered_when_that_trial_is_told():
     st = Ledger(c, budget=4, controller=ctrl)
     a = st.suggest("t1")
     b = st.suggest("t2")  # A again, while t1 runs: not a trial; B is
-    assert b != a and st.waiting == [a] and ctrl.told == []
+    assert b != a and st.waiting_archs == [a] and ctrl.told == []
     again = Ledger.from_json(c, st.to_json())
-    assert again.waiting == [a]
+    assert again.waiting_archs == [a]
     st.complete("t1", fake_result(a, 0.7))
-    assert ctrl.told == [(a, 0.7), (a, 0.7)] and st.waiting == []
+    assert ctrl.told == [(a, 0.7), (a, 0.7)] and st.waiting_archs == []
 
 
 def test_a_batched_tell_answers_waiting_repeats_in_the_order_they_were_proposed():
@@ -153,12 +154,12 @@ def test_a_batched_tell_answers_waiting_repeats_in_the_order_they_were_proposed(
     ctrl = _Cycle(c, [A, B, B, A, C])
     st = Ledger(c, budget=3, controller=ctrl)
     a, b, third = st.suggest("t1"), st.suggest("t2"), st.suggest("t3")
-    assert st.waiting == [b, a] and third not in (a, b)
-    assert Ledger.from_json(c, st.to_json()).waiting == [b, a]
+    assert st.waiting_archs == [b, a] and third not in (a, b)
+    assert Ledger.from_json(c, st.to_json()).waiting_archs == [b, a]
     for t, r in (("t1", 0.1), ("t2", 0.2), ("t3", 0.3)):
         st.record(t, fake_result(st.archs[t], r))
     st.tell("t1", "t2", "t3")
-    assert ctrl.told == [(a, 0.1), (b, 0.2), (third, 0.3), (b, 0.2), (a, 0.1)] and st.waiting == []
+    assert ctrl.told == [(a, 0.1), (b, 0.2), (third, 0.3), (b, 0.2), (a, 0.1)] and st.waiting_archs == []
 
 
 def test_repeats_train_again_when_asked_to():
@@ -217,7 +218,7 @@ def test_resume_replays_repeats_exactly():
         # ledger's resume asks again)
         again = Ledger.from_json(c, st.to_json())
         assert again.controller.n_feedback == st.controller.n_feedback
-        assert again.waiting == st.waiting and again.n_repeats == st.n_repeats
+        assert again.waiting_archs == st.waiting_archs and again.n_repeats == st.n_repeats
         assert _next(again) == _next(st), name
         assert again.events == st.events
 
@@ -310,7 +311,7 @@ def write_experiment(tmp_path: Path, **changes) -> Path:
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"space": {"name": "efficientnet_edgtpu", "resolution": 32}}, "space: unknown name 'efficientnet_edgtpu'; registered: efficientnet_edgetpu, efficientnet_edgetpu_bench, mnasnet (did you mean 'efficientnet_edgetpu'?)"),
+    ({"space": {"name": "efficientnet_edgtpu", "resolution": 32}}, "space: unknown name 'efficientnet_edgtpu'; allowed: efficientnet_edgetpu, efficientnet_edgetpu_bench, mnasnet, or module:Class (did you mean 'efficientnet_edgetpu'?)"),
     ({"controller": {"name": "mnass"}}, "controller: unknown name 'mnass'"),
     ({"latency": {"source": "edgetpu-modle"}}, "did you mean 'edgetpu-model'"),
     ({"data": {"source": "folder:/nonexistent/images"}}, "data.source: folder '/nonexistent/images' does not exist"),

@@ -17,6 +17,7 @@ from nas.core.lazy import lazy
 __all__, __getattr__, __dir__ = lazy(__name__, {
     "ArchList": "nas.controllers.base",
     "Controller": "nas.controllers.base",
+    "Proposal": "nas.controllers.base",
     "RandomSearch": "nas.controllers.base",
     "RegularizedEvolution": "nas.controllers.base",
     "controller_names": "nas.controllers.base",

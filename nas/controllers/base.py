@@ -1,11 +1,15 @@
-"""Controllers: propose archs, take feedback (ask/tell); state rebuilt by replaying history.
+"""Controllers: propose archs, learn from results (ask/tell); state rebuilt by replaying history.
 
 A controller works on a :class:`~search_spaces.SearchSpace`'s decisions (choice indices)
-and never trains or measures anything itself: the runner owns the loop. Every controller is
-seeded and deterministic given its seed and the order of feedback. A result is any mapping
-with ``reward`` (a float; NaN, inf or None mean "no usable reward") and optionally
-``status``; a search tells the read-only view of its :class:`~nas.core.record.TrialRecord`. Failed
-or infeasible trials are counted but never learned from (:func:`usable_reward`).
+and never trains or measures anything itself: the runner owns the loop. :meth:`Controller.ask`
+gives a :class:`Proposal`, the arch with the controller's own data about it (mnas's sampled
+actions and their log-probability, Optuna's trial); the search carries it to the trial and
+back to :meth:`Controller.tell` with the result, so a controller never has to find again
+what it proposed. A result is any mapping with ``reward`` (a float; NaN, inf or None mean "no
+usable reward") and optionally ``status``; a search tells the read-only view of its
+:class:`~nas.core.record.TrialRecord`. Failed or infeasible trials are counted but never
+learned from (:func:`usable_reward`). Every controller is seeded and deterministic given its
+seed and the order of results.
 
 Writing a controller::
 
@@ -24,6 +28,9 @@ Writing a controller::
             return self.space.decode_indices(idx)
 
     register_controller(Greedy)
+
+``propose`` returns an :class:`~search_spaces.Arch`, or a :class:`Proposal` whose ``data`` the
+controller wants back in :meth:`Controller.learn`.
 """
 
 from __future__ import annotations
@@ -31,11 +38,13 @@ from __future__ import annotations
 import collections
 import difflib
 import logging
+from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
 from search_spaces import Arch, SearchSpace
+from search_spaces.registry import Registry
 
 from nas.core.params import parse_params
 from nas.core.record import usable_reward
@@ -43,8 +52,27 @@ from nas.core.record import usable_reward
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, eq=False)
+class Proposal:
+    """An arch a controller proposed, with the controller's own data about it.
+
+    The search keeps it from :meth:`Controller.ask` to :meth:`Controller.tell`: the data
+    (sampled actions, log-probabilities, an Optuna trial) goes back to the controller that made
+    it with the trial's result. A result the controller did not propose (a recorded run
+    replayed, a one-shot candidate, a user's seed) is told as a bare arch: ``data`` None.
+    """
+
+    arch: Arch
+    data: Any = None
+
+    @property
+    def key(self) -> str:
+        """The arch string."""
+        return self.arch.to_string()
+
+
 class Controller:
-    """Base class: seeded rng, the best usable result so far, feedback bookkeeping."""
+    """Base class: seeded rng, the best usable result so far, ask/tell bookkeeping."""
 
     name: ClassVar[str] = ""
 
@@ -60,10 +88,10 @@ class Controller:
 
     # -- what a subclass implements -----------------------------------------------------------
 
-    def propose(self) -> Arch:
+    def propose(self) -> Arch | Proposal:
         raise NotImplementedError
 
-    def learn(self, arch: Arch, reward: float) -> None:
+    def learn(self, proposal: Proposal, reward: float) -> None:
         """Called with usable rewards only."""
 
     def plan(self, budget: int, concurrency: int) -> None:
@@ -74,23 +102,27 @@ class Controller:
 
     # -- the shared protocol ------------------------------------------------------------------
 
-    def ask(self) -> Arch:
-        arch = self.propose()
+    def ask(self) -> Proposal:
+        """The next proposal (:meth:`propose`'s, as a :class:`Proposal`)."""
+        p = self.propose()
         self.n_proposed += 1
-        return arch
+        return p if isinstance(p, Proposal) else Proposal(p)
 
-    def feedback(self, arch: Arch, result: Mapping[str, Any] | None) -> None:
+    def tell(self, proposal: Proposal | Arch, result: Mapping[str, Any] | None) -> None:
+        """A result for ``proposal`` (one of this controller's, or a bare arch it did not propose)."""
+        if not isinstance(proposal, Proposal):
+            proposal = Proposal(proposal)
         self.n_feedback += 1
         r = usable_reward(result)
         if r is None:
             self.n_failed += 1
-            self.on_failure(arch)
+            self.on_failure(proposal)
             return
         if self.best is None or r > self.best[1]:
-            self.best = (arch, r)
-        self.learn(arch, r)
+            self.best = (proposal.arch, r)
+        self.learn(proposal, r)
 
-    def on_failure(self, arch: Arch) -> None:
+    def on_failure(self, proposal: Proposal) -> None:
         """A failed or infeasible trial: nothing to learn (subclasses may release state)."""
 
     def random_indices(self) -> list[int]:
@@ -145,8 +177,8 @@ class RegularizedEvolution(Controller):
         child[d] = (child[d] + 1 + int(self.rng.integers(n - 1))) % n  # always a different value
         return child
 
-    def learn(self, arch: Arch, reward: float) -> None:
-        self.population.append((self.space.indices(self.space.encode(arch)), reward))
+    def learn(self, proposal: Proposal, reward: float) -> None:
+        self.population.append((self.space.indices(self.space.encode(proposal.arch)), reward))
         if len(self.population) > self.population_size:
             self.population.popleft()
 
@@ -178,48 +210,28 @@ class ArchList(Controller):
 
 # ------------------------------------------------------------------------------ registry
 
-_CONTROLLERS: dict[str, Any] = {
+CONTROLLERS: Registry[Controller] = Registry("controller", Controller, arguments="parameters", builtin={
     "random": RandomSearch,
     "evolution": RegularizedEvolution,
     "list": ArchList,
     "mnas": "nas.controllers.mnas:MNASController",
     "logits": "nas.controllers.logits:IndependentLogits",
     "optuna": "nas.controllers.optuna:OptunaController",  # imported on use, so only its searches load optuna
-}
+})
 
 
 def register_controller(cls: type[Controller]) -> type[Controller]:
-    if not (isinstance(cls, type) and issubclass(cls, Controller)) or not cls.name:
-        raise ValueError(f"register_controller: expected a named Controller subclass, got {cls!r}")
-    if cls.name in _CONTROLLERS and _CONTROLLERS[cls.name] is not cls:
-        raise ValueError(f"controller name {cls.name!r} is already registered")
-    _CONTROLLERS[cls.name] = cls
-    return cls
+    """Class decorator: register a controller under ``cls.name``; a duplicate name raises."""
+    return CONTROLLERS.register(cls)
 
 
 def controller_names() -> list[str]:
-    return sorted(_CONTROLLERS)
+    return CONTROLLERS.names()
 
 
 def get_controller(name: str, space: SearchSpace, seed: int = 0, **params: Any) -> Controller:
     """A controller by name (``random``, ``evolution``, ``list``, ``mnas``, ``logits``, ``optuna``) or ``module:Class``."""
-    from search_spaces.importing import import_object
-
-    entry = _CONTROLLERS.get(name)
-    if entry is None and ":" in str(name):
-        entry = name
-    if entry is None:
-        hint = difflib.get_close_matches(str(name), controller_names(), n=1)
-        raise ValueError(f"controller: unknown name {name!r}; allowed: {', '.join(controller_names())}"
-                         + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-    if isinstance(entry, str):
-        entry = import_object(entry, "controller")
-    if not (isinstance(entry, type) and issubclass(entry, Controller)):
-        raise ValueError(f"controller {name!r}: {entry!r} is not a Controller subclass")
-    try:
-        return entry(space, seed=seed, **params)
-    except TypeError as e:
-        raise ValueError(f"controller {name!r}: bad parameters {params}: {e}") from None
+    return CONTROLLERS.create(name, space, seed, **params)
 
 
 def controller_spec(text: str) -> tuple[str, dict[str, Any]]:

@@ -13,8 +13,7 @@ optional entropy bonus, through Adam.
 >>> c = IndependentLogits(space, seed=0)
 >>> round(c.entropy(), 4) == round(c.max_entropy(), 4)   # uniform at first
 True
->>> arch = c.ask()
->>> c.feedback(arch, {"reward": 1.0, "status": "ok"})
+>>> c.tell(c.ask(), {"reward": 1.0, "status": "ok"})
 >>> space.contains(c.most_likely())
 True
 """
@@ -27,7 +26,7 @@ import numpy as np
 
 from search_spaces import Arch, SearchSpace
 
-from nas.controllers.base import Controller
+from nas.controllers.base import Controller, Proposal
 
 
 class IndependentLogits(Controller):
@@ -84,8 +83,8 @@ class IndependentLogits(Controller):
 
     # -- learning -----------------------------------------------------------------------------
 
-    def learn(self, arch: Arch, reward: float) -> None:
-        self.buffer.append((self.space.indices(self.space.encode(arch)), float(reward)))
+    def learn(self, proposal: Proposal, reward: float) -> None:
+        self.buffer.append((self.space.indices(self.space.encode(proposal.arch)), float(reward)))
         if len(self.buffer) >= self.batch_size:
             self.update(*zip(*self.buffer))
             self.buffer.clear()

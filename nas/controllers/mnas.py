@@ -42,7 +42,7 @@ import numpy as np
 
 from search_spaces import Arch, SearchSpace
 
-from nas.controllers.base import Controller
+from nas.controllers.base import Controller, Proposal
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,6 @@ class MNASController(Controller):
                 self.params[f"e{t}"] = u(n, H)
         self.optimizer = _Adam(learning_rate)
         self.baseline: float | None = None
-        self.pending: dict[str, tuple[list[int], float]] = {}
         self.buffer: list[tuple[list[int], float, float]] = []  # actions, old log-prob, reward
         self.last_entropy = float("nan")
         self.updates = 0
@@ -264,7 +263,7 @@ class MNASController(Controller):
                 np.add.at(grads[f"e{t - 1}"], acts[:, t - 1], dx)
         return grads
 
-    def propose(self) -> Arch:
+    def propose(self) -> Proposal:
         with _one_blas_thread():
             acts, logp, ent, _ = self._forward(None)
             self.last_entropy = float(ent.mean())
@@ -284,8 +283,7 @@ class MNASController(Controller):
                 logp = self._forward(np.array([actions]))[1]
         if self.novelty:
             self.seen.add(key)
-        self.pending[key] = (actions, float(logp[0]))
-        return arch
+        return Proposal(arch, (actions, float(logp[0])))
 
     def most_likely(self) -> Arch:
         """Greedy decoding: each decision's most probable choice given those before it (the
@@ -296,17 +294,13 @@ class MNASController(Controller):
 
     # ------------------------------------------------------------------------------ learning
 
-    def on_failure(self, arch: Arch) -> None:
-        self.pending.pop(arch.to_string(), None)
-
-    def learn(self, arch: Arch, reward: float) -> None:
-        key = arch.to_string()
+    def learn(self, proposal: Proposal, reward: float) -> None:
         if self.novelty:
-            self.seen.add(key)
-        if key in self.pending:
-            actions, logp = self.pending.pop(key)
-        else:  # an arch this policy did not propose (replayed history, user seeds): score it now
-            actions = self.space.indices(self.space.encode(arch))
+            self.seen.add(proposal.key)
+        if proposal.data is not None:  # what this policy sampled, and how likely it was then
+            actions, logp = proposal.data
+        else:  # an arch this policy did not propose (replayed history, one-shot candidates, user seeds)
+            actions = self.space.indices(self.space.encode(proposal.arch))
             logp = float(self._forward(np.array([actions]))[1][0])
         self.buffer.append((actions, logp, reward))
         self.history.append((list(actions), reward))

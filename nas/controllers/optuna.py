@@ -26,7 +26,7 @@ Parameters (``controller: {name: optuna, params: {...}}`` in an experiment):
 - ``population_size`` (20) for ``nsga2``.
 
 The samplers are seeded with the controller's seed, so the controller is deterministic given
-its seed and the order of feedback, and a resumed search's replay (ask and feedback again in
+its seed and the order of results, and a resumed search's replay (ask and tell again in
 the recorded order) rebuilds the same study.
 
 >>> import search_spaces
@@ -34,10 +34,9 @@ the recorded order) rebuilds the same study.
 >>> space = search_spaces.get("efficientnet_edgetpu_bench")
 >>> c = get_controller("optuna", space, seed=0, n_startup_trials=4)
 >>> for i in range(6):
-...     arch = c.ask()
-...     c.feedback(arch, {"status": "ok", "reward": 0.1 * i, "accuracy": 0.1 * i, "latency_ms": 2.0})
->>> c.feedback(c.ask(), {"status": "infeasible", "latency_ms": 9.5, "reason": "latency_ms 9.500 > max_latency_ms 5"})
->>> c.feedback(c.ask(), {"status": "failed", "reason": "NaN loss"})
+...     c.tell(c.ask(), {"status": "ok", "reward": 0.1 * i, "accuracy": 0.1 * i, "latency_ms": 2.0})
+>>> c.tell(c.ask(), {"status": "infeasible", "latency_ms": 9.5, "reason": "latency_ms 9.500 > max_latency_ms 5"})
+>>> c.tell(c.ask(), {"status": "failed", "reason": "NaN loss"})
 >>> [(t.state.name, t.constraints) for t in c.study.trials[-3:]]
 [('COMPLETE', {'infeasible': 0.0}), ('COMPLETE', {'infeasible': 1.0}), ('FAIL', {})]
 >>> c.summary()["best_reward"], c.summary()["failed"]
@@ -52,7 +51,7 @@ from typing import Any, Mapping
 
 from search_spaces import Arch, SearchSpace
 
-from nas.controllers.base import Controller
+from nas.controllers.base import Controller, Proposal
 from nas.core.record import RecordError, Status, TrialRecord
 
 log = logging.getLogger(__name__)
@@ -80,22 +79,18 @@ def _check_bool(what: str, v: Any) -> bool:
 class OptunaController(Controller):
     """Optuna's TPE (default), NSGA-II or multi-objective TPE over the space's decisions.
 
-    Pending trials: several asks may be outstanding. Each asked Optuna trial is kept with its
-    arch string, oldest first, and ``feedback(arch, result)`` tells the oldest pending trial
-    with that arch. A feedback for an arch with no pending trial (a resumed search whose
-    redrawn proposal differs from the recorded arch, because the space, the controller's
-    parameters or Optuna changed; or an arch the controller never proposed) is added to the
-    study as a finished trial of its own, since its result is real and worth learning from.
-    Every feedback answers one ask (the protocol of :class:`~nas.controllers.base.Controller`
-    and of the search), so such a feedback also means one pending trial will never be told:
-    the newest pending trial is closed as ``FAIL`` (user attr ``status: superseded``), which
-    the samplers ignore. The newest, because a replay that diverges does so from some ask
-    on, and the proposals after that point are the ones the record will never feed back.
-    Left running, a superseded trial would stay forever in the constant liar's
-    "pending, assume bad" set and push the sampler away from its region. (Results fed in
-    that no ask asked for break that protocol: then a pending trial that would have been
-    told is closed early, and its result, when it comes, is added as a trial of its own;
-    nothing is lost but the liar's hint while it was pending.)
+    Pending trials: several asks may be outstanding. Each ask's Optuna trial travels in its
+    :class:`~nas.controllers.base.Proposal` and is told when the proposal is. A result for a
+    bare arch (one the controller did not propose: a resumed search whose redrawn proposal
+    differs from the recorded arch, because the space, the controller's parameters or Optuna
+    changed; a one-shot candidate) is added to the study as a finished trial of its own, since
+    its result is real and worth learning from. Every result answers one ask (the protocol of
+    :class:`~nas.controllers.base.Controller` and of the search), so such a result also means
+    one asked trial will never be told: the newest open one is closed as ``FAIL`` (user attr
+    ``status: superseded``), which the samplers ignore. The newest, because a replay that
+    diverges does so from some ask on, and the proposals after that point are the ones the
+    record will never answer. Left running, a superseded trial would stay forever in the
+    constant liar's "pending, assume bad" set and push the sampler away from its region.
     """
 
     name = "optuna"
@@ -157,38 +152,39 @@ class OptunaController(Controller):
             s = optuna.samplers.TPESampler(n_startup_trials=self.n_startup_trials, multivariate=self.multivariate,
                                            constant_liar=self.constant_liar, seed=seed)
         self.study = optuna.create_study(directions=[OBJECTIVES[o] for o in self.objectives], sampler=s)
-        self.pending: list[tuple[str, Any]] = []  # (arch string, optuna Trial), in ask order
+        self.open: dict[int, Any] = {}  # Optuna trial number -> trial, asked and not told (in ask order)
         self.n_superseded = 0
 
     # ---------------------------------------------------------------------------------- ask
 
-    def propose(self) -> Arch:
+    def propose(self) -> Proposal:
         trial = self.study.ask(self.distributions)
         idx = [int(trial.params[d.name]) for d in self.space.decision_list]
         arch = self.space.decode_indices(idx)
-        key = arch.to_string()
-        trial.set_user_attr("arch", key)
-        self.pending.append((key, trial))
-        return arch
+        trial.set_user_attr("arch", arch.to_string())
+        self.open[trial.number] = trial
+        return Proposal(arch, trial)
 
     # --------------------------------------------------------------------------------- tell
 
-    def feedback(self, arch: Arch, result: Mapping[str, Any] | None) -> None:
+    def tell(self, proposal: Proposal | Arch, result: Mapping[str, Any] | None) -> None:
         # The base class keeps the bookkeeping (n_feedback, n_failed, best); learn() and
         # on_failure() are no-ops here because Optuna needs the whole record, not the reward.
-        super().feedback(arch, result)
+        if not isinstance(proposal, Proposal):
+            proposal = Proposal(proposal)
+        super().tell(proposal, result)
         try:
             rec = TrialRecord.coerce(result)
         except RecordError as e:
             rec = TrialRecord(status=Status.FAILED, reason=f"unreadable result: {e}")
         state, values, constraint, why = self._outcome(rec)
-        attrs = {"arch": arch.to_string(), "status": rec.status.value}
+        key = proposal.key
+        attrs = {"arch": key, "status": rec.status.value}
         if why:
             attrs["reason"] = why
-        key = arch.to_string()
-        match = next((i for i, (k, _) in enumerate(self.pending) if k == key), None)
-        if match is not None:
-            _, trial = self.pending.pop(match)
+        trial = proposal.data
+        if trial is not None and self.open.get(getattr(trial, "number", None)) is trial:
+            del self.open[trial.number]
             for k, v in attrs.items():
                 trial.set_user_attr(k, v)
             if constraint is not None:
@@ -198,17 +194,17 @@ class OptunaController(Controller):
             self.study.tell(trial, values, state=state)
             return
         try:
-            params = dict(zip(self.distributions, self.space.indices(self.space.encode(arch))))
+            params = dict(zip(self.distributions, self.space.indices(self.space.encode(proposal.arch))))
         except ValueError as e:  # the space changed under a resumed search: keep going, without it
             log.warning("optuna: cannot learn from %s: %s", key, e)
             params = None
-        if self.pending:
-            _, stray = self.pending.pop()
+        if self.open:
+            _, stray = self.open.popitem()
             stray.set_user_attr("status", "superseded")
-            stray.set_user_attr("reason", f"feedback came for {key}, which no pending trial proposed")
+            stray.set_user_attr("reason", f"a result came for {key}, which no open trial proposed")
             self.study.tell(stray, state=self._optuna.trial.TrialState.FAIL)
             self.n_superseded += 1
-            log.debug("optuna: feedback for an arch no pending trial proposed; closed the newest pending trial")
+            log.debug("optuna: a result for an arch no open trial proposed; closed the newest open trial")
         if params is None:
             return
         self.study.add_trial(self._optuna.trial.create_trial(
@@ -244,4 +240,4 @@ class OptunaController(Controller):
 
     def summary(self) -> dict[str, Any]:
         return super().summary() | {"sampler": self.sampler_name, "objectives": list(self.objectives),
-                                    "pending": len(self.pending), "superseded": self.n_superseded}
+                                    "pending": len(self.open), "superseded": self.n_superseded}

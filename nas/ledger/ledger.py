@@ -31,8 +31,9 @@ from typing import Any, Mapping
 from search_spaces import Arch, SearchSpace
 
 from nas.config.experiment import ExperimentConfig
-from nas.controllers.base import Controller, get_controller
+from nas.controllers.base import Controller, Proposal, get_controller
 from nas.core.errors import Finished, RunFolderError
+from nas.core.events import Ask, LedgerEvent, Orphan, Reissue, Repeat, Tell, TellRepeat, parse as parse_event
 from nas.trial.faults import kill_point
 from nas.core.record import Status, TrialRecord, best_result, legacy_dict
 
@@ -66,7 +67,8 @@ def make_controller(cfg: ExperimentConfig, space: SearchSpace | None = None) -> 
     return get_controller(cfg.controller.name, space or make_space(cfg), seed=cfg.seed, **cfg.controller.params)
 
 
-def read_state_json(text: str, where: str = "state.json") -> tuple[dict, list, dict[str, str], dict[str, TrialRecord]]:
+def read_state_json(text: str, where: str = "state.json") -> tuple[dict, list[LedgerEvent], dict[str, str],
+                                                                   dict[str, TrialRecord]]:
     """(the whole document, events, trial_id -> arch, trial_id -> record) of a ``state.json``.
 
     Version 1 states (before deployment and proxy were told apart) are read as records whose
@@ -77,35 +79,52 @@ def read_state_json(text: str, where: str = "state.json") -> tuple[dict, list, d
         if d.get("version") not in _READABLE_STATES:
             raise ValueError(f"version {d.get('version')!r}, expected one of {_READABLE_STATES}")
         load = legacy_dict if d["version"] == 1 else TrialRecord.from_dict
-        return d, d["events"], d["archs"], {t: load(r) for t, r in d["results"].items()}
+        return d, [parse_event(e) for e in d["events"]], d["archs"], {t: load(r) for t, r in d["results"].items()}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise RunFolderError(f"{where}: not a search state this version can resume ({e})") from None
 
 
-def replay(controller: Controller, events: list, archs: Mapping[str, str], results: Mapping[str, TrialRecord],
-           on_ask=None) -> None:
+def replay(controller: Controller, events: list[LedgerEvent], archs: Mapping[str, str], results: Mapping[str, TrialRecord],
+           on_ask=None) -> tuple[dict[str, Proposal], list[tuple[str, Proposal | None]]]:
     """Feed a recorded event log to a fresh ``controller``, as the search fed the original.
 
     Events: ``["ask", tid]`` (a proposal that became trial ``tid``), ``["tell", tid]`` (its
-    result fed back), ``["repeat", arch]`` (a proposal of an arch already recorded, not
-    trained) and ``["tell-repeat", arch, tid]`` (that proposal answered with trial ``tid``'s
-    result); ``reissue``/``orphan`` are the runner's bookkeeping. ``on_ask(controller,
-    arch_string)`` is called after every proposal (the report reads the policy's entropy there).
+    result told), ``["repeat", arch]`` (a proposal of an arch already recorded, not trained)
+    and ``["tell-repeat", arch, tid]`` (that proposal answered with trial ``tid``'s result);
+    ``reissue``/``orphan`` are the runner's bookkeeping. ``on_ask(controller, arch_string)`` is
+    called after every proposal (the report reads the policy's entropy there).
+
+    Each result goes back with the proposal it answers, as in the search. Returns the
+    proposals not told yet: trial id -> proposal, and the repeats still waiting, in order.
+    A proposal that differs from the recorded arch (the controller or space changed) is
+    dropped; its result is told as the recorded bare arch.
     """
+    asked: dict[str, Proposal] = {}
+    repeats: list[tuple[str, Proposal | None]] = []
     for ev in events:
-        kind = ev[0]
-        if kind in ("ask", "repeat"):
-            recorded = archs[ev[1]] if kind == "ask" else ev[1]
-            redrawn = controller.ask().to_string()
-            if redrawn != recorded:
+        if isinstance(ev, (Ask, Repeat)):
+            recorded = archs[ev.trial_id] if isinstance(ev, Ask) else ev.arch
+            proposal: Proposal | None = controller.ask()
+            if proposal.key != recorded:
                 log.warning("replay: the controller now proposes %s where the run had %s; continuing with the "
-                            "recorded arch (was the controller or space changed?)", redrawn, recorded)
+                            "recorded arch (was the controller or space changed?)", proposal.key, recorded)
+                proposal = None
+            if isinstance(ev, Ask):
+                if proposal is not None:
+                    asked[ev.trial_id] = proposal
+            else:
+                repeats.append((recorded, proposal))
             if on_ask is not None:
                 on_ask(controller, recorded)
-        elif kind == "tell":
-            controller.feedback(controller.space.parse(archs[ev[1]]), results[ev[1]].controller_view())
-        elif kind == "tell-repeat":
-            controller.feedback(controller.space.parse(ev[1]), results[ev[2]].controller_view())
+        elif isinstance(ev, Tell):
+            proposal = asked.pop(ev.trial_id, None)
+            controller.tell(proposal or Proposal(controller.space.parse(archs[ev.trial_id])),
+                            results[ev.trial_id].controller_view())
+        elif isinstance(ev, TellRepeat):
+            i = next(i for i, (a, _) in enumerate(repeats) if a == ev.arch)
+            _, proposal = repeats.pop(i)
+            controller.tell(proposal or Proposal(controller.space.parse(ev.arch)), results[ev.trial_id].controller_view())
+    return asked, repeats
 
 
 class Ledger:
@@ -140,13 +159,15 @@ class Ledger:
         # original's (even when --max-trials changed the budget), so its replay is exact.
         self.plan = tuple(plan) if plan else (budget, cfg.budget.concurrency if cfg is not None else 1)
         self.controller.plan(*self.plan)
-        self.events: list[list[str]] = []          # ["ask", trial_id] / ["tell", trial_id]
+        self.events: list[LedgerEvent] = []        # the order the controller was asked and told
         self.archs: dict[str, str] = {}            # trial_id -> arch string (all asked trials)
         self.results: dict[str, TrialRecord] = {}  # trial_id -> record (completed)
         self.pending: dict[str, str] = {}          # trial_id -> arch string (asked, not told)
+        self.proposals: dict[str, Proposal] = {}   # trial_id -> the controller's proposal, until told
         self.untold: list[str] = []                # recorded, not yet fed to the controller (batching)
         self.orphans: list[str] = []               # archs asked but unknown to the runner after a resume
-        self.waiting: list[str] = []               # archs of repeats proposed while their trial was untold, in order
+        # repeats proposed while their trial was untold, in order: (arch, the proposal)
+        self.waiting: list[tuple[str, Proposal | None]] = []
         self.converged = False                     # search.max_repeats known archs in a row: no new proposal
         self.n_repeats = 0                         # proposals answered from the record
         self._by_arch: dict[str, list[str]] = {}   # arch -> its trial ids, in the order asked
@@ -163,6 +184,11 @@ class Ledger:
         """Distinct archs asked (repeats are proposals of these)."""
         return len(self._by_arch)
 
+    @property
+    def waiting_archs(self) -> list[str]:
+        """The archs of the repeats waiting for their trial's result, in the order proposed."""
+        return [a for a, _ in self.waiting]
+
     def finished(self) -> bool:
         return (self.converged or self.n_done + len(self.pending) >= self.budget) and not self.orphans
 
@@ -170,7 +196,7 @@ class Ledger:
         if self.orphans:  # asked before a crash, never started: run them under this id
             arch = self.orphans.pop(0)
             self._add_trial(trial_id, arch)
-            self.events.append(["reissue", trial_id, arch])
+            self.events.append(Reissue(trial_id, arch))
             return arch
         if self.converged:
             raise Finished(self._converged_text())
@@ -182,20 +208,21 @@ class Ledger:
         if dedupe and self.space_size is not None and len(by_arch) + len(self.orphans) >= self.space_size:
             raise Finished(f"space exhausted: all {self.space_size:,} archs recorded")
         for _ in range(self.max_repeats if dedupe else 1):  # (a "train" search asks once)
-            proposed = self.controller.ask()
-            arch = proposed.to_string()
-            self._parsed.setdefault(arch, proposed)
+            proposal = self.controller.ask()
+            arch = proposal.key
+            self._parsed.setdefault(arch, proposal.arch)
             if not dedupe or not (arch in by_arch or arch in self.orphans):
                 self._add_trial(trial_id, arch)
-                self.events.append(["ask", trial_id])
+                self.proposals[trial_id] = proposal
+                self.events.append(Ask(trial_id))
                 return arch
             self.n_repeats += 1
-            self.events.append(["repeat", arch])
+            self.events.append(Repeat(arch))
             told = next((t for t in by_arch.get(arch, []) if t in self.results and t not in self.untold), None)
-            if told is None:  # running, or recorded and not fed back yet: answered when it is
-                self.waiting.append(arch)
+            if told is None:  # running, or recorded and not told yet: answered when it is
+                self.waiting.append((arch, proposal))
             else:
-                self._tell_repeat(arch, told)
+                self._tell_repeat(arch, told, proposal)
         self.converged = True
         log.warning("the controller proposed %d archs in a row that this run had already recorded "
                     "(%s): it has converged; the search ends after %d trials of %d", self.max_repeats,
@@ -224,9 +251,9 @@ class Ledger:
             found = self._parsed[arch] = self.controller.space.parse(arch)
         return found
 
-    def _tell_repeat(self, arch: str, tid: str) -> None:
-        self.events.append(["tell-repeat", arch, tid])
-        self.controller.feedback(self.parsed(arch), self.results[tid].controller_view())
+    def _tell_repeat(self, arch: str, tid: str, proposal: Proposal | None) -> None:
+        self.events.append(TellRepeat(arch, tid))
+        self.controller.tell(proposal or Proposal(self.parsed(arch)), self.results[tid].controller_view())
 
     def record(self, trial_id: str, result: TrialRecord | Mapping[str, Any] | None) -> TrialRecord | None:
         """Store a finished trial's result (at once, for the tables); None if already recorded.
@@ -256,17 +283,18 @@ class Ledger:
                 continue
             self.untold.remove(tid)
             rec = self.results[tid]
-            self.events.append(["tell", tid])
+            self.events.append(Tell(tid))
             kill_point("tell")
-            self.controller.feedback(self.parsed(rec.arch), rec.controller_view())
+            # (with the proposal it answers; a reissued orphan's arch goes back bare)
+            self.controller.tell(self.proposals.pop(tid, None) or Proposal(self.parsed(rec.arch)), rec.controller_view())
             told.setdefault(rec.arch, tid)
         if told and self.waiting:
             still = []
-            for arch in self.waiting:
+            for arch, proposal in self.waiting:
                 if arch in told:
-                    self._tell_repeat(arch, told[arch])
+                    self._tell_repeat(arch, told[arch], proposal)
                 else:
-                    still.append(arch)
+                    still.append((arch, proposal))
             self.waiting = still
 
     def complete(self, trial_id: str, result: TrialRecord | Mapping[str, Any] | None) -> TrialRecord | None:
@@ -284,7 +312,7 @@ class Ledger:
         return best_result(self.ordered_results())
 
     def to_json(self) -> str:
-        return json.dumps({"version": STATE_VERSION, "budget": self.budget, "events": self.events,
+        return json.dumps({"version": STATE_VERSION, "budget": self.budget, "events": [e.as_list() for e in self.events],
                            "archs": self.archs, "results": {t: r.as_dict() for t, r in self.results.items()},
                            "untold": self.untold, "orphans": self.orphans, "plan": list(self.plan)},
                           indent=1)
@@ -296,20 +324,16 @@ class Ledger:
         ``on_ask`` as for :func:`replay`."""
         d, events, archs, results = read_state_json(text, where)
         st = cls(cfg, budget if budget is not None else int(d["budget"]), plan=d.get("plan"))
-        replay(st.controller, events, archs, results, on_ask=on_ask)
-        st.events = [list(e) for e in events]
-        for ev in events:  # repeats proposed and not answered yet, oldest first
-            if ev[0] == "repeat":
-                st.waiting.append(ev[1])
-            elif ev[0] == "tell-repeat":
-                st.waiting.remove(ev[1])
-        st.n_repeats = sum(e[0] == "repeat" for e in events)
+        asked, st.waiting = replay(st.controller, events, archs, results, on_ask=on_ask)
+        st.events = list(events)
+        st.n_repeats = sum(isinstance(e, Repeat) for e in events)
         # ``converged`` is not restored: a resumed search gives the controller max_repeats more tries.
         st.archs, st.results = dict(archs), dict(results)
         for tid, a in st.archs.items():
             st._by_arch.setdefault(a, []).append(tid)
-        orphaned = {e[1] for e in events if e[0] == "orphan"}
+        orphaned = {e.trial_id for e in events if isinstance(e, Orphan)}
         st.pending = {t: a for t, a in archs.items() if t not in results and t not in orphaned}
+        st.proposals = {t: p for t, p in asked.items() if t not in orphaned}
         st.untold = list(d.get("untold", []))
         st.orphans = list(d.get("orphans", []))
         return st
@@ -324,6 +348,7 @@ class Ledger:
         """
         for tid in [t for t in self.pending if t not in known_to_runner]:
             self.orphans.append(self.pending.pop(tid))
-            self.events.append(["orphan", tid])
+            self.proposals.pop(tid, None)  # (re-issued under a new id: its result goes back as a bare arch)
+            self.events.append(Orphan(tid))
         for tid in [t for t in self.untold if t not in known_to_runner]:
             self.tell(tid)

@@ -46,6 +46,7 @@ from search_spaces import Arch, SearchSpace
 from search_spaces.supernet import Supernet
 
 from nas.config.experiment import OneShotConfig
+from nas.controllers.base import Proposal
 from nas.core.reward import RewardConfig, reward
 from nas.ledger.folder import atomic_write
 from nas.oneshot.train import SupernetTrainer, calibration_batches
@@ -184,17 +185,18 @@ class OneShotSearch:
             arch = self.space.decode(self.space.sample_choices(self.rng))
             out["loss"] = self.trainer.train(x, y, self.proxy_of(self.weight_path(arch)))
         else:
-            archs = [self.controller.ask() for _ in range(self.settings.samples)]
+            proposals = [self.controller.ask() for _ in range(self.settings.samples)]
+            archs = [p.arch for p in proposals]
             out["loss"] = self.trainer.train(x, y, self.proxy_of(self.weight_path(archs[0])))
             xv, yv = self._val_batch()
             accs = [self.trainer.batch_accuracy(self.proxy_of(a), xv, yv) for a in archs]
             lats = self.latencies(archs)
             rewards, told = [], []
-            for a, acc, lat in zip(archs, accs, lats):
+            for p, acc, lat in zip(proposals, accs, lats):
                 status, r = self._reward(acc, lat)
                 result = {"status": status, "reward": r, "accuracy": acc, "latency_ms": lat["latency_ms"]}
-                self.controller.feedback(a, result)
-                told.append([a.to_string(), result])
+                self.controller.tell(p, result)
+                told.append([p.key, result])
                 if r is not None:
                     rewards.append(r)
             self.told.append(told)
@@ -253,12 +255,12 @@ class OneShotSearch:
         self.trainer.steps = self.step_index
         for told in self.told:
             asked = [self.controller.ask() for _ in told]
-            for a, (text, result) in zip(asked, told):
-                if a.to_string() != text:
+            for p, (text, result) in zip(asked, told):
+                if p.key != text:
                     log.warning("resume: the controller now proposes %s where the run had %s; continuing with "
-                                "the recorded arch", a.to_string(), text)
-                    a = Arch.from_string(text)
-                self.controller.feedback(a, result)
+                                "the recorded arch", p.key, text)
+                    p = Proposal(Arch.from_string(text))
+                self.controller.tell(p, result)
         log.info("one-shot search resumed at step %d of %d (%d controller steps replayed)", self.step_index,
                  self.total_steps, len(self.told))
         return True
@@ -280,7 +282,7 @@ class OneShotSearch:
             a = self.controller.most_likely()
             picks[a.to_string()] = (a, "most likely")
         for _ in range(s.candidates):
-            a = self.controller.ask()
+            a = self.controller.ask().arch
             picks.setdefault(a.to_string(), (a, "sampled"))
         archs = [a for a, _ in picks.values()]
         lats = self.latencies(archs)

@@ -28,7 +28,7 @@ from typing import Iterable
 
 import numpy as np
 
-from nas.trial.training import FusedUpdate, LossScale, all_reduce_grads, distributed, replica_slice
+from nas.trial.updates import FusedUpdate, LossScale, all_reduce_grads, distributed, replica_slice
 
 log = logging.getLogger(__name__)
 

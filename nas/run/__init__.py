@@ -3,7 +3,8 @@
 - :mod:`nas.run.launch`: :func:`~nas.run.launch.prepare` and :func:`~nas.run.launch.search`,
   what ``nas search`` calls;
 - :mod:`nas.run.runner`: the local runner and the entry to the Ray one;
-- :mod:`nas.run.ray_runner`: Ray Tune (the only module of ``nas`` that imports Ray);
+- :mod:`nas.run.ray_runner`: Ray Tune, and :mod:`nas.run.ray_services` the measurement actors (the
+  only modules of ``nas`` that import Ray);
 - :mod:`nas.run.console`: progress bars, trial lines and the Pareto table.
 
 May import: every room below it (:mod:`nas.core`, :mod:`nas.config`, :mod:`nas.data`,

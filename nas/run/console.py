@@ -6,17 +6,15 @@ from __future__ import annotations
 import io
 import math
 import sys
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
+from nas.core.events import Listener, ProgressEvent, TrialFinished, TrialStarted
 from nas.ledger.ledger import Ledger
 from nas.core.record import Status, TrialRecord, best_result, pareto_front
 
 __all__ = ["Listener", "Progress", "count_text", "pareto_table", "trial_line"]
 
 
-#: What a runner tells as a search goes: (event, payload), "start" with a trial id, "result"
-#: with its record. :class:`Progress` is one.
-Listener = Callable[[str, Any], None]
 
 
 class Progress:
@@ -35,10 +33,11 @@ class Progress:
                         unit="trial", dynamic_ncols=True, leave=True)
         self._postfix()
 
-    def __call__(self, event: str, payload: Any) -> None:
-        if event == "start":
-            self.running.add(payload)
-        elif event == "result":
+    def __call__(self, event: ProgressEvent) -> None:
+        if isinstance(event, TrialStarted):
+            self.running.add(event.trial_id)
+        elif isinstance(event, TrialFinished):
+            payload = event.record
             self.running.discard(payload.trial_id)
             self.results.append(payload)
             self.bar.write(trial_line(payload), file=self.stream)

@@ -1,5 +1,5 @@
 """The Ray Tune runner: the searcher, the recording callback, the trial entry point and the
-cluster set-up. Ray is imported here (and in nowhere else of nas/); :func:`nas.run.runner.run_ray`
+cluster set-up. Ray is imported here and in :mod:`nas.run.ray_services` (nowhere else in nas/); :func:`nas.run.runner.run_ray`
 loads this module once the environment Ray reads at import is set.
 
 The controller sits behind :class:`ControllerSearcher` (``suggest`` / ``on_trial_complete``,
@@ -11,9 +11,9 @@ this process's registry, so a restored run needs nothing of Ray's private state.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
@@ -25,7 +25,7 @@ from latency_models import MissingHardware
 
 from nas.config.experiment import ExperimentConfig
 from nas.trial.devices import trial_resources
-from nas.run.console import Listener
+from nas.core.events import Listener, TrialFinished, TrialStarted
 from nas.data.sources import readable_here
 from nas.core.errors import Finished
 from nas.ledger.ledger import Ledger
@@ -33,19 +33,27 @@ from nas.core.record import Status, TrialRecord
 from nas.ledger.folder import RunFolder
 from nas.trial.entry import run_trial
 from nas.trial.worker import check_allocator, worker_env
+from nas.run.ray_services import log_services, run_key, service_client, start_services, stop_services
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ControllerSearcher", "RecordCallback", "check_nodes", "run_supernets", "run_tune"]
 
-# run folder (resolved) -> the searcher Ray works with in this process, and the listener of
-# the search there: what Ray unpickles (a searcher, its callback) finds them here.
-_LIVE: dict[str, "ControllerSearcher"] = {}
-_LISTENERS: dict[str, Listener] = {}
+@dataclass
+class _Live:
+    """A run's searcher in this process and the listener of its search. Ray unpickles the
+    searcher and the callback separately (``Tuner.restore`` too): both find them here, keyed
+    by the run folder, so a restored run needs nothing of Ray's private state."""
+
+    searcher: ControllerSearcher | None = None
+    listener: Listener | None = None
 
 
-def _key(run_dir: str | Path) -> str:
-    return str(Path(run_dir).resolve())
+_LIVE: dict[str, _Live] = {}
+
+
+def _live(run_dir: str | Path) -> _Live:
+    return _LIVE.setdefault(run_key(run_dir), _Live())
 
 
 def _ray_trial(config: dict, experiment: str = "", services: tuple[str, ...] = ()) -> None:
@@ -70,140 +78,6 @@ def _ray_trial(config: dict, experiment: str = "", services: tuple[str, ...] = (
     tune.report(result.to_ray())
 
 
-# ------------------------------------------------------------------------------ the measurement service
-
-#: The Ray namespace of the measurement actors, so a trial (another actor of the job) finds them by name.
-SERVICE_NAMESPACE = "edgetpu-nas"
-
-
-@ray.remote(max_restarts=-1, max_task_retries=-1, concurrency_groups={"lookup": 1, "measure": 1})
-class MeasurementActor:
-    """One device's :class:`~latency_models.service.MeasurementService` as a long-lived actor:
-    requests in order (one at a time in the ``measure`` group; cache lookups beside them).
-    Restarted by Ray when its process dies, a request in flight is retried on the restarted
-    actor (``max_task_retries``); its cache file then answers whatever it had finished."""
-
-    def __init__(self, source: str, options: dict, cache_file: str, name: str, claim: bool):
-        from latency_models.service import MeasurementService, claim_device
-
-        device, self._claim = None, None
-        if claim:  # one of this node's devices, the others held by the other services here
-            device, self._claim = claim_device(str(options.get("device", "")))
-        self.service = MeasurementService(source, options, device=device, cache_file=cache_file, name=name)
-
-    @ray.method(concurrency_group="measure")
-    def check(self) -> None:
-        self.service.check()
-
-    @ray.method(concurrency_group="measure")
-    def measure(self, request):
-        return self.service.measure(request)
-
-    @ray.method(concurrency_group="lookup")
-    def lookup(self, key: str):
-        return self.service.lookup(key)
-
-    @ray.method(concurrency_group="lookup")
-    def describe(self) -> dict:
-        return self.service.describe()
-
-
-class RayTransport:
-    """The measurement actors as seen by a trial (:class:`latency_models.service.Transport`)."""
-
-    def __init__(self, names: tuple[str, ...]):
-        self.names = tuple(names)
-        self.services = len(self.names)
-        self._actors: dict[int, object] = {}
-
-    def _actor(self, index: int):
-        if index not in self._actors:
-            self._actors[index] = ray.get_actor(self.names[index], namespace=SERVICE_NAMESPACE)
-        return self._actors[index]
-
-    def call(self, index: int, method: str, *args):
-        return getattr(self._actor(index), method).remote(*args)
-
-    def wait(self, ref, timeout_s: float):
-        from latency_models import LatencyError
-
-        try:
-            return ray.get(ref, timeout=timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            try:
-                ray.cancel(ref)  # (a request still queued is dropped; one being measured finishes)
-            except Exception:  # noqa: BLE001 - cancelling is a courtesy
-                pass
-            raise LatencyError(f"no answer from the measurement service within {timeout_s:.0f} s "
-                               "(latency.service.timeout_s)") from None
-        except ray.exceptions.RayActorError as e:
-            raise LatencyError(f"the measurement service is gone: {str(e).splitlines()[0]}") from None
-
-
-def service_client(cfg: ExperimentConfig, names: tuple[str, ...]):
-    """The trial's latency source when measurement actors serve it (else None: it measures itself)."""
-    if not names:
-        return None
-    from latency_models.service import ServiceClient
-
-    s = cfg.latency.service
-    return ServiceClient(cfg.latency.source, RayTransport(names), compile_here=s.compile == "trial",
-                         options=cfg.latency.options, timeout_s=s.timeout_s)
-
-
-def start_services(cfg: ExperimentConfig, run: RunFolder) -> tuple[tuple[str, ...], list]:
-    """The measurement actors of this run, one per device, started and checked (their
-    hardware check's ``MissingHardware`` stops the search before any trial); (names, handles)."""
-    if not cfg.latency.uses_service:
-        return (), []
-    s = cfg.latency.service
-    resource = cfg.latency.service_resource
-    have = int(ray.cluster_resources().get(resource, 0)) if resource else 1
-    if resource and have < 1:
-        raise MissingHardware(f"latency.service.resource: no node of the Ray cluster offers {resource!r}; start "
-                              f"the measuring node with ray start --address=HEAD:PORT --resources='{{\"{resource}\": "
-                              f"1}}'" + (" (one unit per Edge TPU)" if resource == "edgetpu" else ""))
-    n = s.devices or max(1, have)
-    if resource and n > have:
-        raise ValueError(f"latency.service.devices: {n} measurement services, but the cluster offers {have} "
-                         f"{resource!r}; allowed: 1..{have}")
-    device = str(cfg.latency.options.get("device", ""))
-    claim = (n > 1 and cfg.latency.source == "edgetpu" and cfg.latency.options.get("backend", "litert") == "litert")
-    if claim and device not in ("", "usb", "pci"):
-        raise ValueError(f"latency.options.device: {device!r} names one Edge TPU, but latency.service.devices is "
-                         f"{n}; allowed: '', 'usb' or 'pci' (each service claims one device of that type)")
-    tag = hashlib.sha256(_key(run.path).encode()).hexdigest()[:8]
-    names, actors = [], []
-    for i in range(n):
-        name = f"nas-measure-{tag}-{i}"
-        try:  # a service left by a killed driver of this run folder: replaced
-            ray.kill(ray.get_actor(name, namespace=SERVICE_NAMESPACE), no_restart=True)
-        except ValueError:
-            pass
-        opts = {"name": name, "namespace": SERVICE_NAMESPACE, "num_cpus": s.cpus}
-        if resource:
-            opts["resources"] = {resource: 1}
-        cache = str((run.path / "latency" / f"service-{i}.jsonl").resolve())
-        actors.append(MeasurementActor.options(**opts).remote(cfg.latency.source, dict(cfg.latency.options), cache,
-                                                              f"service-{i}", claim))
-        names.append(name)
-    try:
-        ray.get([a.check.remote() for a in actors])
-    except ray.exceptions.RayTaskError as e:
-        stop_services(actors)
-        cause = getattr(e, "cause", None)
-        if isinstance(cause, MissingHardware):
-            raise MissingHardware(str(cause)) from None
-        raise
-    log.info("measurement services: %s", ", ".join(names))
-    return tuple(names), actors
-
-
-def stop_services(actors: list) -> None:
-    for a in actors:
-        ray.kill(a, no_restart=True)
-
-
 class ControllerSearcher(Searcher):
     """A Ray Tune ``Searcher`` around any :class:`~nas.controllers.base.Controller` (via the :class:`~nas.ledger.ledger.Ledger`)."""
 
@@ -212,16 +86,16 @@ class ControllerSearcher(Searcher):
         self.cfg, self.run_dir, self.budget = cfg, run_dir, budget
         self.state = Ledger(cfg, budget)
         self.run = RunFolder(run_dir)
-        _LIVE[_key(run_dir)] = self
+        _live(run_dir).searcher = self
 
     def record(self, trial_id: str, result: TrialRecord) -> None:
         """Record a finished trial at once (tables, progress), whoever hears of it first."""
         rec = self.state.record(trial_id, result)
         if rec is not None:
             self.run.save(self.state)
-            listener = _LISTENERS.get(_key(self.run_dir))
+            listener = _live(self.run_dir).listener
             if listener:
-                listener("result", rec)
+                listener(TrialFinished(rec))
 
     # Ray pickles the searcher into its experiment state; the state itself travels as
     # JSON through save/restore, so only what rebuilds it is pickled.
@@ -253,7 +127,7 @@ class ControllerSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         """Ray's restore (``Tuner.restore``): the run folder's ledger, never older than Ray's
         checkpoint, reconciled with the trials Ray knows."""
-        _LIVE[_key(self.run_dir)] = self  # the searcher Ray restored is the one that runs
+        _live(self.run_dir).searcher = self  # the searcher Ray restored is the one that runs
         self.budget = self.run.budget() or self.budget  # --max-trials may have changed it
         ray_view = Ledger.from_json(self.cfg, Path(checkpoint_path).read_text(), self.budget)
         newest = self.run.read_state(self.cfg, self.budget) or ray_view
@@ -270,12 +144,12 @@ class RecordCallback(Callback):
 
     @property
     def _searcher(self) -> ControllerSearcher:
-        return _LIVE[_key(self.run_dir)]
+        return _live(self.run_dir).searcher
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        listener = _LISTENERS.get(_key(self.run_dir))
+        listener = _live(self.run_dir).listener
         if listener:
-            listener("start", trial.trial_id)
+            listener(TrialStarted(trial.trial_id))
 
     def _record(self, trial, error: bool):
         why = ""
@@ -289,12 +163,6 @@ class RecordCallback(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._record(trial, error=True)
-
-
-def _log_services(actors: list) -> None:
-    for d in ray.get([a.describe.remote() for a in actors]):
-        log.info("measurement %s (device %s): %d requests, %d measured, %d from its cache, %d failed", d["service"],
-                 d["device"], d["requests"], d["measured"], d["cached"], d["failed"])
 
 
 def _trial_dirname(trial) -> str:
@@ -381,7 +249,7 @@ def run_tune(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool
     services: list = []
     try:
         if listener is not None:
-            _LISTENERS[_key(run.path)] = listener
+            _live(run.path).listener = listener
         names, services = start_services(cfg, run)
         trainable = tune.with_resources(tune.with_parameters(_ray_trial, experiment=cfg.model_dump_json(),
                                                              services=names),
@@ -432,15 +300,14 @@ def run_tune(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: bool
                                           checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)),
             )
         tuner.fit()
-        state = _LIVE[_key(run.path)].state
+        state = _live(run.path).searcher.state
         run.save(state)
-        _log_services(services)
+        log_services(services)
         return state
     finally:
         if ray.is_initialized():
             stop_services(services)
-        _LIVE.pop(_key(run.path), None)
-        _LISTENERS.pop(_key(run.path), None)
+        _LIVE.pop(run_key(run.path), None)
         if started:
             ray.shutdown()
 

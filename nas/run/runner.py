@@ -29,7 +29,7 @@ import sys
 import time
 
 from nas.config.experiment import ExperimentConfig
-from nas.run.console import Listener
+from nas.core.events import Listener, TrialFinished, TrialStarted
 from nas.core.errors import Finished
 from nas.ledger.ledger import Ledger
 from nas.ledger.folder import RunFolder
@@ -126,9 +126,9 @@ def run_local(cfg: ExperimentConfig, run: RunFolder, budget: int, *, resume: boo
             break
         run.save(state)
         if listener:
-            listener("start", tid)
+            listener(TrialStarted(tid))
         rec = state.complete(tid, run_trial(arch, cfg, trial_id=tid, latency=latency))
         run.save(state)
         if listener and rec is not None:
-            listener("result", rec)
+            listener(TrialFinished(rec))
     return state

@@ -2,7 +2,8 @@
 
 - :mod:`nas.trial.entry`: :func:`~nas.trial.entry.run_trial`, the entry point every runner calls;
 - :mod:`nas.trial.recipe`: data, training, latency and int8 steps of the recipe;
-- :mod:`nas.trial.training`: the training loop (fused updates, loss scaling, multi-device);
+- :mod:`nas.trial.training`: the training loop, and :mod:`nas.trial.updates` its fused weight
+  updates, loss scaling and replicas;
 - :mod:`nas.trial.proxy`: the proxy model a trial trains beside the deployment model;
 - :mod:`nas.trial.devices`: GPUs, distribution strategies and mixed precision;
 - :mod:`nas.trial.int8`: int8 conversion and accuracy of the deployment model;
