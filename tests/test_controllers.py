@@ -35,7 +35,10 @@ def run(name, trials, seed=0, **params):
 FAST_MNAS = {"learning_rate": 0.02, "batch_size": 8, "entropy_weight": 1e-4}
 
 
-@pytest.mark.parametrize("name,params", [("evolution", {"population": 20, "sample": 5}), ("mnas", FAST_MNAS),
+# (mnas without its novelty redraws here, a fifth of the time: what it learns is the point; the
+# redraws have their own test below)
+@pytest.mark.parametrize("name,params", [("evolution", {"population": 20, "sample": 5}),
+                                         ("mnas", {**FAST_MNAS, "novelty": False}),
                                          ("logits", {"learning_rate": 0.1})])
 def test_controllers_beat_random_on_a_known_optimum(name, params):
     trials = 240

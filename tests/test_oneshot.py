@@ -95,7 +95,7 @@ def _search(seed=0, epochs=2):
                          settings, seed=seed)
 
 
-def test_a_killed_search_resumes_from_its_checkpoint(tmp_path):
+def test_a_killed_search_resumes_from_its_checkpoint_and_refuses_one_of_other_settings(tmp_path):
     a = _search()
     for _ in range(4):  # past the warm-up: weights, optimizer, controller and data order all moved
         a.step()
@@ -113,19 +113,14 @@ def test_a_killed_search_resumes_from_its_checkpoint(tmp_path):
     assert [b.controller.ask().key for _ in range(2)] == [t[0] for t in a.told[2]]
     assert not np.array_equal(b._order, np.zeros(0))
     b2 = _search()
+    assert not b2.restore(tmp_path / "none")  # no checkpoint there: a fresh start
     b2.restore(tmp_path)
     assert b2.rng.bit_generator.state == b.rng.bit_generator.state
     res = b2.run()
     assert res.steps == b2.total_steps == len(res.curves["loss"]) and res.candidates
-
-
-def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
-    a = _search()
-    a.step()
-    a.save(tmp_path)
+    # the same checkpoint, for a search of other settings, is refused (not resumed as if it were its own)
     with pytest.raises(ValueError, match="resume: .* was made with .*total_steps"):
         _search(epochs=3).restore(tmp_path)
-    assert not _search().restore(tmp_path / "none")
 
 
 def test_weight_steps_take_the_largest_choices_with_a_probability_falling_to_a_floor():

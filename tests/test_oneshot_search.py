@@ -86,8 +86,9 @@ def test_a_killed_oneshot_search_resumes_then_retrains_its_candidates_as_trials(
     cands = json.loads((run / "oneshot" / "candidates.json").read_text())["candidates"]
     assert 1 <= len(cands) <= 2 and cands[0]["why"] == "most likely"
     meta = json.loads((run / "run.json").read_text())
-    assert meta["budget"] == len(cands) and meta["overrides"]["controller.name"] == "list"
-    assert meta["overrides"]["controller.params"]["archs"] == [c["arch"] for c in cands]
+    # retrained as the search's queue, under the experiment's own controller (not a list of archs)
+    assert meta["budget"] == len(cands) and "controller.name" not in meta["overrides"]
+    assert meta["overrides"]["search.queue"] == [c["arch"] for c in cands]
     rows = list(csv.DictReader((run / "trials.csv").open()))
     assert sorted(row["arch"] for row in rows) == sorted(c["arch"] for c in cands)  # each retrained once
     assert all(row["status"] == "ok" for row in rows)
@@ -139,7 +140,7 @@ def test_candidates_of_several_targets_merge_most_likely_first_then_by_reward():
     assert [x["arch"] for x in merged_candidates([a, b], 10)] == ["A", "D", "E", "B", "C"]
     assert [x["arch"] for x in merged_candidates([a, b], 3)] == ["A", "D", "E"]
     o = retrain_overrides(merged_candidates([a], 2))
-    assert o == {"controller.name": "list", "controller.params": {"archs": ["A", "B"]}, "budget.trials": 2}
+    assert o == {"search.queue": ["A", "B"], "budget.trials": 2}
 
 
 def test_the_list_controller_proposes_its_archs_in_order():

@@ -18,7 +18,7 @@ from conftest import COMPILER_LOGS
 from nas.config.experiment import parse_experiment
 from nas.core.record import FIELDS, Status, TrialRecord
 from nas.core.errors import Finished, RunFolderError
-from nas.ledger.ledger import Ledger
+from nas.ledger.ledger import Ledger, make_space
 from nas.core.record import pareto_front
 from nas.ledger.folder import RunFolder
 from nas.core.events import Repeat, TellRepeat
@@ -113,6 +113,28 @@ def _bench_cfg(**search):
 
 def _idx(*bits):
     return [list(b) for b in bits]
+
+
+def test_the_queue_is_proposed_first_then_the_controller_and_a_replay_rebuilds_both():
+    c = _bench_cfg()
+    A, B, C = _idx((0, 0, 0), (1, 0, 0), (0, 1, 0))
+    space = make_space(c)
+    queue = [space.decode_indices(i).to_string() for i in (C, A)]
+    ctrl = _Cycle(c, [A, B])
+    st = Ledger(c, budget=4, controller=ctrl, queue=queue)
+    got = [st.suggest(f"t{i}") for i in range(3)]
+    # the queue first; then the controller, whose A repeats the queue's (answered when t1 is)
+    assert got == [*queue, space.decode_indices(B).to_string()] and ctrl.n_proposed == 2
+    for i, arch in enumerate(got):
+        st.complete(f"t{i}", fake_result(arch, 0.1 * (i + 1)))
+    # every result reached the controller, the queue's as bare archs
+    assert [k for k, _ in ctrl.told] == [got[0], got[1], got[1], got[2]]
+    # the same log replayed into a fresh controller: the queue is not asked of it
+    from nas.ledger.ledger import replay
+
+    fresh = _Cycle(c, [A, B])
+    asked, _ = replay(fresh, st.events, st.archs, st.results, queue=queue)
+    assert fresh.n_proposed == 2 and fresh.told == ctrl.told and not asked
 
 
 def test_a_proposal_of_a_recorded_arch_is_answered_from_the_record_not_trained():
@@ -487,11 +509,21 @@ print("ACC", acc)
     assert again.returncode == 2 and "already exists and is not empty" in again.stderr
 
 
-def test_export_of_the_proxy_trains_the_small_model_and_reports_the_deployment_latency(searched):
-    tmp, _, r, _ = searched
+def test_the_python_api_searches_reports_and_exports_the_proxy(searched, tmp_path):
+    """The README's Python example: nas.search of an Experiment (here the local runner),
+    nas.report, and nas.export of the proxy, which trains the small model and reports the
+    deployment model's latency."""
+    import nas as api
+
+    tmp, exp, _, _ = searched
+    ledger = api.search(api.Experiment.load(exp).replace(**{"budget.trials": 1}), out=tmp_path / "api",
+                        runner="local")
+    assert ledger.best() is not None and (tmp_path / "api" / "best_arch.txt").read_text().strip() == ledger.best().arch
+    rep = api.report(tmp_path / "api", tensorboard=False)
+    assert [r.trial_id for r in rep.results] == [r.trial_id for r in ledger.ordered_results()]
+    assert (tmp_path / "api" / "report" / "report.md").is_file()
     run = tmp / "run"
-    out = nas("export", run, "--scale", "proxy", "--epochs", "1", "--out", tmp / "proxy_export", cwd=tmp)
-    assert out.returncode == 0, out.stderr[-3000:]
+    api.export(run, scale="proxy", epochs=1, out=tmp / "proxy_export")
     summary = json.loads((tmp / "proxy_export" / "summary.json").read_text())
     best = (run / "best_arch.txt").read_text().strip()
     row = next(r for r in read_trials(run) if r["arch"] == best)

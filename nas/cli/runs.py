@@ -31,7 +31,7 @@ def search_cmd(experiment, out, resume, address, max_trials, seed, runner, no_pr
     from nas.trial.proxy import describe
 
     cfg = launch.cfg
-    if cfg.search.strategy == "oneshot" and cfg.controller.name != "list":
+    if cfg.search.strategy == "oneshot" and not cfg.search.queue:
         targets = cfg.search.oneshot.targets_ms or [cfg.reward.target_ms]
         what = (f"one-shot search with {cfg.controller.name} ({len(targets)} supernet{'s' if len(targets) > 1 else ''}, "
                 f"{', '.join(f'{t:g}' for t in targets)} ms), then up to {launch.budget} candidates retrained")

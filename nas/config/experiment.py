@@ -291,6 +291,10 @@ class SearchConfig(_Strict):
     max_repeats: int = Field(
         1000, ge=1, le=1_000_000, description="with repeats: record, this many proposals in a row of recorded "
         "archs end the search early, with a warning: the controller has converged")
+    queue: list[str] = Field(
+        default_factory=list, max_length=100_000, description="arch strings trained first, in this order, "
+        "before the controller proposes; their results are told to the controller like its own. A one-shot "
+        "search puts its supernets' candidates here for their retraining")
 
 
 class RayConfig(_Strict):

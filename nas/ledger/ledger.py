@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from search_spaces import Arch, SearchSpace
 
@@ -85,7 +85,7 @@ def read_state_json(text: str, where: str = "state.json") -> tuple[dict, list[Le
 
 
 def replay(controller: Controller, events: list[LedgerEvent], archs: Mapping[str, str], results: Mapping[str, TrialRecord],
-           on_ask=None) -> tuple[dict[str, Proposal], list[tuple[str, Proposal | None]]]:
+           on_ask=None, queue: Sequence[str] = ()) -> tuple[dict[str, Proposal], list[tuple[str, Proposal | None]]]:
     """Feed a recorded event log to a fresh ``controller``, as the search fed the original.
 
     Events: ``["ask", tid]`` (a proposal that became trial ``tid``), ``["tell", tid]`` (its
@@ -94,15 +94,21 @@ def replay(controller: Controller, events: list[LedgerEvent], archs: Mapping[str
     ``reissue``/``orphan`` are the runner's bookkeeping. ``on_ask(controller, arch_string)`` is
     called after every proposal (the report reads the policy's entropy there).
 
-    Each result goes back with the proposal it answers, as in the search. Returns the
+    The first asks take ``queue``'s archs (``search.queue``), as the search did, without
+    asking the controller. Each result goes back with the proposal it answers, as in the search. Returns the
     proposals not told yet: trial id -> proposal, and the repeats still waiting, in order.
     A proposal that differs from the recorded arch (the controller or space changed) is
     dropped; its result is told as the recorded bare arch.
     """
     asked: dict[str, Proposal] = {}
     repeats: list[tuple[str, Proposal | None]] = []
+    queued = list(queue)
     for ev in events:
-        if isinstance(ev, (Ask, Repeat)):
+        if isinstance(ev, Ask) and queued:
+            asked[ev.trial_id] = Proposal(controller.space.parse(queued.pop(0)))
+            if on_ask is not None:
+                on_ask(controller, archs[ev.trial_id])
+        elif isinstance(ev, (Ask, Repeat)):
             recorded = archs[ev.trial_id] if isinstance(ev, Ask) else ev.arch
             proposal: Proposal | None = controller.ask()
             if proposal.key != recorded:
@@ -143,10 +149,11 @@ class Ledger:
 
     def __init__(self, cfg: ExperimentConfig | None, budget: int, controller: Controller | None = None,
                  plan: tuple[int, int] | None = None, *, repeats: str | None = None,
-                 max_repeats: int | None = None, space_size: int | None = None):
+                 max_repeats: int | None = None, space_size: int | None = None, queue: Sequence[str] | None = None):
         """``cfg`` gives the controller, ``search.repeats``, ``search.max_repeats`` and the
         concurrency of the plan; without one (``nas bench``), pass ``controller`` and the rest.
-        ``space_size``: the search ends once the record holds that many distinct archs."""
+        ``space_size``: the search ends once the record holds that many distinct archs. ``queue``
+        (default ``search.queue``): archs proposed first, in order, before the controller is asked."""
         if cfg is None and controller is None:
             raise ValueError("Ledger: give an experiment or a controller")
         self.cfg = cfg
@@ -155,6 +162,7 @@ class Ledger:
         self.repeats = repeats or (cfg.search.repeats if cfg is not None else "record")
         self.max_repeats = max_repeats or (cfg.search.max_repeats if cfg is not None else 1000)
         self.space_size = space_size
+        self.queue: list[str] = list(queue if queue is not None else cfg.search.queue if cfg is not None else [])
         # What the controller is told before its first proposal. A resumed search keeps the
         # original's (even when --max-trials changed the budget), so its replay is exact.
         self.plan = tuple(plan) if plan else (budget, cfg.budget.concurrency if cfg is not None else 1)
@@ -203,6 +211,13 @@ class Ledger:
         if self.n_done + len(self.pending) >= self.budget:
             raise Finished(f"the budget of {self.budget} trials is spent ({self.n_done} done, "
                            f"{len(self.pending)} running)")
+        n_queued = sum(isinstance(e, Ask) for e in self.events) if self.queue else 0
+        if n_queued < len(self.queue):  # search.queue first: trials whatever the record holds
+            arch = self.queue[n_queued]
+            self._add_trial(trial_id, arch)
+            self.proposals[trial_id] = Proposal(self.parsed(arch))
+            self.events.append(Ask(trial_id))
+            return arch
         dedupe = self.repeats == "record"
         by_arch = self._by_arch
         if dedupe and self.space_size is not None and len(by_arch) + len(self.orphans) >= self.space_size:
@@ -324,7 +339,7 @@ class Ledger:
         ``on_ask`` as for :func:`replay`."""
         d, events, archs, results = read_state_json(text, where)
         st = cls(cfg, budget if budget is not None else int(d["budget"]), plan=d.get("plan"))
-        asked, st.waiting = replay(st.controller, events, archs, results, on_ask=on_ask)
+        asked, st.waiting = replay(st.controller, events, archs, results, on_ask=on_ask, queue=st.queue)
         st.events = list(events)
         st.n_repeats = sum(isinstance(e, Repeat) for e in events)
         # ``converged`` is not restored: a resumed search gives the controller max_repeats more tries.

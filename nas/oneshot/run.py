@@ -15,9 +15,11 @@
    A killed search resumes from the last checkpoint (``search.oneshot.checkpoint_s``).
 2. **Retraining.** The candidates of every target, merged (``RUN/oneshot/candidates.json``,
    the policies' most likely archs first, then by one-shot reward, at most ``budget.trials``),
-   become trials of the ordinary search path: the ``list`` controller proposes them, recorded
-   as overrides in ``run.json``, so ``trials.csv``, ``nas report`` and ``nas export`` are the
-   same as for any search, and ``--resume`` after this point resumes the retraining.
+   become trials of the ordinary search path: they are the search's queue (``search.queue``,
+   recorded as an override in ``run.json``), proposed by the same ledger and told to the same
+   controller, so ``trials.csv``, ``nas report`` (under the experiment's controller) and
+   ``nas export`` are the same as for any search, and ``--resume`` after this point resumes
+   the retraining.
 """
 
 from __future__ import annotations
@@ -205,10 +207,10 @@ def merged_candidates(per_target: Sequence[Sequence[dict[str, Any]]], limit: int
 
 
 def retrain_overrides(cands: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """What ``run.json`` records once the supernets are done: the candidates as a ``list``
-    controller's archs, the budget their number."""
-    return {"controller.name": "list", "controller.params": {"archs": [c["arch"] for c in cands]},
-            "budget.trials": len(cands)}
+    """What ``run.json`` records once the supernets are done: the candidates as the search's
+    queue (``search.queue``: trained first, in order, their results told to the same
+    controller), the budget their number."""
+    return {"search.queue": [c["arch"] for c in cands], "budget.trials": len(cands)}
 
 
 # ------------------------------------------------------------------------------ the driver's side

@@ -228,6 +228,8 @@ def markdown(rep: Report) -> str:
             f"({', '.join(f'{n} {s}' for s, n in status.most_common())}) with the "
             f"`{cfg.controller.name}` controller; {proxy.describe(cfg)}; {reward_text}; latency from "
             f"`{cfg.latency.source}`; data `{cfg.data.source}`, {cfg.train.epochs} epochs.\n\n")
+    if cfg.search.strategy == "oneshot":
+        _oneshot_table(b, rep)
     if measured:
         lats = [r.latency_ms for r in measured]
         b.write(f"Deployment latency of the trials: {min(lats):.3f} to {max(lats):.3f} ms "
@@ -292,6 +294,33 @@ def markdown(rep: Report) -> str:
     if rep.decision_entropy:
         b.write("\n![controller entropy](entropy.png)\n")
     return b.getvalue()
+
+
+def _oneshot_table(b: io.StringIO, rep: Report) -> None:
+    """The supernets' candidates: their one-shot accuracy beside what retraining gave, and how
+    far the two rankings agree (how well the supernet ranked what it handed over)."""
+    import json
+
+    path = rep.run.path / "oneshot" / "candidates.json"
+    if not path.is_file():
+        b.write("One-shot search: the supernets have not handed over their candidates yet.\n\n")
+        return
+    cands = json.loads(path.read_text())["candidates"]
+    trained = {r.arch: r for r in rep.results if r.usable and r.accuracy is not None}
+    b.write(f"## One-shot candidates, {len(cands)} from the supernets (`oneshot/candidates.json`), retrained as "
+            f"the trials above\n\n| arch | picked as | one-shot accuracy | retrained accuracy | latency ms |\n"
+            "|---|---|---|---|---|\n")
+    for c in cands:
+        r = trained.get(c["arch"])
+        b.write(f"| `{c['arch'][:48]}...` | {c['why']} | {c['one_shot_accuracy']:.4f} | "
+                f"{_n(r.accuracy if r else None, '.4f')} | {_n(c['latency_ms'], '.3f')} |\n")
+    both = [(c["one_shot_accuracy"], trained[c["arch"]].accuracy) for c in cands if c["arch"] in trained]
+    pairs = [(x, y) for i, x in enumerate(both) for y in both[i + 1:] if x[0] != y[0] and x[1] != y[1]]
+    if pairs:
+        flipped = sum((x[0] > y[0]) != (x[1] > y[1]) for x, y in pairs)
+        b.write(f"\nOf {len(pairs)} pairs of candidates, retraining ranked {flipped} the other way round from the "
+                f"supernet ({100 * flipped / len(pairs):.0f}%).\n")
+    b.write("\n")
 
 
 def _int8_table(b: io.StringIO, results) -> None:

@@ -157,7 +157,7 @@ def prepare(experiment: str | Path | ExperimentConfig, *, out: str | None = None
     if cfg.search.strategy == "oneshot":
         from nas.oneshot import run as oneshot_run
 
-        if not oneshot_run.merged_file(run).is_file():  # (once retraining, the controller is the candidates' list)
+        if not oneshot_run.merged_file(run).is_file():  # (once retraining, the candidates are the search's queue)
             oneshot_run.check(cfg)
     return Launch(cfg, run, cfg.budget.trials, text, resume)
 
@@ -196,7 +196,7 @@ def search(launch: Launch, *, runner: str = "ray", stream: TextIO | None = None,
                  "space.num_classes": cfg.space.num_classes}
     if launch.resume:
         run.remove_stale_temp_files()
-        # (a one-shot run's retraining is recorded there too: its candidates' list controller)
+        # (a one-shot run's retraining is recorded there too: its candidates as search.queue)
         run.write_meta(launch.budget, {**run.overrides(), **overrides})
     else:
         run.create(launch.experiment_text, launch.budget, overrides)
