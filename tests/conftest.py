@@ -31,7 +31,6 @@ COMPILER_LOGS = ROOT / "tests" / "data" / "compiler_logs"
 HEAVY = ("tensorflow", "keras", "ai_edge_litert", "ray", "nas")
 
 
-
 def heavy_modules_loaded_by(code: str) -> list[str]:
     """Run ``code`` in a fresh interpreter (it must succeed); the heavy modules it imported."""
     import subprocess
