@@ -96,6 +96,9 @@ def test_a_killed_oneshot_search_resumes_then_retrains_its_candidates_as_trials(
         run / "tensorboard" / "oneshot-1.8ms")
     rep = nas("report", run, cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr[-2000:]
+    page = (run / "report" / "report.md").read_text()  # under the experiment's controller, not a list's
+    assert "with the `logits` controller" in page and "## One-shot candidates" in page
+    assert all(row["trial_id"] in page for row in rows)  # each candidate beside its retrained trial
     # resuming a finished one-shot run trains no supernet and no trial again
     again = nas("search", exp, "--out", run, "--resume", "--runner", "local", "--no-progress", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -308,11 +308,11 @@ def _oneshot_table(b: io.StringIO, rep: Report) -> None:
     cands = json.loads(path.read_text())["candidates"]
     trained = {r.arch: r for r in rep.results if r.usable and r.accuracy is not None}
     b.write(f"## One-shot candidates, {len(cands)} from the supernets (`oneshot/candidates.json`), retrained as "
-            f"the trials above\n\n| arch | picked as | one-shot accuracy | retrained accuracy | latency ms |\n"
+            f"the trials above\n\n| trial | picked as | one-shot accuracy | retrained accuracy | latency ms |\n"
             "|---|---|---|---|---|\n")
     for c in cands:
         r = trained.get(c["arch"])
-        b.write(f"| `{c['arch'][:48]}...` | {c['why']} | {c['one_shot_accuracy']:.4f} | "
+        b.write(f"| {r.trial_id if r else '(not retrained)'} | {c['why']} | {c['one_shot_accuracy']:.4f} | "
                 f"{_n(r.accuracy if r else None, '.4f')} | {_n(c['latency_ms'], '.3f')} |\n")
     both = [(c["one_shot_accuracy"], trained[c["arch"]].accuracy) for c in cands if c["arch"] in trained]
     pairs = [(x, y) for i, x in enumerate(both) for y in both[i + 1:] if x[0] != y[0] and x[1] != y[1]]
