@@ -73,8 +73,9 @@ class Registry(Generic[T]):
             hint = difflib.get_close_matches(name, self.names(), n=1)
             raise ValueError(f"{self.kind}: unknown name {name!r}; allowed: {', '.join(self.names())}, or "
                              "module:Class" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-        obj = self._import(entry if isinstance(entry, str) else name) if entry is None or isinstance(entry, str) \
-            else entry
+        if entry is None:
+            entry = name  # not registered: an import path
+        obj = self._import(entry) if isinstance(entry, str) else entry
         if isinstance(obj, self.base) or (isinstance(obj, type) and issubclass(obj, self.base)):
             return obj
         raise ValueError(f"{self.kind} {name!r}: {obj!r} is not a {self.base.__name__} subclass")

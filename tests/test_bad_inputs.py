@@ -38,6 +38,14 @@ def with_(path: str, value):
     return data
 
 
+def member() -> str:
+    """An arch string of GOOD's space (with the digits' 10 classes)."""
+    import search_spaces
+
+    return search_spaces.get("efficientnet_edgetpu", resolution=32, width=0.25, depth=0.25,
+                             num_classes=10).sample(0).to_string()
+
+
 def exp(tmp, data, name="exp.yaml"):
     p = tmp / name
     p.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
@@ -100,6 +108,10 @@ CASES = [
     ("list-controller-bad-arch", lambda t: ["search", exp(t, with_("controller", {"name": "list",
                                                                                 "params": {"archs": ["nope"]}}))],
      "controller.archs[0]: 'nope' is not an arch string"),
+    ("queue-not-a-member", lambda t: ["search", exp(t, with_("search.queue", ["v1-res32:nope"]))],
+     "search.queue[0]: 'v1-res32:nope' is not a member of space 'efficientnet_edgetpu'"),
+    ("queue-with-oneshot", lambda t: ["search", exp(t, with_("search", {"strategy": "oneshot", "queue": [member()]}))],
+     "search.queue: a one-shot search queues its supernets' candidates there itself; allowed: an empty queue"),
     ("bad-optimizer", lambda t: ["search", exp(t, with_("train.optimizer", "lion"))],
      "train.optimizer: Input should be 'adam', 'sgd' or 'rmsprop' (given 'lion')"),
     ("bad-allocator", lambda t: ["search", exp(t, with_("train.allocator", "tcmalloc"))],

@@ -180,3 +180,12 @@ def test_report_errors(run_dir, tmp_path, case, message):
         assert [f.name for f in taken.iterdir()] == ["keep.txt"]
     if case == "no_trials":
         assert not (d / "report").exists()
+
+
+def test_rankings_are_compared_over_the_pairs_neither_score_ties():
+    from nas.results.report import _flipped
+
+    # (1,2)-(2,1) flips; (1,2)-(3,3) and (2,1)-(3,3) agree; (1,2)-(3,1) flips
+    assert _flipped([(1, 2), (2, 1), (3, 3)]) == (3, 1)
+    assert _flipped([(1, 2), (2, 1), (3, 3), (3, 1)]) == (4, 2)  # (3,1) ties (2,1) and (3,3): left out
+    assert _flipped([]) == (0, 0)

@@ -28,10 +28,11 @@ def search_cmd(experiment, out, resume, address, max_trials, seed, runner, no_pr
     from nas.run.launch import prepare, search
 
     launch = prepare(experiment, out=out, resume=resume, address=address, max_trials=max_trials, seed=seed)
+    from nas.oneshot.run import merged_file
     from nas.trial.proxy import describe
 
     cfg = launch.cfg
-    if cfg.search.strategy == "oneshot" and not cfg.search.queue:
+    if cfg.search.strategy == "oneshot" and not merged_file(launch.run).is_file():  # (the supernets still to run)
         targets = cfg.search.oneshot.targets_ms or [cfg.reward.target_ms]
         what = (f"one-shot search with {cfg.controller.name} ({len(targets)} supernet{'s' if len(targets) > 1 else ''}, "
                 f"{', '.join(f'{t:g}' for t in targets)} ms), then up to {launch.budget} candidates retrained")

@@ -3,7 +3,7 @@
 Each decision of the space (:attr:`~search_spaces.SearchSpace.decision_list`) is one
 categorical Optuna parameter, named after the decision, whose values are the choice indices
 (categorical: TPE models the choices as unordered, which they are). ``ask()`` asks the study
-for a trial and decodes its indices; ``feedback()`` tells Optuna what became of it:
+for a trial and decodes its indices; ``tell()`` tells Optuna what became of it:
 
 - ``ok`` and ``stopped`` (ASHA stopped it early; it was scored on its last epoch): a complete
   trial with its objective values;

@@ -203,7 +203,7 @@ class TrialRecord:
 
     def controller_view(self) -> Mapping[str, Any]:
         """What a controller is told: a read-only mapping of the fields (``status`` as text).
-        ``Controller.feedback`` learns only from a :attr:`usable` one."""
+        ``Controller.tell`` learns only from a :attr:`usable` one."""
         return types.MappingProxyType(self.as_dict())
 
     def csv_row(self) -> dict[str, str]:

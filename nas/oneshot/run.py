@@ -95,6 +95,9 @@ def target_dir(run: RunFolder | str | Path, target_ms: float) -> Path:
 
 def check(cfg: ExperimentConfig) -> None:
     """Before a one-shot search: a controller that can drive it, a space a supernet holds."""
+    if cfg.search.queue:
+        raise ValueError(f"search.queue: a one-shot search queues its supernets' candidates there itself; allowed: "
+                         f"an empty queue with search.strategy: oneshot (given {len(cfg.search.queue)} arch strings)")
     if cfg.controller.name not in ONESHOT_CONTROLLERS:
         raise ValueError(f"controller.name: {cfg.controller.name!r} cannot drive a one-shot search "
                          f"(search.strategy: oneshot); allowed: {', '.join(ONESHOT_CONTROLLERS)}")

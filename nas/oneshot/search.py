@@ -265,13 +265,12 @@ class OneShotSearch:
                  self.total_steps, len(self.told))
         return True
 
-    #: The settings that decide what a checkpoint holds: another value of one of these refuses
-    #: it; the others (targets, CPUs, GPUs, how often to save) may change between runs.
-    CHECKPOINTED = ("epochs", "batch_size", "optimizer", "learning_rate", "warmup", "samples", "candidates", "top_k",
-                    "calibration", "classifier_init", "largest_until", "largest_floor")
+    #: Settings that may change between a run and its resume (which targets, on what, how often
+    #: to save); another value of any other refuses the checkpoint.
+    RESUMABLE_CHANGES = {"targets_ms", "cpus", "gpus", "checkpoint_s"}
 
     def _settings_key(self) -> dict:
-        return self.settings.model_dump(include=set(self.CHECKPOINTED))
+        return self.settings.model_dump(exclude=self.RESUMABLE_CHANGES)
 
     def candidates(self) -> list[Candidate]:
         """The most likely arch and the best ``top_k`` of ``candidates`` sampled ones, re-scored

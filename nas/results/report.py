@@ -22,6 +22,7 @@ non-empty folder is refused.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
 from collections import Counter
@@ -296,11 +297,16 @@ def markdown(rep: Report) -> str:
     return b.getvalue()
 
 
+def _flipped(scores: list[tuple[float, float]]) -> tuple[int, int]:
+    """(pairs compared, pairs the second score ranks the other way round from the first), over
+    the pairs that neither score ties."""
+    pairs = [(x, y) for i, x in enumerate(scores) for y in scores[i + 1:] if x[0] != y[0] and x[1] != y[1]]
+    return len(pairs), sum((x[0] > y[0]) != (x[1] > y[1]) for x, y in pairs)
+
+
 def _oneshot_table(b: io.StringIO, rep: Report) -> None:
     """The supernets' candidates: their one-shot accuracy beside what retraining gave, and how
     far the two rankings agree (how well the supernet ranked what it handed over)."""
-    import json
-
     path = rep.run.path / "oneshot" / "candidates.json"
     if not path.is_file():
         b.write("One-shot search: the supernets have not handed over their candidates yet.\n\n")
@@ -314,12 +320,11 @@ def _oneshot_table(b: io.StringIO, rep: Report) -> None:
         r = trained.get(c["arch"])
         b.write(f"| {r.trial_id if r else '(not retrained)'} | {c['why']} | {c['one_shot_accuracy']:.4f} | "
                 f"{_n(r.accuracy if r else None, '.4f')} | {_n(c['latency_ms'], '.3f')} |\n")
-    both = [(c["one_shot_accuracy"], trained[c["arch"]].accuracy) for c in cands if c["arch"] in trained]
-    pairs = [(x, y) for i, x in enumerate(both) for y in both[i + 1:] if x[0] != y[0] and x[1] != y[1]]
-    if pairs:
-        flipped = sum((x[0] > y[0]) != (x[1] > y[1]) for x, y in pairs)
-        b.write(f"\nOf {len(pairs)} pairs of candidates, retraining ranked {flipped} the other way round from the "
-                f"supernet ({100 * flipped / len(pairs):.0f}%).\n")
+    n, flipped = _flipped([(c["one_shot_accuracy"], trained[c["arch"]].accuracy) for c in cands
+                           if c["arch"] in trained])
+    if n:
+        b.write(f"\nOf {n} pairs of candidates, retraining ranked {flipped} the other way round from the "
+                f"supernet ({100 * flipped / n:.0f}%).\n")
     b.write("\n")
 
 
@@ -330,11 +335,9 @@ def _int8_table(b: io.StringIO, results) -> None:
         return
     b.write("\n## Float vs int8 accuracy, every trial\n\n")
     if len(both) > 1:
-        pairs = [(x, y) for i, x in enumerate(both) for y in both[i + 1:]
-                 if x.accuracy != y.accuracy and x.int8_accuracy != y.int8_accuracy]
-        flipped = sum((x.accuracy > y.accuracy) != (x.int8_accuracy > y.int8_accuracy) for x, y in pairs)
-        b.write(f"Of {len(pairs)} pairs of trials, {flipped} are ranked the other way round by int8 accuracy "
-                f"({100 * flipped / max(1, len(pairs)):.0f}%).\n\n")
+        n, flipped = _flipped([(r.accuracy, r.int8_accuracy) for r in both])
+        b.write(f"Of {n} pairs of trials, {flipped} are ranked the other way round by int8 accuracy "
+                f"({100 * flipped / max(1, n):.0f}%).\n\n")
     b.write("| trial | accuracy | int8 accuracy | int8 - float | latency ms |\n|---|---|---|---|---|\n")
     for r in sorted(both, key=lambda r: -r.int8_accuracy):
         b.write(f"| {r.trial_id} | {r.accuracy:.4f} | {r.int8_accuracy:.4f} | {r.int8_accuracy - r.accuracy:+.4f} | "

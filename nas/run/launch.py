@@ -77,6 +77,12 @@ def check(cfg: ExperimentConfig) -> None:
     hardware it asks for exists (else ValueError)."""
     space = make_space(cfg)
     make_controller(cfg, space)
+    for i, arch in enumerate(cfg.search.queue):
+        try:
+            space.parse(arch)
+        except ValueError as e:
+            raise ValueError(f"search.queue[{i}]: {arch[:60]!r} is not a member of space {cfg.space.name!r} ({e})") \
+                from None
     src = get_source(cfg.latency.source, **cfg.latency.options)
     check_constraints(cfg, src)
     hw = getattr(src, "check", None)
