@@ -14,10 +14,19 @@
 May import: the rest of :mod:`latency_models` (never :mod:`nas`).
 """
 
-from latency_models.edgetpu import fit, model
-from latency_models.edgetpu.batch import predict_batch
-from latency_models.edgetpu.calibration import MEASUREMENTS, calibration_rows
-from latency_models.edgetpu.model import MODEL_VERSION
-from latency_models.edgetpu.model_source import EdgeTPUModelSource
+import importlib
 
-__all__ = ["EdgeTPUModelSource", "MEASUREMENTS", "MODEL_VERSION", "calibration_rows", "fit", "model", "predict_batch"]
+#: name -> its module: loaded on first use, so ``import latency_models`` (every Ray worker, the
+#: CLI) does not also load the calibration and fitting code.
+_EXPORTS = {"EdgeTPUModelSource": "model_source", "MEASUREMENTS": "calibration", "MODEL_VERSION": "model",
+            "calibration_rows": "calibration", "predict_batch": "batch"}
+
+__all__ = sorted([*_EXPORTS, "fit", "model"])
+
+
+def __getattr__(name: str):
+    if name in ("fit", "model"):
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
