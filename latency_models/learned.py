@@ -8,7 +8,8 @@ element-wise kinds) the summed MACs, output bytes, input bytes, parameter bytes 
 count, plus a channel-utilisation term for matrix ops (CPU kernels are vectorised over
 output channels, so thin layers cost more per MAC), plus totals.
 
-Three model kinds are fitted and the one with the lowest held-out error is kept:
+Three model kinds (:mod:`latency_models.regressors`) are fitted and the one with the lowest
+held-out error is kept:
 
 - ``additive``: latency = sum over op groups of non-negative per-feature costs (a per-op
   additive model, nn-Meter's idea at op granularity), fitted by non-negative least squares
@@ -42,12 +43,12 @@ from latency_models.analysis import analyze_keras, analyze_tflite
 from latency_models.base import LATENCY_ONLY, LatencyResult, LatencySource
 from latency_models.segments import SegmentCache, head_ops, stage_ops, stem_ops
 from latency_models.registry import register_loader
+from latency_models.regressors import KINDS, REGRESSORS
 
 log = logging.getLogger(__name__)
 
 FORMAT = "nas-latency-predictor"
 VERSION = 1
-KINDS = ("additive", "gbt", "mlp")
 
 # Op groups: (name, test on an OpInfo).
 GROUPS = ("conv1x1", "conv3x3", "conv5x5+", "dw3x3", "dw5x5+", "fc", "add", "mul", "logistic", "mean",
@@ -139,128 +140,6 @@ def accuracy(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
             "within_10pct": float((rel <= 0.10).mean()), "within_5pct": float((rel <= 0.05).mean())}
 
 
-# -------------------------------------------------------------------------------- models
-
-
-class _Additive:
-    kind = "additive"
-
-    def fit(self, X, y, delta: float = 0.1, iters: int = 5):
-        from scipy.optimize import nnls
-
-        # Scale columns so NNLS is well conditioned; fit relative error (divide rows by y).
-        self.scale = np.where(X.max(axis=0) > 0, X.max(axis=0), 1.0)
-        A = np.hstack([X / self.scale, np.ones((len(X), 1))]) / y[:, None]
-        # Huber-style reweighting: rows off by more than delta (timing outliers) count less.
-        # On the shipped host profile this lifted 5-fold within-10% from 91.7% to 92.7%.
-        weights = np.ones(len(y))
-        for _ in range(iters):
-            self.w, _ = nnls(A * weights[:, None], weights, maxiter=50 * A.shape[1])
-            weights = np.sqrt(1 / np.maximum(1, np.abs(A @ self.w - 1) / delta))
-        return self
-
-    def predict(self, X):
-        return np.hstack([X / self.scale, np.ones((len(X), 1))]) @ self.w
-
-    def state(self) -> dict:
-        return {"scale": self.scale.tolist(), "w": self.w.tolist()}
-
-    @classmethod
-    def load(cls, state: dict, directory: Path) -> "_Additive":
-        m = cls()
-        m.scale, m.w = np.asarray(state["scale"], float), np.asarray(state["w"], float)
-        if m.scale.shape != (len(FEATURES),) or m.w.shape != (len(FEATURES) + 1,):
-            raise ValueError("additive predictor: weights do not match the feature list")
-        return m
-
-
-def _logx(X):
-    return np.log1p(X)
-
-
-class _GBT:
-    kind = "gbt"
-    file = "model.lgb.txt"
-
-    def fit(self, X, y, seed: int = 0):
-        import lightgbm as lgb
-
-        params = {"objective": "regression", "learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 5,
-                  "feature_fraction": 0.9, "bagging_fraction": 0.9, "bagging_freq": 1, "seed": seed,
-                  "verbosity": -1, "num_threads": 2, "deterministic": True}
-        self.booster = lgb.train(params, lgb.Dataset(_logx(X), np.log(y)), num_boost_round=600)
-        return self
-
-    def predict(self, X):
-        return np.exp(self.booster.predict(_logx(X)))
-
-    def state(self) -> dict:
-        return {"file": self.file}
-
-    def save(self, directory: Path) -> None:
-        (directory / self.file).write_text(self.booster.model_to_string())
-
-    @classmethod
-    def load(cls, state: dict, directory: Path) -> "_GBT":
-        import lightgbm as lgb
-
-        m = cls()
-        m.booster = lgb.Booster(model_str=(directory / cls.file).read_text())
-        if m.booster.num_feature() != len(FEATURES):
-            raise ValueError("gbt predictor: model does not match the feature list")
-        return m
-
-
-class _MLP:
-    kind = "mlp"
-    file = "model.npz"
-
-    def fit(self, X, y, seed: int = 0):
-        from sklearn.neural_network import MLPRegressor
-
-        Z = _logx(X)
-        self.mu, self.sd = Z.mean(axis=0), Z.std(axis=0) + 1e-9
-        self.y_mu = float(np.log(y).mean())
-        net = MLPRegressor(hidden_layer_sizes=(64, 32), alpha=1e-3, learning_rate_init=3e-3, max_iter=3000,
-                           early_stopping=True, random_state=seed, n_iter_no_change=50)
-        net.fit((Z - self.mu) / self.sd, np.log(y) - self.y_mu)
-        self.W = [w.copy() for w in net.coefs_]
-        self.b = [b.copy() for b in net.intercepts_]
-        return self
-
-    def predict(self, X):
-        h = (_logx(X) - self.mu) / self.sd
-        for i, (w, b) in enumerate(zip(self.W, self.b)):
-            h = h @ w + b
-            if i < len(self.W) - 1:
-                h = np.maximum(h, 0)
-        return np.exp(h[:, 0] + self.y_mu)
-
-    def state(self) -> dict:
-        return {"file": self.file, "layers": len(self.W), "y_mu": self.y_mu}
-
-    def save(self, directory: Path) -> None:
-        arrays = {"mu": self.mu, "sd": self.sd}
-        arrays |= {f"W{i}": w for i, w in enumerate(self.W)} | {f"b{i}": b for i, b in enumerate(self.b)}
-        np.savez(directory / self.file, **arrays)
-
-    @classmethod
-    def load(cls, state: dict, directory: Path) -> "_MLP":
-        m = cls()
-        with np.load(directory / cls.file, allow_pickle=False) as z:
-            m.mu, m.sd = z["mu"], z["sd"]
-            n = int(state["layers"])
-            m.W = [z[f"W{i}"] for i in range(n)]
-            m.b = [z[f"b{i}"] for i in range(n)]
-        m.y_mu = float(state["y_mu"])
-        if m.mu.shape != (len(FEATURES),):
-            raise ValueError("mlp predictor: weights do not match the feature list")
-        return m
-
-
-_KIND_CLASS = {"additive": _Additive, "gbt": _GBT, "mlp": _MLP}
-
-
 # -------------------------------------------------------------------------- the predictor
 
 
@@ -305,14 +184,14 @@ class Predictor:
         if meta.get("version") != VERSION:
             raise ValueError(f"predictor {str(directory)!r}: version {meta.get('version')!r} is not supported; "
                              f"this toolkit reads version {VERSION}")
-        if meta.get("kind") not in _KIND_CLASS:
+        if meta.get("kind") not in REGRESSORS:
             raise ValueError(f"predictor {str(directory)!r}: unknown kind {meta.get('kind')!r}; allowed: "
                              f"{', '.join(KINDS)}")
         if meta.get("features") != list(FEATURES):
             raise ValueError(f"predictor {str(directory)!r}: its features differ from this toolkit's "
                              f"({len(meta.get('features') or [])} vs {len(FEATURES)}); refit it")
         try:
-            model = _KIND_CLASS[meta["kind"]].load(meta.get("state") or {}, f.parent)
+            model = REGRESSORS[meta["kind"]].load(meta.get("state") or {}, f.parent, len(FEATURES))
         except (OSError, KeyError, ValueError) as e:
             raise ValueError(f"predictor {str(directory)!r}: cannot load its {meta['kind']} model ({e})") from None
         return cls(meta["kind"], model, meta)
@@ -346,7 +225,7 @@ def fit_predictor(rows: Sequence[dict], *, kinds: Sequence[str] = KINDS, holdout
     if len(ok) < 20:
         raise ValueError(f"profile: {len(ok)} usable rows; fitting a predictor needs at least 20")
     for k in kinds:
-        if k not in _KIND_CLASS:
+        if k not in REGRESSORS:
             raise ValueError(f"predictor kind: unknown {k!r}; allowed: {', '.join(KINDS)}")
     classes = {int(r["num_classes"]) for r in ok}
     X = np.vstack([features([r["arch"]], int(r["num_classes"])) for r in ok])
@@ -357,7 +236,7 @@ def fit_predictor(rows: Sequence[dict], *, kinds: Sequence[str] = KINDS, holdout
     scores = {}
     fitted = {}
     for k in kinds:
-        m = _KIND_CLASS[k]().fit(X[train], y[train], **({} if k == "additive" else {"seed": seed}))
+        m = REGRESSORS[k]().fit(X[train], y[train], **({} if k == "additive" else {"seed": seed}))
         scores[k] = accuracy(np.maximum(m.predict(X[test]), 1e-6), y[test])
         fitted[k] = m
         log.info("%s: held-out %s", k, scores[k])
