@@ -9,16 +9,20 @@ follows a running search::
                             deployment model's), proxy_params, proxy_macs, reward, train_s
     search/best_reward      the best reward so far
 
-Event files are written with TensorBoard's own writer and protos, not TensorFlow's: the
-search driver never imports TensorFlow, and a report need not load it to write scalars.
+Event files are written and read with TensorBoard's record writer and protos, never
+through TensorFlow (see :class:`EventLog`): the search driver does not import it.
 A resumed search reads the steps already logged back from the event files and goes on after
 them, so no trial is logged twice.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import os
+import socket
+import struct
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -35,13 +39,26 @@ _STEP_TAG = "trial/failed"  # written once per trial, usable or not: marks the s
 
 
 class EventLog:
-    """One TensorBoard event file in ``folder`` (created on first use)."""
+    """One TensorBoard event file in ``folder`` (created on first use), written synchronously.
+
+    TensorBoard's own ``EventFileWriter`` would import TensorFlow whenever it is installed
+    (``tensorboard.compat.tf`` prefers it to its stub, for ``tf.io.gfile``): seconds of CPU
+    and hundreds of MB in every search driver. The file format is a TFRecord of ``Event``
+    protos, which TensorBoard's record writer and protos write without it.
+    """
+
+    _count = itertools.count()
 
     def __init__(self, folder: str | Path):
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.summary.writer.record_writer import RecordWriter
 
         Path(folder).mkdir(parents=True, exist_ok=True)
-        self._writer = EventFileWriter(str(folder))
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(self._count)}"
+        self.path = Path(folder) / name
+        self._writer = RecordWriter(open(self.path, "wb"))
+        self._writer.write(Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+        self._writer.flush()
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         from tensorboard.compat.proto.summary_pb2 import Summary
@@ -56,13 +73,31 @@ class EventLog:
     def _add(self, summary, step: int) -> None:
         from tensorboard.compat.proto.event_pb2 import Event
 
-        self._writer.add_event(Event(wall_time=time.time(), step=int(step), summary=summary))
+        self._writer.write(Event(wall_time=time.time(), step=int(step), summary=summary).SerializeToString())
 
     def flush(self) -> None:
         self._writer.flush()
 
     def close(self) -> None:
-        self._writer.close()
+        if not self._writer.closed:
+            self._writer.close()
+
+
+def read_events(path: str | Path):
+    """The ``Event`` protos of one event file, in order, up to a torn last record (a killed
+    writer's); read without TensorFlow, as :class:`EventLog` writes them."""
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    with open(path, "rb") as f:
+        while True:
+            header = f.read(12)
+            if len(header) < 12:
+                return
+            (n,) = struct.unpack("<Q", header[:8])
+            data = f.read(n)
+            if len(data) < n or len(f.read(4)) < 4:
+                return
+            yield Event.FromString(data)
 
 
 def log_trials(events: EventLog, results: Sequence[TrialRecord], start: int = 0) -> None:
@@ -82,15 +117,13 @@ def log_trials(events: EventLog, results: Sequence[TrialRecord], start: int = 0)
 
 def logged_steps(folder: str | Path) -> int:
     """The last trial step already in the event files of ``folder`` (0 if none)."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-
     last = 0
     for f in sorted(Path(folder).glob("events.out.tfevents.*")):
         try:
-            for event in EventFileLoader(str(f)).Load():
+            for event in read_events(f):
                 if any(v.tag == _STEP_TAG for v in event.summary.value):
                     last = max(last, event.step)
-        except Exception as e:  # noqa: BLE001 - a torn last record of a killed search
+        except Exception as e:  # noqa: BLE001 - a corrupt record: what came before it counts
             log.debug("stopped reading %s: %s", f, e)
     return last
 
