@@ -94,3 +94,19 @@ def test_logging_that_fails_warns_once_and_the_search_goes_on(tmp_path, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.name == "nas.ledger.tblog"]
     assert len(warnings) == 1 and warnings[0].startswith("TensorBoard logging stopped (the search goes on)")
     assert len(run.results()) == 4
+
+
+def test_event_files_are_written_and_read_back_without_tensorflow(tmp_path):
+    """The search driver logs every trial: TensorBoard's own writer would import TensorFlow."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from nas.ledger.tblog import EventLog, logged_steps; "
+            f"e = EventLog({str(tmp_path)!r}); e.scalar('trial/failed', 0.0, 3); e.close(); "
+            f"print(logged_steps({str(tmp_path)!r}), 'tensorflow' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["3", "False"]
+    acc = EventAccumulator(str(tmp_path))  # TensorBoard reads what it wrote
+    acc.Reload()
+    assert [(s.step, s.value) for s in acc.Scalars("trial/failed")] == [(3, 0.0)]
