@@ -64,7 +64,7 @@ def main() -> int:
             per_target[f"{t:g}"] = {
                 "supernet_s": summary["seconds"], "steps": summary["steps"],
                 "sampled_latency_ms_tenths": lat, "entropy_tenths": tenths(curves["entropy"]),
-                "candidates": [{k: c[k] for k in ("arch", "why", "one_shot_accuracy", "latency_ms")}
+                "candidates": [{k: c.get(k) for k in ("arch", "reason", "accuracy", "latency_ms")}
                                for c in summary["candidates"]]}
             for c in summary["candidates"]:
                 origin.setdefault(c["arch"], t)

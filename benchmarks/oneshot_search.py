@@ -81,7 +81,7 @@ def _oneshot(exp: dict, name: str, seed: int, tmp: Path, target: float) -> dict:
     ckpt = json.loads((phase / "checkpoint.json").read_text())
     out = {"wall_s": round(wall, 1), "supernet_s": summary["seconds"], "trials": len(rows),
            "best": _best(rows), "candidates": [
-               {k: c[k] for k in ("arch", "why", "one_shot_accuracy", "latency_ms", "reward")}
+               {k: c.get(k) for k in ("arch", "reason", "accuracy", "latency_ms", "reward")}
                for c in summary["candidates"]],
            "retrained": [{"arch": r["arch"], "accuracy": float(r["accuracy"]),
                           "reward": float(r["reward"])} for r in rows if r["status"] == "ok"],

@@ -114,11 +114,11 @@ def main() -> int:
                          "total_s": round(wall + retrain_s, 1), "best_candidate": top_c.arch,
                          "best_candidate_reward": float(top_r), "rank": rank_of[top_c.arch],
                          "regret": best - float(top_r),
-                         "most_likely_rank": rank_of[cands[0].arch] if cands and cands[0].why.startswith("most")
+                         "most_likely_rank": rank_of[cands[0].arch] if cands and cands[0].reason.startswith("most")
                          else None,
                          "entropy_first_last": [ent[0], ent[-1]] if ent else None,
                          "sampled_latency_first_last_100": [float(np.mean(lat[:100])), float(np.mean(lat[-100:]))],
-                         "candidates": [vars(c) for c in cands]})
+                         "candidates": [c.as_dict(drop_empty=True) for c in cands]})
             print(f"{name} seed {seed}: {wall:.0f} s one-shot + {retrain_s:.0f} s retraining; best candidate "
                   f"reward {top_r:.4f} (rank {rank_of[top_c.arch]} of {len(table)}), entropy "
                   f"{ent[0] if ent else float('nan'):.3f} -> {ent[-1] if ent else float('nan'):.3f}", flush=True)

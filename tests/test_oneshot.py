@@ -12,6 +12,7 @@ from nas.controllers.base import get_controller
 from nas.data.sources import Split
 from nas.config.experiment import OneShotConfig
 from nas.oneshot.search import OneShotSearch
+from nas.core.record import Status
 from nas.core.reward import Constraints, RewardConfig
 
 pytest.importorskip("tensorflow")
@@ -44,28 +45,30 @@ def test_the_joint_search_warms_up_then_trains_weights_and_controller_together()
         assert set(out) == {"loss"} and np.isfinite(out["loss"])
     assert ctrl.n_proposed == 0 and ctrl.n_feedback == 0 and not calls  # held still in the warm-up
     before = [z.copy() for z in ctrl.logits]
-    for _ in range(4):
+    for _ in range(3):
         out = search.step()
         assert 0 <= out["accuracy"] <= 1 and out["latency_ms"] >= 1 and np.isfinite(out["reward"])
-    assert ctrl.n_feedback == 12 and ctrl.updates == 12  # every sample told, every one learned from
+    assert ctrl.n_feedback == 9 and ctrl.updates == 9  # every sample told, every one learned from
     assert any(not np.array_equal(a, b) for a, b in zip(before, ctrl.logits))
+    # a sample that breaks a hard constraint is told as infeasible: counted, not learned from
+    hard = search.rcfg
+    search.rcfg = RewardConfig(target_ms=2.0, preset="hard", constraints=Constraints(max_latency_ms=0.5))
+    out = search.step()
+    assert np.isnan(out["reward"]) and ctrl.n_failed == 3 and ctrl.updates == 9
+    assert {r.status for r in search.ledger.results.values()} == {Status.OK, Status.INFEASIBLE}
+    search.rcfg = hard
     told = [a for c in calls for a in c]
     assert len(told) == len(set(told)) and all(1 <= len(c) <= 3 for c in calls)  # batched, each arch once
     assert len(search.curves["loss"]) == 6 and len(search.curves["reward"]) == 4
     assert search.curves["entropy"][-1] <= ctrl.max_entropy()
     cands = search.candidates()
-    assert cands[0].why == "most likely" and cands[0].arch == ctrl.most_likely().to_string()
-    assert 1 <= len(cands) <= 3 and all(0 <= c.one_shot_accuracy <= 1 for c in cands)
+    assert cands[0].reason == "most likely" and cands[0].arch == ctrl.most_likely().to_string()
+    assert 1 <= len(cands) <= 3 and all(0 <= c.accuracy <= 1 for c in cands)
     sampled = [c.reward for c in cands[1:]]
     assert sampled == sorted(sampled, reverse=True)
     assert all(search.proxy_of(search_spaces.Arch.from_string(c.arch)).to_string() == c.proxy_arch for c in cands)
     # one trace per step kind, whatever the paths
     assert search.trainer.tracing_counts() == {"train": 1, "calibrate": 1, "predict": 1, "predict_batch_stats": 1}
-    # a sample that breaks a hard constraint is told as infeasible: counted, not learned from
-    search.rcfg = RewardConfig(target_ms=2.0, preset="hard", constraints=Constraints(max_latency_ms=0.5))
-    failed, updates = ctrl.n_failed, ctrl.updates
-    out = search.step()
-    assert np.isnan(out["reward"]) and ctrl.n_failed == failed + 3 and ctrl.updates == updates
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -101,23 +104,28 @@ def test_a_killed_search_resumes_from_its_checkpoint_and_refuses_one_of_other_se
         a.step()
     a.save(tmp_path)
     weights = [np.array(v.numpy()) for v in a.trainer.state_variables()]
+    saved = {"events": list(a.ledger.events), "results": dict(a.ledger.results), "rng": a.rng.bit_generator.state}
     a.step()  # after the checkpoint: lost with the kill, and redone by the resumed search
 
+    # each sampled path is a trial record of the search's ledger, as in a standalone search
+    assert [e.as_list() for e in saved["events"]] == [["ask", "s2.0"], ["ask", "s2.1"], ["tell", "s2.0"],
+                                                      ["tell", "s2.1"], ["ask", "s3.0"], ["ask", "s3.1"],
+                                                      ["tell", "s3.0"], ["tell", "s3.1"]]
+    assert all(r.status is Status.OK and 0 <= r.accuracy <= 1 and r.latency_ms >= 1 and r.proxy_arch
+               for r in saved["results"].values())
+
     b = _search()
-    assert b.restore(tmp_path) and b.step_index == 4 and b.told == a.told[:2]
+    assert not b.restore(tmp_path / "none")  # no checkpoint there: a fresh start
+    assert b.restore(tmp_path) and b.step_index == 4
+    assert b.rng.bit_generator.state == saved["rng"]
+    assert b.ledger.events == saved["events"] and b.ledger.results == saved["results"]
     for w, v in zip(weights, b.trainer.state_variables(), strict=True):
         np.testing.assert_array_equal(w, v.numpy())  # weights, BN statistics, Adam's slots, the step count
     assert b.trainer.update.iterations == 4
-    # the controller, rebuilt by replaying its feedback, is where the original was at step 4:
+    # the controller, rebuilt by the ledger's replay, is where the original was at step 4:
     # it proposes what the original proposed at step 5 (the random state of the data is back too)
-    assert [b.controller.ask().key for _ in range(2)] == [t[0] for t in a.told[2]]
+    assert [b.controller.ask().key for _ in range(2)] == [a.ledger.archs["s4.0"], a.ledger.archs["s4.1"]]
     assert not np.array_equal(b._order, np.zeros(0))
-    b2 = _search()
-    assert not b2.restore(tmp_path / "none")  # no checkpoint there: a fresh start
-    b2.restore(tmp_path)
-    assert b2.rng.bit_generator.state == b.rng.bit_generator.state
-    res = b2.run()
-    assert res.steps == b2.total_steps == len(res.curves["loss"]) and res.candidates
     # the same checkpoint, for a search of other settings, is refused (not resumed as if it were its own)
     with pytest.raises(ValueError, match="resume: .* was made with .*total_steps"):
         _search(epochs=3).restore(tmp_path)

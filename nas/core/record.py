@@ -165,9 +165,11 @@ class TrialRecord:
 
     # -- conversions --------------------------------------------------------------------------
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-safe values (``status`` as text, None for "no value"), in :data:`FIELDS` order."""
-        return {k: (getattr(self, k).value if k == "status" else getattr(self, k)) for k in FIELDS}
+    def as_dict(self, *, drop_empty: bool = False) -> dict[str, Any]:
+        """JSON-safe values (``status`` as text, None for "no value"), in :data:`FIELDS` order;
+        ``drop_empty``: without the fields that have no value (:meth:`from_dict` reads either)."""
+        d = {k: (getattr(self, k).value if k == "status" else getattr(self, k)) for k in FIELDS}
+        return {k: v for k, v in d.items() if v is not None} if drop_empty else d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrialRecord":

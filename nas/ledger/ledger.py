@@ -67,21 +67,31 @@ def make_controller(cfg: ExperimentConfig, space: SearchSpace | None = None) -> 
     return get_controller(cfg.controller.name, space or make_space(cfg), seed=cfg.seed, **cfg.controller.params)
 
 
-def read_state_json(text: str, where: str = "state.json") -> tuple[dict, list[LedgerEvent], dict[str, str],
-                                                                   dict[str, TrialRecord]]:
-    """(the whole document, events, trial_id -> arch, trial_id -> record) of a ``state.json``.
+def read_state_json(text: str | Mapping[str, Any], where: str = "state.json") -> tuple[
+        dict, list[LedgerEvent], dict[str, str], dict[str, TrialRecord]]:
+    """(the whole document, events, trial_id -> arch, trial_id -> record) of a ``state.json``
+    (its text, or the document already parsed, as a one-shot checkpoint embeds it).
 
     Version 1 states (before deployment and proxy were told apart) are read as records whose
-    proxy is the arch itself, which is what those runs trained.
+    proxy is the arch itself, which is what those runs trained. A stored record leaves out
+    its arch (``archs`` holds it) and its empty fields.
     """
     try:
-        d = json.loads(text)
+        d = json.loads(text) if isinstance(text, str) else dict(text)
         if d.get("version") not in _READABLE_STATES:
             raise ValueError(f"version {d.get('version')!r}, expected one of {_READABLE_STATES}")
         load = legacy_dict if d["version"] == 1 else TrialRecord.from_dict
-        return d, [parse_event(e) for e in d["events"]], d["archs"], {t: load(r) for t, r in d["results"].items()}
+        archs = d["archs"]
+        results = {t: load({"arch": archs.get(t), **r}) for t, r in d["results"].items()}
+        return d, [parse_event(e) for e in d["events"]], archs, results
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise RunFolderError(f"{where}: not a search state this version can resume ({e})") from None
+
+
+def _stored(rec: TrialRecord) -> dict[str, Any]:
+    """A record as ``state.json`` keeps it: without its arch (in ``archs``) or empty fields,
+    which keeps the state of a one-shot search (a record per sampled path) small."""
+    return {k: v for k, v in rec.as_dict(drop_empty=True).items() if k != "arch"}
 
 
 def replay(controller: Controller, events: list[LedgerEvent], archs: Mapping[str, str], results: Mapping[str, TrialRecord],
@@ -326,32 +336,45 @@ class Ledger:
         """The finished trial with the highest usable reward (None before one)."""
         return best_result(self.ordered_results())
 
+    def state(self) -> dict[str, Any]:
+        """The ledger as a JSON-ready document (what ``state.json`` holds)."""
+        return {"version": STATE_VERSION, "budget": self.budget, "events": [e.as_list() for e in self.events],
+                "archs": self.archs, "results": {t: _stored(r) for t, r in self.results.items()},
+                "untold": self.untold, "orphans": self.orphans, "plan": list(self.plan)}
+
     def to_json(self) -> str:
-        return json.dumps({"version": STATE_VERSION, "budget": self.budget, "events": [e.as_list() for e in self.events],
-                           "archs": self.archs, "results": {t: r.as_dict() for t, r in self.results.items()},
-                           "untold": self.untold, "orphans": self.orphans, "plan": list(self.plan)},
-                          indent=1)
+        return json.dumps(self.state(), indent=1)
 
     @classmethod
-    def from_json(cls, cfg: ExperimentConfig, text: str, budget: int | None = None,
-                  where: str = "state.json", on_ask=None) -> "Ledger":
-        """Rebuild a ledger (and a fresh controller replayed through its events) from JSON;
-        ``on_ask`` as for :func:`replay`."""
-        d, events, archs, results = read_state_json(text, where)
-        st = cls(cfg, budget if budget is not None else int(d["budget"]), plan=d.get("plan"))
-        asked, st.waiting = replay(st.controller, events, archs, results, on_ask=on_ask, queue=st.queue)
-        st.events = list(events)
-        st.n_repeats = sum(isinstance(e, Repeat) for e in events)
-        # ``converged`` is not restored: a resumed search gives the controller max_repeats more tries.
-        st.archs, st.results = dict(archs), dict(results)
-        for tid, a in st.archs.items():
-            st._by_arch.setdefault(a, []).append(tid)
-        orphaned = {e.trial_id for e in events if isinstance(e, Orphan)}
-        st.pending = {t: a for t, a in archs.items() if t not in results and t not in orphaned}
-        st.proposals = {t: p for t, p in asked.items() if t not in orphaned}
-        st.untold = list(d.get("untold", []))
-        st.orphans = list(d.get("orphans", []))
+    def from_json(cls, cfg: ExperimentConfig | None, text: str | Mapping[str, Any], budget: int | None = None,
+                  where: str = "state.json", on_ask=None, controller: Controller | None = None) -> "Ledger":
+        """Rebuild a ledger (and a fresh controller replayed through its events) from JSON
+        (text, or the parsed document); ``on_ask`` as for :func:`replay`. Without ``cfg``, give
+        the fresh ``controller`` to replay into."""
+        d = read_state_json(text, where)[0]
+        st = cls(cfg, budget if budget is not None else int(d["budget"]), controller=controller, plan=d.get("plan"))
+        st.resume(d, where, on_ask)
         return st
+
+    def resume(self, text: str | Mapping[str, Any], where: str = "state.json", on_ask=None) -> None:
+        """Replay a recorded state (``state.json``'s text or document) into this new ledger,
+        whose controller is fresh: the controller is where the recorded one was, and the
+        ledger holds what the recorded one held."""
+        d, events, archs, results = read_state_json(text, where)
+        if self.events:
+            raise ValueError("Ledger.resume: this ledger has asked already; resume into a new one")
+        asked, self.waiting = replay(self.controller, events, archs, results, on_ask=on_ask, queue=self.queue)
+        self.events = list(events)
+        self.n_repeats = sum(isinstance(e, Repeat) for e in events)
+        # ``converged`` is not restored: a resumed search gives the controller max_repeats more tries.
+        self.archs, self.results = dict(archs), dict(results)
+        for tid, a in self.archs.items():
+            self._by_arch.setdefault(a, []).append(tid)
+        orphaned = {e.trial_id for e in events if isinstance(e, Orphan)}
+        self.pending = {t: a for t, a in archs.items() if t not in results and t not in orphaned}
+        self.proposals = {t: p for t, p in asked.items() if t not in orphaned}
+        self.untold = list(d.get("untold", []))
+        self.orphans = list(d.get("orphans", []))
 
     def adopt_orphans(self, known_to_runner: set[str]) -> None:
         """After a crash, reconcile with what the runner restored.

@@ -6,10 +6,10 @@
    (``search.oneshot.targets_ms``, default ``reward.target_ms``), each in its own Ray task
    (in this process with ``--runner local``), each writing ::
 
-       RUN/oneshot/target-<ms>ms/checkpoint.json   step, random states, the controller's feedback log
+       RUN/oneshot/target-<ms>ms/checkpoint.json   step, random states, the supernet's ledger
        RUN/oneshot/target-<ms>ms/weights-<step>.npz the supernet's weights and optimizer slots
        RUN/oneshot/target-<ms>ms/progress.json     the last step's figures (the live display reads it)
-       RUN/oneshot/target-<ms>ms/candidates.json   when done: its candidates, one-shot scored
+       RUN/oneshot/target-<ms>ms/candidates.json   when done: its candidates, one-shot scored trial records
        RUN/tensorboard/oneshot-<ms>ms/             oneshot/loss, entropy, latency_ms, reward, accuracy
 
    A killed search resumes from the last checkpoint (``search.oneshot.checkpoint_s``).
@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -186,7 +185,7 @@ def run_supernet(cfg: ExperimentConfig, target_ms: float, run_dir: str, latency=
     progress({"phase": "training"})
     result = search.run(on_step=on_step)
     events.close()
-    cands = [asdict(c) | {"target_ms": target_ms} for c in result.candidates]
+    cands = [{"target_ms": target_ms, **c.as_dict(drop_empty=True)} for c in result.candidates]
     ent = [e for e in result.curves["entropy"] if math.isfinite(e)]
     summary = {"target_ms": target_ms, "steps": result.steps, "seconds": round(result.seconds, 1),
                "replicas": strat.num_replicas_in_sync if strat is not None else 1, "precision": cfg.train.precision,
@@ -198,12 +197,20 @@ def run_supernet(cfg: ExperimentConfig, target_ms: float, run_dir: str, latency=
 
 
 def merged_candidates(per_target: Sequence[Sequence[dict[str, Any]]], limit: int) -> list[dict[str, Any]]:
-    """The candidates of every target, each arch once: the most likely archs first (in target
-    order), then the sampled ones by one-shot reward; at most ``limit``."""
+    """The candidates of every target (trial records as dicts, with their ``target_ms``), each
+    arch once: the most likely archs first (in target order), then the sampled ones by one-shot
+    reward; at most ``limit``."""
     seen: dict[str, dict[str, Any]] = {}
-    likely = [c for cs in per_target for c in cs if c["why"].startswith("most likely")]
-    sampled = sorted((c for cs in per_target for c in cs if not c["why"].startswith("most likely")),
-                     key=lambda c: -(c["reward"] if c["reward"] is not None and math.isfinite(c["reward"]) else -1e9))
+
+    def is_likely(c) -> bool:
+        return c["reason"].startswith("most likely")
+
+    def reward(c) -> float:
+        r = c.get("reward")
+        return r if r is not None and math.isfinite(r) else -1e9
+
+    sampled = sorted((c for cs in per_target for c in cs if not is_likely(c)), key=lambda c: -reward(c))
+    likely = [c for cs in per_target for c in cs if is_likely(c)]
     for c in [*likely, *sampled]:
         seen.setdefault(c["arch"], c)
     return list(seen.values())[:limit]

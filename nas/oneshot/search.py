@@ -22,9 +22,14 @@ space (:func:`nas.trial.proxy.space_of`) and each step of :class:`OneShotSearch`
    controller (``mnas``'s LSTM, or ``logits``, TuNAS's independent softmaxes). During the
    warm-up the controller is held still: not asked, not told.
 
+The controller is asked and told through a :class:`~nas.ledger.ledger.Ledger`, as in a
+standalone search: each sampled path is a trial (``s<step>.<k>``) whose
+:class:`~nas.core.record.TrialRecord` holds its one-batch accuracy, deployment latency and
+reward, and a resumed search rebuilds the controller with the ledger's one replay.
+
 At the end the policy's most likely arch and the best of ``candidates`` archs it samples,
 re-scored on the whole validation split with recalibrated BatchNorm statistics, are the
-candidates a search retrains standalone. ``tests/test_oneshot.py`` runs a small one and
+candidates (records ``c<i>``, ``reason`` saying which) a search retrains standalone. ``tests/test_oneshot.py`` runs a small one and
 ``benchmarks/oneshot_table.py`` measures it on the shipped table.
 """
 
@@ -46,9 +51,10 @@ from search_spaces import Arch, SearchSpace
 from search_spaces.supernet import Supernet
 
 from nas.config.experiment import OneShotConfig
-from nas.controllers.base import Proposal
+from nas.core.record import Status, TrialRecord
 from nas.core.reward import RewardConfig, reward
 from nas.ledger.folder import atomic_write
+from nas.ledger.ledger import Ledger
 from nas.oneshot.train import SupernetTrainer, calibration_batches
 
 log = logging.getLogger(__name__)
@@ -58,24 +64,13 @@ LatencyFn = Callable[[Sequence[Arch]], list[dict[str, Any]]]
 
 
 @dataclass
-class Candidate:
-    """An arch the one-shot phase hands to standalone retraining."""
-
-    arch: str                        #: deployment arch string
-    proxy_arch: str
-    one_shot_accuracy: float         #: on the whole validation split, recalibrated BN
-    latency_ms: float
-    reward: float
-    why: str                         #: "most likely" or "sampled"
-
-
-@dataclass
 class OneShotResult:
     steps: int
     seconds: float
     #: per step: loss; per controller step: mean reward, accuracy, latency of the samples, entropy
     curves: dict[str, list[float]] = field(default_factory=dict)
-    candidates: list[Candidate] = field(default_factory=list)
+    #: the most likely arch, then the best sampled ones: one-shot accuracy on the whole validation split
+    candidates: list[TrialRecord] = field(default_factory=list)
 
 
 class OneShotSearch:
@@ -110,15 +105,13 @@ class OneShotSearch:
         # with a recipe for trained results (mnas's ranks, replay, novelty) learns it as MnasNet's does.
         if hasattr(controller, "for_weight_sharing"):
             controller.for_weight_sharing()
-        controller.plan((self.total_steps - self.warmup_steps) * s.samples, s.samples)
+        budget = (self.total_steps - self.warmup_steps) * s.samples
+        self.ledger = Ledger(None, budget, controller=controller, plan=(budget, s.samples), repeats="train")
         self._lat: dict[str, dict[str, Any]] = {}
         self._order = np.zeros(0, np.int64)
         self.step_index = 0
         self.curves: dict[str, list[float]] = {k: [] for k in ("loss", "reward", "accuracy", "latency_ms",
                                                                 "entropy")}
-        # Per controller step, what the controller was told, in order: a resumed search
-        # rebuilds the controller by replaying it (controllers are never pickled).
-        self.told: list[list[list]] = []
         self.seed = seed
 
     # -- pieces -------------------------------------------------------------------------------
@@ -150,12 +143,16 @@ class OneShotSearch:
                 self._lat[a.to_string()] = r
         return [self._lat[k] for k in keys]
 
-    def _reward(self, acc: float, lat: dict[str, Any]) -> tuple[str, float | None]:
+    def score(self, trial_id: str, arch: Arch, acc: float, lat: dict[str, Any], reason: str | None = None) -> TrialRecord:
+        """A path's record: its accuracy with the shared weights, the deployment latency
+        fields, and the reward (none if it breaks a constraint or is not finite)."""
         why = self.rcfg.constraints.violation(lat)
-        if why:
-            return "infeasible", None
-        r = reward(acc, float(lat["latency_ms"]), self.rcfg)
-        return ("ok", r) if math.isfinite(r) else ("failed", None)
+        r = None if why else reward(acc, float(lat["latency_ms"]), self.rcfg)
+        status = Status.INFEASIBLE if why else Status.OK if math.isfinite(r) else Status.FAILED
+        reason = why or ("the reward is not finite" if status is Status.FAILED else reason)
+        return TrialRecord.from_dict({**lat, "trial_id": trial_id, "status": status, "reason": reason,
+                                      "accuracy": acc, "reward": r if status is Status.OK else None,
+                                      "arch": arch.to_string(), "proxy_arch": self.proxy_of(arch).to_string()})
 
     def entropy(self) -> float:
         c = self.controller
@@ -185,21 +182,19 @@ class OneShotSearch:
             arch = self.space.decode(self.space.sample_choices(self.rng))
             out["loss"] = self.trainer.train(x, y, self.proxy_of(self.weight_path(arch)))
         else:
-            proposals = [self.controller.ask() for _ in range(self.settings.samples)]
-            archs = [p.arch for p in proposals]
+            tids = [f"s{self.step_index}.{k}" for k in range(self.settings.samples)]
+            for t in tids:
+                self.ledger.suggest(t)
+            archs = [self.ledger.proposals[t].arch for t in tids]
             out["loss"] = self.trainer.train(x, y, self.proxy_of(self.weight_path(archs[0])))
             xv, yv = self._val_batch()
             accs = [self.trainer.batch_accuracy(self.proxy_of(a), xv, yv) for a in archs]
             lats = self.latencies(archs)
-            rewards, told = [], []
-            for p, acc, lat in zip(proposals, accs, lats):
-                status, r = self._reward(acc, lat)
-                result = {"status": status, "reward": r, "accuracy": acc, "latency_ms": lat["latency_ms"]}
-                self.controller.tell(p, result)
-                told.append([p.key, result])
-                if r is not None:
-                    rewards.append(r)
-            self.told.append(told)
+            rewards = []
+            for t, a, acc, lat in zip(tids, archs, accs, lats):
+                rec = self.ledger.complete(t, self.score(t, a, acc, lat))
+                if rec.usable:
+                    rewards.append(rec.reward)
             out |= {"reward": float(np.mean(rewards)) if rewards else float("nan"),
                     "accuracy": float(np.mean(accs)),
                     "latency_ms": float(np.mean([lat["latency_ms"] for lat in lats])), "entropy": self.entropy()}
@@ -212,9 +207,9 @@ class OneShotSearch:
 
     def save(self, folder: str | Path) -> Path:
         """Checkpoint into ``folder``: the weights and optimizer slots (``weights-STEP.npz``),
-        then ``checkpoint.json`` (the step, the random states, the data order, the controller's
-        feedback log, the curves, the latency cache), each renamed into place, so a kill at any
-        moment leaves the previous checkpoint whole."""
+        then ``checkpoint.json`` (the step, the random states, the data order, the ledger (as
+        ``state.json`` holds a standalone search's), the curves, the latency cache), each
+        renamed into place, so a kill at any moment leaves the previous checkpoint whole."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         weights = folder / f"weights-{self.step_index}.npz"
@@ -223,7 +218,7 @@ class OneShotSearch:
         os.replace(tmp, weights)
         state = {"version": 1, "step": self.step_index, "total_steps": self.total_steps, "seed": self.seed,
                  "settings": self._settings_key(), "weights": weights.name,
-                 "rng": self.rng.bit_generator.state, "order": self._order.tolist(), "told": self.told,
+                 "rng": self.rng.bit_generator.state, "order": self._order.tolist(), "ledger": self.ledger.state(),
                  "curves": self.curves, "latency": self._lat}
         atomic_write(folder / "checkpoint.json", json.dumps(state))
         for old in folder.glob("weights-*.npz"):
@@ -233,7 +228,7 @@ class OneShotSearch:
 
     def restore(self, folder: str | Path) -> bool:
         """Continue from ``folder``'s checkpoint (False if it has none): weights, optimizer,
-        random states and the controller, rebuilt by replaying what it was told."""
+        random states, and the ledger and its controller, rebuilt by the ledger's replay."""
         path = Path(folder) / "checkpoint.json"
         if not path.is_file():
             return False
@@ -249,20 +244,13 @@ class OneShotSearch:
             raise ValueError(f"resume: {path} holds {len(arrays.files)} variables, the supernet has {len(variables)}")
         for i, v in enumerate(variables):
             v.assign(arrays[f"arr_{i}"])
-        self.step_index, self.told, self.curves, self._lat = d["step"], d["told"], d["curves"], d["latency"]
+        self.step_index, self.curves, self._lat = d["step"], d["curves"], d["latency"]
         self.rng.bit_generator.state = d["rng"]
         self._order = np.asarray(d["order"], np.int64)
         self.trainer.steps = self.step_index
-        for told in self.told:
-            asked = [self.controller.ask() for _ in told]
-            for p, (text, result) in zip(asked, told):
-                if p.key != text:
-                    log.warning("resume: the controller now proposes %s where the run had %s; continuing with "
-                                "the recorded arch", p.key, text)
-                    p = Proposal(Arch.from_string(text))
-                self.controller.tell(p, result)
-        log.info("one-shot search resumed at step %d of %d (%d controller steps replayed)", self.step_index,
-                 self.total_steps, len(self.told))
+        self.ledger.resume(d["ledger"], where=str(path))
+        log.info("one-shot search resumed at step %d of %d (%d sampled paths replayed)", self.step_index,
+                 self.total_steps, self.ledger.n_done)
         return True
 
     #: Settings that may change between a run and its resume (which targets, on what, how often
@@ -272,29 +260,26 @@ class OneShotSearch:
     def _settings_key(self) -> dict:
         return self.settings.model_dump(exclude=self.RESUMABLE_CHANGES)
 
-    def candidates(self) -> list[Candidate]:
+    def candidates(self) -> list[TrialRecord]:
         """The most likely arch and the best ``top_k`` of ``candidates`` sampled ones, re-scored
-        on the whole validation split with recalibrated BatchNorm statistics."""
+        on the whole validation split with recalibrated BatchNorm statistics; ``reason`` says
+        which (and, after it in brackets, a constraint one breaks)."""
         s = self.settings
         picks: dict[str, tuple[Arch, str]] = {}
         if hasattr(self.controller, "most_likely"):
             a = self.controller.most_likely()
             picks[a.to_string()] = (a, "most likely")
-        for _ in range(s.candidates):
+        for _ in range(s.candidates):  # (not the ledger's: proposals never told, after the last step)
             a = self.controller.ask().arch
             picks.setdefault(a.to_string(), (a, "sampled"))
-        archs = [a for a, _ in picks.values()]
-        lats = self.latencies(archs)
         scored = []
-        for (a, why), lat in zip(picks.values(), lats):
+        for i, ((a, why), lat) in enumerate(zip(picks.values(), self.latencies([a for a, _ in picks.values()]))):
             calib = calibration_batches(self.split, s.calibration, s.batch_size, self.rng)
-            p = self.proxy_of(a)
-            acc = self.trainer.accuracy_on(p, self.split.val_batches(), calibration=calib)
-            status, r = self._reward(acc, lat)
-            scored.append(Candidate(a.to_string(), p.to_string(), acc, float(lat["latency_ms"]),
-                                    r if r is not None else float("nan"), why if status == "ok" else f"{why} ({status})"))
-        best = sorted((c for c in scored if c.why == "sampled" and math.isfinite(c.reward)), key=lambda c: -c.reward)
-        return [c for c in scored if c.why.startswith("most likely")] + best[: s.top_k]
+            acc = self.trainer.accuracy_on(self.proxy_of(a), self.split.val_batches(), calibration=calib)
+            rec = self.score(f"c{i}", a, acc, lat, reason=why)
+            scored.append(rec if rec.status is Status.OK else rec.replace(reason=f"{why} ({rec.status}: {rec.reason})"))
+        best = sorted((c for c in scored if c.reason == "sampled" and c.usable), key=lambda c: -c.reward)
+        return [c for c in scored if c.reason.startswith("most likely")] + best[: s.top_k]
 
     def run(self, on_step: Callable[[int, dict[str, float]], None] | None = None) -> OneShotResult:
         t0 = time.perf_counter()

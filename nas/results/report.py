@@ -311,17 +311,17 @@ def _oneshot_table(b: io.StringIO, rep: Report) -> None:
     if not path.is_file():
         b.write("One-shot search: the supernets have not handed over their candidates yet.\n\n")
         return
-    cands = json.loads(path.read_text())["candidates"]
+    cands = [TrialRecord.from_dict(c) for c in json.loads(path.read_text())["candidates"]]
     trained = {r.arch: r for r in rep.results if r.usable and r.accuracy is not None}
     b.write(f"## One-shot candidates, {len(cands)} from the supernets (`oneshot/candidates.json`), retrained as "
             f"the trials above\n\n| trial | picked as | one-shot accuracy | retrained accuracy | latency ms |\n"
             "|---|---|---|---|---|\n")
     for c in cands:
-        r = trained.get(c["arch"])
-        b.write(f"| {r.trial_id if r else '(not retrained)'} | {c['why']} | {c['one_shot_accuracy']:.4f} | "
-                f"{_n(r.accuracy if r else None, '.4f')} | {_n(c['latency_ms'], '.3f')} |\n")
-    n, flipped = _flipped([(c["one_shot_accuracy"], trained[c["arch"]].accuracy) for c in cands
-                           if c["arch"] in trained])
+        r = trained.get(c.arch)
+        b.write(f"| {r.trial_id if r else '(not retrained)'} | {c.reason} | {_n(c.accuracy, '.4f')} | "
+                f"{_n(r.accuracy if r else None, '.4f')} | {_n(c.latency_ms, '.3f')} |\n")
+    n, flipped = _flipped([(c.accuracy, trained[c.arch].accuracy) for c in cands
+                           if c.arch in trained and c.accuracy is not None])
     if n:
         b.write(f"\nOf {n} pairs of candidates, retraining ranked {flipped} the other way round from the "
                 f"supernet ({100 * flipped / n:.0f}%).\n")
