@@ -27,7 +27,7 @@ EXPERIMENT = {
     "reward": {"target_ms": 1.8},
     "data": {"source": "digits", "limit": 200},
     "train": {"epochs": 1, "batch_size": 32},
-    "budget": {"trials": 6, "concurrency": 2, "cpus_per_trial": 1},
+    "budget": {"trials": 4, "concurrency": 2, "cpus_per_trial": 1},
 }
 
 

@@ -168,8 +168,9 @@ def test_several_devices_train_the_export_and_the_supernet_as_one_device_does(tm
     assert [sn[k]["replicas"] for k in ("one", "two")] == [1, 2]
     one = np.mean(sn["one"]["one_shot_accuracy"])
     assert one > 0.7, sn
-    # 6 epochs, where one-shot accuracy levels off: one device gave 0.84-0.89 over two seeds,
-    # two 0.86-0.92 (each replica normalises by its half of the batch, as Keras's BatchNorm does)
+    # 4 epochs: one device gave 0.89, two 0.85 (at 6, where one-shot accuracy levels off,
+    # 0.84-0.89 and 0.86-0.92 over two seeds; each replica normalises by its half of the batch,
+    # as Keras's BatchNorm does)
     assert abs(np.mean(sn["two"]["one_shot_accuracy"]) - one) <= 0.1, sn
     # XLA on both devices (each replica compiled, the all-reduce outside) steps as without it
     assert out["xla_two"]["losses_finite"] and out["xla_two"]["max_weight_difference"] < 1e-3, out["xla_two"]
@@ -223,4 +224,4 @@ def test_mixed_precision_trains_a_trial_and_a_supernet_with_finite_loss_and_floa
     assert search.net.compute_dtype == "float16"
     result = search.run()
     assert all(np.isfinite(result.curves["loss"])) and result.candidates
-    assert all(0 <= c.one_shot_accuracy <= 1 for c in result.candidates)
+    assert all(0 <= c.accuracy <= 1 for c in result.candidates)
