@@ -412,17 +412,7 @@ def test_the_latency_of_a_trial_is_what_nas_latency_predict_says_for_its_arch(se
     assert predicted["off_chip_bytes"] == int(row["off_chip_bytes"])
 
 
-def test_resume_extends_a_finished_search_without_repeating(searched):
-    tmp, exp, _, _ = searched
-    run = tmp / "run"
-    before = read_trials(run)
-    r = nas("search", exp, "--out", run, "--resume", "--max-trials", "5", "--no-progress", cwd=tmp)
-    assert r.returncode == 0, r.stderr[-3000:]
-    after = read_trials(run)
-    assert after[:4] == before and len(after) == 5 and len({row["trial_id"] for row in after}) == 5
-
-
-def test_a_killed_search_resumes_losing_and_repeating_nothing(tmp_path):
+def test_a_killed_search_resumes_losing_and_repeating_nothing_and_extends_when_finished(tmp_path):
     exp = write_experiment(tmp_path, budget={"trials": 4, "concurrency": 1})
     run = tmp_path / "run"
     p = subprocess.Popen([sys.executable, "-m", "nas.cli", "search", str(exp), "--out", str(run), "--no-progress"],
@@ -447,6 +437,11 @@ def test_a_killed_search_resumes_losing_and_repeating_nothing(tmp_path):
         # ...and what was asked before the kill ran (under its id, or a new one if Ray had not
         # checkpointed it yet), so the controller's proposals are not lost either.
         assert set(pending) <= {row["arch"] for row in rows}
+    # a finished search resumed with a larger budget goes on from where it ended
+    r = nas("search", exp, "--out", run, "--resume", "--max-trials", "5", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = read_trials(run)
+    assert after[:4] == rows and len(after) == 5 and len({row["trial_id"] for row in after}) == 5
 
 
 def test_export_writes_a_model_that_plain_keras_loads_and_evaluates(searched, tmp_path):
