@@ -40,3 +40,20 @@ def heavy_modules_loaded_by(code: str) -> list[str]:
     assert r.returncode == 0, r.stderr[-2000:]
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("HEAVY ")][-1]
     return eval(line[len("HEAVY "):])  # a list literal we printed ourselves
+
+
+# The files that run end-to-end searches, longest first (each file's time on two workers:
+# benchmarks/results/suite_time.md). pytest-xdist hands a file to a worker as it frees up
+# (--dist loadfile), in collection order (--no-loadscope-reorder: by default it orders files by
+# their number of tests, which put two long ones last, and one worker ran them for 70-90 s
+# after the other had finished). The long ones first, the many short ones after, and the two
+# workers end together. A file missing here keeps its place after them.
+LONGEST_FIRST = ("test_search.py", "test_devices.py", "test_oneshot_search.py", "test_folder_search.py",
+                 "test_service.py", "test_oneshot.py", "test_faults.py", "test_bad_inputs.py", "test_cluster.py",
+                 "test_supernet.py", "test_hypermodel.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    order = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (rank.get(Path(str(item.fspath)).name, len(rank)), order[id(item)]))

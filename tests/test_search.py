@@ -81,6 +81,21 @@ def test_replaying_the_event_log_reproduces_the_next_proposal():
         assert again.pending.keys() == st.pending.keys()
 
 
+def test_the_state_stores_records_without_their_arch_or_empty_fields_and_reads_both_forms():
+    c = cfg(controller={"name": "random"})
+    st = Ledger(c, budget=3)
+    for t in ("t1", "t2"):
+        st.suggest(t)
+        st.complete(t, fake_result(st.archs[t], 0.4))
+    stored = st.state()["results"]["t1"]
+    assert "arch" not in stored and None not in stored.values() and stored["reward"] == 0.4
+    again = Ledger.from_json(c, st.to_json())
+    assert again.results == st.results and again.results["t1"].arch == st.archs["t1"]
+    full = json.loads(st.to_json())  # as written before: every field, the arch included
+    full["results"] = {t: r.as_dict() for t, r in st.results.items()}
+    assert Ledger.from_json(c, json.dumps(full)).results == st.results
+
+
 class _Cycle:
     """A controller proposing a fixed cycle of members (repeats on purpose), recording what it is told."""
 
