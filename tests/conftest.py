@@ -42,18 +42,35 @@ def heavy_modules_loaded_by(code: str) -> list[str]:
     return eval(line[len("HEAVY "):])  # a list literal we printed ourselves
 
 
-# The files that run end-to-end searches, longest first (each file's time on two workers:
-# benchmarks/results/suite_time.md). pytest-xdist hands a file to a worker as it frees up
-# (--dist loadfile), in collection order (--no-loadscope-reorder: by default it orders files by
-# their number of tests, which put two long ones last, and one worker ran them for 70-90 s
-# after the other had finished). The long ones first, the many short ones after, and the two
-# workers end together. A file missing here keeps its place after them.
-LONGEST_FIRST = ("test_search.py", "test_devices.py", "test_oneshot_search.py", "test_folder_search.py",
-                 "test_service.py", "test_oneshot.py", "test_faults.py", "test_bad_inputs.py", "test_cluster.py",
-                 "test_supernet.py", "test_hypermodel.py")
+# The order in which pytest-xdist hands test files to its two workers (--dist loadfile: a file
+# to whichever worker frees up first, in collection order, kept by --no-loadscope-reorder).
+# xdist's own order (most tests first) left the long end-to-end files with few tests for last:
+# one worker ran them alone for 70-90 s after the other had finished, and with every long file
+# first the two workers ran long files side by side all along, each slower in the other's
+# processes (10 min 26 s against 9 min 5 s to 9 min 31 s; benchmarks/results/suite_time.md).
+# Here the long files, longest first, take every third place among the others (most tests
+# first), so each mostly runs beside short files and the suite ends on short ones.
+LONG_FILES = ("test_search.py", "test_devices.py", "test_oneshot_search.py", "test_folder_search.py",
+              "test_service.py", "test_oneshot.py", "test_faults.py", "test_cluster.py", "test_supernet.py")
+
+
+def file_order(counts: dict[str, int]) -> list[str]:
+    """Test files in the order the workers get them, from each file's number of tests."""
+    short = sorted((f for f in counts if Path(f).name not in LONG_FILES), key=lambda f: -counts[f])
+    long = sorted((f for f in counts if Path(f).name in LONG_FILES), key=lambda f: LONG_FILES.index(Path(f).name))
+    order: list[str] = []
+    while long or short:
+        if long:
+            order.append(long.pop(0))
+        order.extend(short[:2])
+        del short[:2]
+    return order
 
 
 def pytest_collection_modifyitems(session, config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    order = {id(item): i for i, item in enumerate(items)}
-    items.sort(key=lambda item: (rank.get(Path(str(item.fspath)).name, len(rank)), order[id(item)]))
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[str(item.fspath)] = counts.get(str(item.fspath), 0) + 1
+    rank = {f: i for i, f in enumerate(file_order(counts))}
+    position = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (rank[str(item.fspath)], position[id(item)]))
