@@ -70,7 +70,7 @@ def file_order(counts: dict[str, int]) -> list[str]:
 def pytest_collection_modifyitems(session, config, items):
     counts: dict[str, int] = {}
     for item in items:
-        counts[str(item.fspath)] = counts.get(str(item.fspath), 0) + 1
+        counts[str(item.path)] = counts.get(str(item.path), 0) + 1
     rank = {f: i for i, f in enumerate(file_order(counts))}
     position = {id(item): i for i, item in enumerate(items)}
-    items.sort(key=lambda item: (rank[str(item.fspath)], position[id(item)]))
+    items.sort(key=lambda item: (rank[str(item.path)], position[id(item)]))

@@ -351,16 +351,20 @@ class Ledger:
         """Rebuild a ledger (and a fresh controller replayed through its events) from JSON
         (text, or the parsed document); ``on_ask`` as for :func:`replay`. Without ``cfg``, give
         the fresh ``controller`` to replay into."""
-        d = read_state_json(text, where)[0]
-        st = cls(cfg, budget if budget is not None else int(d["budget"]), controller=controller, plan=d.get("plan"))
-        st.resume(d, where, on_ask)
+        state = read_state_json(text, where)
+        st = cls(cfg, budget if budget is not None else int(state[0]["budget"]), controller=controller,
+                 plan=state[0].get("plan"))
+        st._replay(*state, on_ask=on_ask)
         return st
 
     def resume(self, text: str | Mapping[str, Any], where: str = "state.json", on_ask=None) -> None:
         """Replay a recorded state (``state.json``'s text or document) into this new ledger,
         whose controller is fresh: the controller is where the recorded one was, and the
         ledger holds what the recorded one held."""
-        d, events, archs, results = read_state_json(text, where)
+        self._replay(*read_state_json(text, where), on_ask=on_ask)
+
+    def _replay(self, d: Mapping[str, Any], events: list[LedgerEvent], archs: Mapping[str, str],
+                results: Mapping[str, TrialRecord], on_ask=None) -> None:
         if self.events:
             raise ValueError("Ledger.resume: this ledger has asked already; resume into a new one")
         asked, self.waiting = replay(self.controller, events, archs, results, on_ask=on_ask, queue=self.queue)

@@ -145,11 +145,14 @@ class OneShotSearch:
 
     def score(self, trial_id: str, arch: Arch, acc: float, lat: dict[str, Any], reason: str | None = None) -> TrialRecord:
         """A path's record: its accuracy with the shared weights, the deployment latency
-        fields, and the reward (none if it breaks a constraint or is not finite)."""
+        fields, and the reward (none if it breaks a constraint or is not finite); ``reason``,
+        followed in brackets by what went wrong if anything did."""
         why = self.rcfg.constraints.violation(lat)
         r = None if why else reward(acc, float(lat["latency_ms"]), self.rcfg)
         status = Status.INFEASIBLE if why else Status.OK if math.isfinite(r) else Status.FAILED
-        reason = why or ("the reward is not finite" if status is Status.FAILED else reason)
+        wrong = why or ("the reward is not finite" if status is Status.FAILED else None)
+        if wrong:
+            reason = f"{reason} ({status}: {wrong})" if reason else wrong
         return TrialRecord.from_dict({**lat, "trial_id": trial_id, "status": status, "reason": reason,
                                       "accuracy": acc, "reward": r if status is Status.OK else None,
                                       "arch": arch.to_string(), "proxy_arch": self.proxy_of(arch).to_string()})
@@ -276,8 +279,7 @@ class OneShotSearch:
         for i, ((a, why), lat) in enumerate(zip(picks.values(), self.latencies([a for a, _ in picks.values()]))):
             calib = calibration_batches(self.split, s.calibration, s.batch_size, self.rng)
             acc = self.trainer.accuracy_on(self.proxy_of(a), self.split.val_batches(), calibration=calib)
-            rec = self.score(f"c{i}", a, acc, lat, reason=why)
-            scored.append(rec if rec.status is Status.OK else rec.replace(reason=f"{why} ({rec.status}: {rec.reason})"))
+            scored.append(self.score(f"c{i}", a, acc, lat, reason=why))
         best = sorted((c for c in scored if c.reason == "sampled" and c.usable), key=lambda c: -c.reward)
         return [c for c in scored if c.reason.startswith("most likely")] + best[: s.top_k]
 
